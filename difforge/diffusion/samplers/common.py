@@ -1,0 +1,27 @@
+"""Helpers shared by samplers: per-sample noise and schedule lookups."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+Generator = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
+
+
+def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``.
+
+    With a list of generators, sample i draws from generator i only, so the noise an image sees
+    does not depend on the batch size or its position in the batch.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu" if generator is not None and generator.device.type == "cpu" else x.device).to(x.device)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=g.device) for g in generator]).to(x.device)
+
+
+def batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
+    """The scalar timestep ``t`` as a (B,) long tensor on x's device."""
+    return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
