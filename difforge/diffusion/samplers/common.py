@@ -15,8 +15,10 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     With a list of generators, sample i draws from generator i only, so the noise an image sees
     does not depend on the batch size or its position in the batch.
     """
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu" if generator is not None and generator.device.type == "cpu" else x.device).to(x.device)
+    if generator is None:
+        return torch.randn_like(x)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     if len(generator) != x.shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
     return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=g.device) for g in generator]).to(x.device)
