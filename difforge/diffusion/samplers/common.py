@@ -24,6 +24,12 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=g.device) for g in generator]).to(x.device)
 
 
-def batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
-    """The scalar timestep ``t`` as a (B,) long tensor on x's device."""
-    return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+def batch_t(t: float, x: torch.Tensor) -> torch.Tensor:
+    """The scalar timestep ``t`` as a (B,) tensor on x's device.
+
+    Long for integer steps; float32 for the fractional steps of log-SNR / Karras spacings.
+    """
+    t = float(t)
+    if t.is_integer():
+        return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+    return torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)

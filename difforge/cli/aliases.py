@@ -1,0 +1,57 @@
+"""IDDM / improved-diffusion flag names accepted as aliases of difforge's flags.
+
+Kept in one table so the CLI, its help and the README's alias table cannot drift apart.
+"""
+
+ALIASES = {
+    # data
+    "--data": ["--dataset_path", "--data_dir"],
+    "--image-size": ["--image_size"],
+    "--num-workers": ["--num_workers"],
+    # run folder
+    "--run": ["--run_name"],
+    "--runs-dir": ["--result_path"],
+    # network / diffusion
+    "--network": ["--network_name"],
+    "--noise-schedule": ["--noise_schedule"],
+    "--diffusion-steps": ["--diffusion_steps"],
+    "--learn-sigma": ["--learn_sigma"],
+    "--base-channels": ["--num_channels"],
+    "--num-res-blocks": ["--num_res_blocks"],
+    "--attention-resolutions": ["--attention_resolutions"],
+    # optimisation
+    "--batch-size": ["--batch_size"],
+    "--lr-schedule": ["--lr_func", "--lr_anneal"],
+    "--optimizer": ["--optim"],
+    "--ema-decay": ["--ema_rate"],
+    "--grad-accum": ["--microbatch_accum"],
+    "--weight-decay": ["--weight_decay"],
+    # checkpoints / previews
+    "--save-every-epochs": ["--save_model_interval_epochs"],
+    "--save-start": ["--start_model_interval"],
+    "--save-every": ["--save_interval"],
+    "--log-every": ["--log_interval"],
+    "--preview-num": ["--num_vis"],
+    "--image-format": ["--image_format"],
+    "--pretrain": ["--pretrain_path"],
+    # sampling
+    "--sampler": ["--sample"],
+    "--cfg": ["--cfg_scale"],
+    "--num": ["--num_images", "--num_samples"],
+    "--class": ["--class_name"],
+    "--model": ["--weight_path", "--model_path"],
+    "--out": ["--generate_name"],
+    "--steps": ["--timestep_respacing", "--sample_steps"],
+    "--clip-x0": ["--clip_denoised"],
+}
+
+
+def option_strings(flag: str) -> list:
+    """``flag`` followed by its IDDM / improved-diffusion aliases."""
+    return [flag, *ALIASES.get(flag, [])]
+
+
+def alias_table_markdown() -> str:
+    rows = ["| difforge | IDDM / improved-diffusion |", "| --- | --- |"]
+    rows += [f"| `{k}` | {', '.join(f'`{a}`' for a in v)} |" for k, v in ALIASES.items()]
+    return "\n".join(rows)

@@ -1,0 +1,56 @@
+"""`difforge` command: dispatch to one module per sub-command and turn user errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from .. import __version__
+from ..errors import UserError
+
+# sub-command -> module in difforge.cli (each has add_parser(subparsers) and run(args))
+COMMANDS = {
+    "demo": "demo",
+    "train": "train",
+    "sample": "sample",
+    "data": "data",
+    "info": "info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="difforge",
+        description="Train diffusion models on your own image folder and generate new images.",
+        epilog="Run `difforge COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"difforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in dict.fromkeys(COMMANDS.values()):
+        importlib.import_module(f"{__package__}.{module}").add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"difforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"difforge {args.command}: error: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"\ndifforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

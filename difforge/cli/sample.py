@@ -1,0 +1,105 @@
+"""`difforge sample MODEL_FILE` (alias `generate`): the model file describes itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from .aliases import option_strings
+
+
+def add_sampling_flags(p) -> None:
+    p.add_argument(*option_strings("--sampler"), dest="sampler", default="ddim", help="sampler name (see `difforge info --samplers`; default ddim)")
+    p.add_argument(*option_strings("--steps"), dest="steps", default=None,
+                   help="network evaluations: a number (default 50; ddpm: all), or a respacing string such as ddim50 or 10,15,20")
+    p.add_argument("--spacing", default=None, help="timestep spacing: uniform, logsnr or karras (default: per sampler)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM noise: 0 deterministic .. 1 DDPM-like")
+    p.add_argument(*option_strings("--cfg"), dest="cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off; default 3)")
+    p.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale phi in [0, 1]")
+    p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
+    p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed+i, whatever the batch size")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub) -> None:
+    for name in ("sample", "generate"):
+        p = sub.add_parser(
+            name,
+            help="generate images from a model file" + (" (alias of sample)" if name == "generate" else ""),
+            description="Generate images from a difforge model file. No other flag is needed: the file describes its network, schedule, size and classes.",
+        )
+        p.add_argument("model", nargs="?", metavar="MODEL_FILE", help="a .safetensors model file (e.g. runs/NAME/checkpoints/ema.safetensors)")
+        p.add_argument(*option_strings("--model")[1:], dest="model_flag", default=None, help="IDDM: the model file")
+        p.add_argument(*option_strings("--num"), dest="num", type=int, default=16, help="images (per class with --class all; default 16)")
+        p.add_argument(*option_strings("--class"), dest="class_label", default=None, help="class name or index, or 'all' (default: classes in turn)")
+        p.add_argument("--out", dest="out", default=None, help="output folder (default: samples/ next to the run, or ./samples)")
+        p.add_argument(*option_strings("--out")[1:], dest="out_name", default=None, help="IDDM: output sub-folder name")
+        p.add_argument(*option_strings("--image-format"), dest="format", default="png", choices=("png", "jpg"), help="image file format")
+        p.add_argument("--format", dest="format", choices=("png", "jpg"), help=argparse_suppress())
+        p.add_argument("--grid", action="store_true", help="also write a grid (one per class)")
+        p.add_argument("--npz", action="store_true", help="also write an .npz (arr_0 images NHWC uint8, arr_1 labels)")
+        add_sampling_flags(p)
+        p.set_defaults(func=run)
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def parse_steps(text):
+    """'50' -> (50, None); 'ddim50' / '10,15,20' -> (None, the respacing string)."""
+    if text is None:
+        return None, None
+    text = str(text).strip()
+    if text.isdigit():
+        return int(text), None
+    return None, text
+
+
+def default_out_dir(model: Path) -> Path:
+    if model.parent.name == "checkpoints":
+        return model.parent.parent / "samples" / model.stem
+    return Path("samples")
+
+
+def run(args) -> int:
+    from ..pipeline import Pipeline, save_generated
+
+    model = args.model or args.model_flag
+    if not model:
+        raise UserError("give the model file to sample from, e.g. difforge sample runs/default/checkpoints/ema.safetensors")
+    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision)
+    steps, respacing = parse_steps(args.steps)
+    if steps is None and respacing is None and args.sampler != "ddpm":
+        steps = 50
+    out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
+    if args.out_name:
+        out_dir = out_dir / args.out_name
+    out = pipe.generate(
+        num=args.num,
+        class_label=args.class_label,
+        sampler=args.sampler,
+        steps=steps,
+        spacing=respacing or args.spacing,
+        eta=args.eta,
+        cfg=args.cfg,
+        cfg_rescale=args.cfg_rescale,
+        clip_x0=args.clip_x0,
+        threshold=args.threshold,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    written = save_generated(out, out_dir, fmt=args.format, grid=args.grid, npz=args.npz)
+    print(f"{len(written['images'])} images in {out_dir}")
+    for g in written.get("grids", []):
+        print(f"grid: {g}")
+    if "npz" in written:
+        print(f"npz:  {written['npz']}")
+    return 0

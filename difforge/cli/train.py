@@ -1,0 +1,154 @@
+"""`difforge train`: flags -> Config -> Trainer.fit()."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Config, field_sections, parse_int_tuple
+from ..errors import ConfigError
+from .aliases import option_strings
+
+# network options that have their own flag (stored in model.network_options)
+NETWORK_FLAGS = {
+    "base_channels": ("--base-channels", int, "width of the first level"),
+    "channel_mult": ("--channel-mult", str, "per-level width multipliers, e.g. 1,2,2,2"),
+    "num_res_blocks": ("--num-res-blocks", int, "residual blocks per level"),
+    "attention_resolutions": ("--attention-resolutions", str, "feature-map sizes with self-attention, e.g. 16,8"),
+    "head_channels": ("--head-channels", int, "channels per attention head"),
+    "dropout": ("--dropout", float, "dropout in residual blocks"),
+    "act": ("--act", str, "activation: silu, gelu, relu, relu6, lrelu"),
+}
+TUPLE_OPTIONS = ("channel_mult", "attention_resolutions")
+
+
+def add(p, flag: str, **kw):
+    """add_argument with the IDDM aliases of ``flag`` and no default (unset flags keep the config's value)."""
+    kw.setdefault("default", None)
+    return p.add_argument(*option_strings(flag), **kw)
+
+
+def bool_flag(p, flag: str, dest: str, help: str):
+    p.add_argument(*option_strings(flag), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    add(g, "--data", dest="data", metavar="DIR", help="image folder: class sub-folders (conditional) or flat; default: the built-in defect set")
+    add(g, "--image-size", dest="image_size", type=int, help="train resolution in pixels (default 64)")
+    add(g, "--channels", dest="channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB")
+    bool_flag(g, "--conditional", "conditional", "force class-conditional (or not); default: class sub-folders decide")
+    bool_flag(g, "--hflip", "hflip", "random horizontal flips (default on)")
+    add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
+    add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")
+    add(g, "--builtin-seed", dest="builtin_seed", type=int, help="built-in set: seed")
+
+    g = p.add_argument_group("network")
+    add(g, "--network", dest="network", help="network name (see `difforge info --networks`)")
+    for key, (flag, typ, text) in NETWORK_FLAGS.items():
+        add(g, flag, dest=f"net_{key}", type=typ, help=text)
+    add(g, "--network-option", dest="network_option", action="append", metavar="KEY=VALUE", help="any other network setting (repeatable)")
+    add(g, "--learn-sigma", dest="learn_sigma", action="store_const", const=True, help="network also predicts the variance (2C outputs)")
+
+    g = p.add_argument_group("diffusion")
+    add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="T, the number of noise levels (default 1000)")
+    add(g, "--noise-schedule", dest="noise_schedule", help="linear, cosine, sqrt_linear or sqrt")
+    add(g, "--target", dest="target", help="what the network predicts: eps, x0 or v")
+    add(g, "--loss", dest="loss", help="mse, l1, huber or smooth_l1")
+    add(g, "--label-dropout", dest="label_dropout", type=float, help="null-class rate for classifier-free guidance (default 0.1)")
+
+    g = p.add_argument_group("training")
+    add(g, "--run", dest="run", help="run name: files go to RUNS_DIR/RUN (default 'default')")
+    add(g, "--runs-dir", dest="runs_dir", help="folder of runs (default ./runs)")
+    add(g, "--epochs", dest="epochs", type=int, help="passes over the data (default 100 unless --max-steps)")
+    add(g, "--max-steps", dest="max_steps", type=int, help="optimizer steps (overrides --epochs)")
+    add(g, "--max-minutes", dest="max_minutes", type=float, help="stop (saving everything) after this many minutes")
+    add(g, "--batch-size", dest="batch_size", type=int, help="images per micro-batch, per process (default 16)")
+    add(g, "--num-workers", dest="num_workers", type=int, help="accepted for IDDM compatibility; images are decoded once up front")
+    add(g, "--optimizer", dest="optimizer", help="adam, adamw or sgd")
+    add(g, "--lr", dest="lr", type=float, help="learning rate (default 2e-4)")
+    add(g, "--weight-decay", dest="weight_decay", type=float)
+    add(g, "--lr-schedule", dest="lr_schedule", help="constant, linear, cosine or warmup_cosine")
+    add(g, "--warmup-steps", dest="warmup_steps", type=int)
+    add(g, "--ema-decay", dest="ema_decay", type=float, help="EMA decay (default 0.999)")
+    add(g, "--precision", dest="precision", help="auto (bf16 where the hardware has fast bf16), fp32, bf16, fp16")
+    p.add_argument("--amp", dest="precision", action="store_const", const="auto", help="IDDM: mixed precision where it is fast (= --precision auto)")
+    add(g, "--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step")
+    add(g, "--grad-clip", dest="grad_clip", type=float, help="max gradient norm (default 1.0)")
+    add(g, "--seed", dest="seed", type=int)
+    bool_flag(g, "--channels-last", "channels_last", "channels_last memory layout")
+    add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
+
+    g = p.add_argument_group("checkpoints and previews")
+    add(g, "--resume", dest="resume", nargs="?", const=True, metavar="RUN_DIR", help="continue a run (default: the run named by --run)")
+    p.add_argument("--start_epoch", dest="start_epoch", type=int, default=None, help=argparse.SUPPRESS)
+    add(g, "--pretrain", dest="pretrain", metavar="FILE", help="start from the weights of a model file (fine-tune)")
+    add(g, "--checkpoint-every", dest="checkpoint_every", type=int, help="steps between resumable checkpoints (default 500)")
+    add(g, "--save-every", dest="save_every", type=int, help="steps between numbered EMA snapshots")
+    add(g, "--save-every-epochs", dest="save_every_epochs", type=int, help="epochs between numbered EMA snapshots")
+    add(g, "--save-start", dest="save_start", type=int, help="first epoch to keep numbered snapshots")
+    add(g, "--preview-every", dest="preview_every", type=int, help="steps between preview grids (default: only at the end)")
+    add(g, "--preview-num", dest="preview_num", type=int)
+    add(g, "--preview-sampler", dest="preview_sampler")
+    add(g, "--preview-steps", dest="preview_steps", type=int)
+    add(g, "--image-format", dest="image_format", choices=("png", "jpg"))
+    add(g, "--log-every", dest="log_every", type=int)
+    p.add_argument("--config", metavar="FILE.yaml", help="settings file; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a diffusion model on an image folder",
+        description="Train a diffusion model on an image folder (class sub-folders -> conditional). "
+        "Without --data it trains on the built-in industrial-defect dataset.",
+    )
+    add_training_flags(p)
+    p.set_defaults(func=run)
+
+
+def _parse_value(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def overrides_from_args(args) -> dict:
+    """Flat config overrides from parsed flags; only flags the user gave."""
+    out = {name: getattr(args, name) for name in field_sections() if getattr(args, name, None) is not None}
+    options = {}
+    for key in NETWORK_FLAGS:
+        value = getattr(args, f"net_{key}", None)
+        if value is not None:
+            options[key] = list(parse_int_tuple(value, key)) if key in TUPLE_OPTIONS else value
+    for item in getattr(args, "network_option", None) or []:
+        if "=" not in item:
+            raise ConfigError(f"--network-option {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        options[k.strip().replace("-", "_")] = _parse_value(v)
+    if options:
+        out["network_options"] = options
+    return out
+
+
+def run(args) -> int:
+    from ..train.trainer import Trainer
+
+    overrides = overrides_from_args(args)
+    base = Config.load(args.config) if args.config else None
+    if base is not None and "network_options" in overrides:
+        overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
+    resume = args.resume
+    if resume is True:  # IDDM style: --resume with --run/--runs-dir naming the run
+        cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
+        resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
+    trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
+    result = trainer.fit()
+    print(f"run folder: {result.run_dir}")
+    print(f"model file: {result.model_file}")
+    print(f"sample:     difforge sample {result.model_file} --num 16 --grid")
+    return 130 if result.interrupted else 0

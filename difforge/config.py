@@ -1,0 +1,227 @@
+"""Settings as dataclasses: defaults, validation and YAML round trip.
+
+Four sections, each a dataclass. Field names are unique across sections, so a flat keyword
+(``Trainer(batch_size=8)``, ``--batch-size 8``) finds its section without qualification.
+Validation names the field, the bad value and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+
+from .errors import ConfigError
+
+SCHEDULES = ("linear", "cosine", "sqrt_linear", "sqrt")
+TARGETS = ("eps", "x0", "v")
+LOSSES = ("mse", "l1", "huber", "smooth_l1")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "linear", "cosine", "warmup_cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+
+    data: Optional[str] = None  # folder of images; None = the built-in defect dataset
+    image_size: int = 64
+    channels: int = 3
+    conditional: Optional[bool] = None  # None: class sub-folders -> conditional, flat -> not
+    hflip: bool = True
+    skip_bad_images: bool = False
+    builtin_per_class: int = 200
+    builtin_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Which network, with which options (passed to ``models.registry.build``)."""
+
+    network: str = "unet"
+    network_options: Dict[str, Any] = field(default_factory=dict)
+    learn_sigma: bool = False
+
+
+@dataclass
+class DiffusionConfig:
+    """The forward process and the training objective."""
+
+    diffusion_steps: int = 1000
+    noise_schedule: str = "linear"
+    target: str = "eps"
+    loss: str = "mse"
+    label_dropout: float = 0.1  # probability of training with the null class (CFG)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: run folder, optimisation, precision, checkpoints, previews."""
+
+    run: str = "default"
+    runs_dir: str = "runs"
+    epochs: Optional[int] = None
+    max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this much training time
+    batch_size: int = 16
+    num_workers: int = 0
+    optimizer: str = "adamw"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    precision: str = "auto"
+    grad_accum: int = 1
+    grad_clip: Optional[float] = 1.0
+    seed: int = 0
+    channels_last: bool = False
+    log_every: int = 10
+    save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
+    save_every_epochs: int = 0
+    save_start: int = 0  # first epoch at which numbered checkpoints are kept (IDDM start_model_interval)
+    checkpoint_every: int = 500  # steps between refreshes of the resumable "last" checkpoint
+    preview_every: int = 0  # steps between preview grids (0: only at the end)
+    preview_num: int = 16
+    preview_sampler: str = "ddim"
+    preview_steps: int = 25
+    image_format: str = "png"
+    device: str = "auto"
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or (isinstance(value, float) and math.isnan(value)):
+        raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass
+class Config:
+    """The full, resolved settings of a run; saved as ``config.yaml`` in the run folder."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Config":
+        d = dict(d or {})
+        unknown = set(d) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; sections are {', '.join(SECTIONS)}")
+        parts = {}
+        for name, klass in SECTIONS.items():
+            section = d.get(name) or {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"config section '{name}' must be a mapping, got {type(section).__name__}")
+            names = {f.name for f in fields(klass)}
+            bad = set(section) - names
+            if bad:
+                raise ConfigError(f"unknown field(s) {sorted(bad)} in section '{name}'; fields are {', '.join(sorted(names))}")
+            parts[name] = klass(**section)
+        cfg = cls(**parts)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def override(self, **flat) -> "Config":
+        """A copy with flat ``field=value`` overrides applied (None values are ignored)."""
+        d = self.to_dict()
+        where = field_sections()
+        for key, value in flat.items():
+            if value is None:
+                continue
+            if key not in where:
+                raise ConfigError(f"unknown setting {key!r}; see `difforge train --help` for the settings")
+            d[where[key]][key] = value
+        return Config.from_dict(d)
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self) -> None:
+        dc, mc, fc, tc = self.data, self.model, self.diffusion, self.train
+        _choice("channels", dc.channels, (1, 3))
+        _positive("image_size", dc.image_size)
+        if dc.image_size < 8:
+            raise ConfigError(f"image_size={dc.image_size} is too small; use at least 8")
+        _positive("builtin_per_class", dc.builtin_per_class)
+        _choice("noise_schedule", fc.noise_schedule, SCHEDULES)
+        _choice("target", fc.target, TARGETS)
+        _choice("loss", fc.loss, LOSSES)
+        _positive("diffusion_steps", fc.diffusion_steps)
+        if not 0.0 <= fc.label_dropout < 1.0:
+            raise ConfigError(f"label_dropout={fc.label_dropout} must be in [0, 1)")
+        if not isinstance(mc.network_options, dict):
+            raise ConfigError("network_options must be a mapping of network settings")
+        _choice("optimizer", tc.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", tc.lr_schedule, LR_SCHEDULES)
+        _choice("precision", tc.precision, PRECISIONS)
+        _choice("image_format", tc.image_format, ("png", "jpg"))
+        for name in ("batch_size", "lr", "grad_accum", "preview_num", "preview_steps", "log_every", "checkpoint_every"):
+            _positive(name, getattr(tc, name))
+        for name in ("epochs", "max_steps", "max_minutes"):
+            _positive(name, getattr(tc, name))
+        for name in ("weight_decay", "warmup_steps", "num_workers", "save_every", "save_every_epochs", "save_start", "preview_every"):
+            _positive(name, getattr(tc, name), allow_zero=True)
+        if tc.grad_clip is not None and tc.grad_clip <= 0:
+            raise ConfigError(f"grad_clip={tc.grad_clip} must be > 0 (or omitted to disable clipping)")
+        if not 0.0 <= tc.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay={tc.ema_decay} must be in [0, 1)")
+        if not 0.0 <= tc.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio={tc.min_lr_ratio} must be in [0, 1]")
+        if not tc.run or "/" in tc.run or tc.run in (".", ".."):
+            raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
+
+
+def field_sections() -> Dict[str, str]:
+    """Map every field name to its section name (names are unique across sections)."""
+    out: Dict[str, str] = {}
+    for name, klass in SECTIONS.items():
+        for f in fields(klass):
+            assert f.name not in out, f"duplicate config field {f.name}"
+            out[f.name] = name
+    return out
+
+
+def parse_int_tuple(text: str, name: str) -> Tuple[int, ...]:
+    """'1,2,2' -> (1, 2, 2) with a clear error."""
+    try:
+        return tuple(int(p) for p in str(text).replace(" ", "").strip("()[]").split(",") if p)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} must be a comma-separated list of integers, e.g. 1,2,2") from None

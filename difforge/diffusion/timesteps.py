@@ -1,0 +1,218 @@
+"""Which timesteps a sampler visits: respacing strings, step spacings and sigma <-> t conversion.
+
+A sampler receives a descending list of *original* timestep indices (the network keeps seeing the
+indices it was trained on). Integer lists come from improved-diffusion's respacing strings or an
+even grid; the log-SNR and Karras spacings give fractional indices, which the denoiser serves by
+interpolating log(sigma) between table entries (:func:`~difforge.diffusion.denoiser.alpha_bar_at`).
+
+Throughout, sigma = sqrt((1 - ab) / ab) is the noise level of the variance-exploding view
+x_t / sqrt(ab) = x_0 + sigma eps (Karras et al. 2022), and log-SNR = -2 log(sigma).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .denoiser import alpha_bar_at
+from .schedule import Schedule
+
+SPACINGS = ("uniform", "logsnr", "karras")
+
+_DEFAULT_SPACING = {
+    "ddpm": "uniform",
+    "ddim": "uniform",
+    "plms": "uniform",  # its multistep weights assume equal steps in t
+    "euler": "karras",
+    "heun": "karras",
+    "dpm++2m": "logsnr",
+    "dpm++2m-sde": "logsnr",
+    "dpm++3m": "logsnr",
+    "unipc": "logsnr",
+}
+
+
+def default_spacing(sampler_name: str) -> str:
+    """The spacing that works best for ``sampler_name`` (measured in ``benchmarks/samplers.py``).
+
+    Ancestral, DDIM and PLMS steps are built for (near) uniform steps in t; the exponential
+    integrators (DPM-Solver++, UniPC) step in log-SNR; the EDM samplers were tuned with Karras' rho=7.
+    """
+    return _DEFAULT_SPACING.get(sampler_name, "uniform")
+
+
+def space_timesteps(num_steps: int, spec: Union[str, int]) -> list:
+    """Improved-diffusion's respacing: the sorted original timesteps to keep out of ``num_steps``.
+
+    - ``"250"`` or ``250``: 250 steps evenly strided over [0, T).
+    - ``"10,15,20"``: split [0, T) into 3 equal sections (the first T % 3 one longer) and take
+      10, 15, 20 steps evenly strided within each, always including each section's first step.
+    - ``"ddim50"``: the integer stride k giving exactly 50 steps ``range(0, T, k)`` (DDIM's
+      convention); a ValueError if no integer stride gives exactly that many.
+    """
+    if num_steps < 1:
+        raise ValueError(f"diffusion steps must be >= 1, got {num_steps}")
+    text = str(spec).strip().replace(" ", "")
+    if text.startswith("ddim"):
+        count = _parse_count(text[4:], spec)
+        for stride in range(1, num_steps + 1):
+            if len(range(0, num_steps, stride)) == count:
+                return list(range(0, num_steps, stride))
+        raise ValueError(
+            f"respacing {spec!r}: no integer stride gives exactly {count} steps out of {num_steps}; "
+            f"use a plain count such as '{count}' instead"
+        )
+    counts = [_parse_count(part, spec, allow_zero=True) for part in text.split(",")]
+    if sum(counts) < 1:
+        raise ValueError(f"respacing {spec!r} keeps no timestep; give at least one positive count")
+    size, extra = divmod(num_steps, len(counts))
+    kept, start = [], 0
+    for i, count in enumerate(counts):
+        section = size + (1 if i < extra else 0)
+        if count > section:
+            raise ValueError(
+                f"respacing {spec!r}: section {i} has {section} timesteps, cannot take {count} "
+                f"(at most {num_steps} steps in all)"
+            )
+        stride = 1.0 if count <= 1 else (section - 1) / (count - 1)
+        cur = 0.0
+        for _ in range(count):
+            kept.append(start + round(cur))
+            cur += stride
+        start += section
+    return sorted(set(kept))
+
+
+def _parse_count(text: str, spec, allow_zero: bool = False) -> int:
+    if not text.isdigit():
+        raise ValueError(
+            f"bad respacing {spec!r}: expected a step count ('50'), comma-separated counts per "
+            f"section ('10,15,20') or 'ddimN' ('ddim50')"
+        )
+    count = int(text)
+    if count < (0 if allow_zero else 1):
+        raise ValueError(f"bad respacing {spec!r}: step counts must be positive")
+    return count
+
+
+def sampling_timesteps(
+    num_steps: int,
+    steps: Optional[Union[int, str]],
+    spacing: str = "uniform",
+    schedule: Optional[Schedule] = None,
+    *,
+    rho: float = 7.0,
+) -> list:
+    """Turn ``--steps`` into the descending timestep list a sampler takes.
+
+    Args:
+        num_steps: T, the training schedule's length.
+        steps: how many sampler steps (denoiser evaluations for one-evaluation-per-step
+            samplers), or an improved-diffusion respacing string (``"ddim50"``, ``"10,15,20"``),
+            which then decides the steps by itself.
+        spacing:
+            - ``"uniform"``: ``steps`` integers evenly spread over [0, T-1], both ends included
+              (rounded half up), e.g. T=1000, 5 -> [999, 749, 500, 250, 0].
+            - ``"logsnr"``: uniform in log-SNR between t=T-1 and t=0 (fractional t; needs ``schedule``).
+            - ``"karras"``: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho
+              with smax, smin the schedule's sigma at T-1 and 0 (fractional t; needs ``schedule``).
+            - a respacing string (see :func:`space_timesteps`); ``steps`` must then be None or
+              equal to the number of steps it keeps.
+        schedule: the training schedule (required for ``logsnr`` and ``karras``).
+        rho: Karras' rho.
+
+    Returns a list of ints (uniform, respacing) or floats (logsnr, karras), starting at T-1
+    (respacing: its largest kept step) and ending at 0.
+    """
+    if isinstance(steps, str) and not steps.strip().isdigit():
+        if spacing not in ("uniform", steps):
+            raise ValueError(f"steps={steps!r} is a respacing string; it cannot be combined with spacing={spacing!r}")
+        return space_timesteps(num_steps, steps)[::-1]
+    if spacing not in SPACINGS:
+        kept = space_timesteps(num_steps, spacing)
+        if steps is not None and int(steps) != len(kept):
+            raise ValueError(f"spacing {spacing!r} keeps {len(kept)} steps but steps={steps} was asked")
+        return kept[::-1]
+    if steps is None:
+        raise ValueError(f"spacing {spacing!r} needs a number of steps")
+    steps = int(steps)
+    if not 1 <= steps <= num_steps:
+        raise ValueError(f"steps must be in [1, {num_steps}] (the schedule's length), got {steps}")
+    if steps == 1:
+        return [num_steps - 1]
+    if spacing == "uniform":
+        last = num_steps - 1
+        return [int(math.floor(last * (steps - 1 - i) / (steps - 1) + 0.5)) for i in range(steps)]
+    if schedule is None:
+        raise ValueError(f"spacing {spacing!r} needs the schedule (pass schedule=...)")
+    if schedule.num_steps != num_steps:
+        raise ValueError(f"schedule has {schedule.num_steps} steps but num_steps={num_steps}")
+    smax, smin = sigmas(schedule, [num_steps - 1, 0])
+    frac = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    if spacing == "logsnr":
+        sig = torch.exp(math.log(smax) + frac * (math.log(smin) - math.log(smax)))
+    else:
+        lo, hi = smin ** (1.0 / rho), smax ** (1.0 / rho)
+        sig = (hi + frac * (lo - hi)) ** rho
+    ts = sigma_to_t(schedule, sig).tolist()
+    ts[0], ts[-1] = float(num_steps - 1), 0.0  # exact ends, no round-off
+    return ts
+
+
+# -- sigma <-> t --------------------------------------------------------------------------------
+
+
+def _log_sigma_table(schedule: Schedule) -> torch.Tensor:
+    ab = schedule.alphas_cumprod
+    return 0.5 * torch.log((1.0 - ab) / ab)
+
+
+def sigmas(schedule: Schedule, timesteps: Sequence[float]) -> list:
+    """sigma = sqrt((1 - ab) / ab) at (possibly fractional) timesteps, as Python floats."""
+    ab = torch.tensor(alpha_bars(schedule, timesteps, check=False), dtype=torch.float64)
+    return ((1.0 - ab) / ab).sqrt().tolist()
+
+
+def sigma_to_t(schedule: Schedule, sigma) -> torch.Tensor:
+    """The fractional timestep whose sigma is ``sigma``: the exact inverse of ``alpha_bar_at``.
+
+    log(sigma) is interpolated linearly between table entries, so t(sigma(t)) = t; sigmas
+    outside the table's range clamp to t = 0 or T - 1.
+    """
+    table = _log_sigma_table(schedule)
+    ls = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(table[0], table[-1])
+    hi = torch.searchsorted(table, ls).clamp(1, len(table) - 1)
+    lo = hi - 1
+    w = (ls - table[lo]) / (table[hi] - table[lo])
+    return (lo.to(torch.float64) + w).clamp(0, len(table) - 1)
+
+
+def alpha_bars(schedule: Schedule, timesteps: Sequence[float], check: bool = True) -> list:
+    """alpha_bar at each of a sampler's timesteps, as Python floats.
+
+    With ``check``, the timesteps must be a non-empty, strictly descending sequence in [0, T-1]
+    (the sampler contract); a ValueError says what is wrong otherwise.
+    """
+    # Fractional steps reach the network as float32 (samplers.common.batch_t); use the same value.
+    ts = [float(t) if float(t).is_integer() else float(torch.tensor(float(t), dtype=torch.float32)) for t in timesteps]
+    if check:
+        if not ts:
+            raise ValueError("timesteps is empty; give at least one step")
+        if any(b >= a for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"timesteps must be strictly descending, got {ts[:6]}{'...' if len(ts) > 6 else ''}")
+        if ts[-1] < 0 or ts[0] > schedule.num_steps - 1:
+            raise ValueError(f"timesteps must lie in [0, {schedule.num_steps - 1}], got {ts[0]} .. {ts[-1]}")
+    return alpha_bar_at(schedule, torch.tensor(ts, dtype=torch.float64)).tolist()
+
+
+__all__ = [
+    "SPACINGS",
+    "alpha_bars",
+    "default_spacing",
+    "sampling_timesteps",
+    "sigma_to_t",
+    "sigmas",
+    "space_timesteps",
+]

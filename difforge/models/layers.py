@@ -1,0 +1,133 @@
+"""Building blocks shared by the networks: timestep embedding, activations, norms, attention.
+
+Every block works in whichever memory layout its input has (NCHW or channels_last) and returns
+the same layout, so a network keeps one layout from its first conv to its last.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "lrelu": lambda: nn.LeakyReLU(0.2),
+}
+
+
+def make_act(name: str) -> nn.Module:
+    """A fresh activation module by name (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown activation act={name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with gcd(channels, max_groups) groups, so any channel count works.
+
+    64 or 96 channels keep 32 groups; 48 channels get 16 groups of 3. GroupNorm is safe under
+    bf16 autocast on CPU: the kernel accumulates mean/variance in fp32 (its output equals the
+    fp32 computation rounded to bf16), and it keeps channels_last input channels_last.
+    """
+    return nn.GroupNorm(math.gcd(channels, max_groups), channels, eps=1e-5)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Continuous sinusoidal embedding (Vaswani et al. 2017, sec. 3.5) of (B,) timesteps -> (B, dim).
+
+    ``t`` may be fractional; emb = [cos(t w_i), sin(t w_i)] with w_i = max_period^(-i / (dim/2)).
+    Always computed in fp32: bf16 cannot even represent t = 999 exactly.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.to(torch.float32)[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """t -> sinusoid(t, freq_dim) -> Linear -> act -> Linear, the conditioning vector of a block."""
+
+    def __init__(self, freq_dim: int, dim: int, act: str = "silu"):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), make_act(act), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim))
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters in place (residual branches start as the identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def num_heads_for(channels: int, head_channels: int) -> int:
+    """Heads of about ``head_channels`` each that divide ``channels`` evenly (at least one)."""
+    heads = max(1, channels // head_channels)
+    while channels % heads:
+        heads -= 1
+    return heads
+
+
+class Attention2d(nn.Module):
+    """Residual multi-head self-attention over the H*W positions of a feature map.
+
+    x + proj(SDPA(q, k, v)) with q, k, v = Linear(GroupNorm(x)) split into heads of shape
+    (B, heads, HW, head_dim); all heads go through one ``scaled_dot_product_attention`` call,
+    softmax(q k^T / sqrt(head_dim)) v. The projections are Linear layers on the (B, HW, C) token
+    view, which is free for channels_last input. ``proj`` starts at zero, so the block starts as
+    the identity.
+    """
+
+    def __init__(self, channels: int, head_channels: int = 32, norm_groups: int = 32):
+        super().__init__()
+        self.channels = channels
+        self.num_heads = num_heads_for(channels, head_channels)
+        self.norm = group_norm(channels, norm_groups)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = self.qkv(tokens).view(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        out = out.transpose(1, 2).view(b, c, h, w)  # channels_last strides
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous()
+        return x + out
+
+
+def same_layout(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``y`` in the memory layout of ``like`` (a no-op when it already is)."""
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return y.contiguous(memory_format=torch.channels_last)
+    return y.contiguous()
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "Attention2d",
+    "TimestepEmbedder",
+    "group_norm",
+    "make_act",
+    "num_heads_for",
+    "same_layout",
+    "timestep_embedding",
+    "zero_",
+]

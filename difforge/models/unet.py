@@ -1,0 +1,310 @@
+"""The default network: an improved-DDPM style UNet (Nichol & Dhariwal 2021, appendix A; Ho et al. 2020).
+
+Layout, per level ``i`` of ``channel_mult`` (feature maps of ``image_size / 2**i`` pixels)::
+
+    conv_in -> [ResBlock (+ Attention)] x num_res_blocks -> Downsample   (each output kept as a skip)
+    middle:    ResBlock -> Attention -> ResBlock
+    up:        [concat skip -> ResBlock (+ Attention)] x (num_res_blocks + 1) -> Upsample
+    out:       GroupNorm -> act -> conv (zero-initialised)
+
+- Conditioning: emb = MLP(sinusoid(t)) [+ Embedding(y)], fed to every ResBlock as a per-channel
+  scale and shift after its second GroupNorm: GN(h) * (1 + scale) + shift (``use_scale_shift_norm``).
+  ``t`` is in the original 0..T-1 scale and may be fractional. The label table has
+  ``num_classes + 1`` rows; row ``num_classes`` is the learned null class of classifier-free
+  guidance, and ``y=None`` on a conditional network means "null class" for every sample.
+- Attention runs where the feature map is ``attention_resolutions`` pixels wide (and always in the
+  middle block), multi-head with heads of about ``head_channels``, through one
+  ``scaled_dot_product_attention`` call.
+- The last conv of every ResBlock, the attention output projection and the output conv start at
+  zero: every residual branch starts as the identity and the untrained network predicts 0.
+- Accepted images: height and width divisible by ``2 ** (len(channel_mult) - 1)``; any channels.
+
+Memory layout: the network runs in the layout of its input and weights and returns its input's
+layout. Measured on the 2-core AVX2 CPU this project targets (torch 2.13, fp32, one Adam training
+step, batch 16; ``python benchmarks/unet_layout.py``), in images/s, NCHW vs channels_last:
+
+    ==========  ======  =============  =============
+    net         px      NCHW           channels_last
+    ==========  ======  =============  =============
+    unet-tiny   32      79             109
+    unet-small  32      29             38
+    unet        32      15             19
+    unet-tiny   64      21             28
+    unet        64      3.5            4.7
+    ==========  ======  =============  =============
+
+so channels_last pays (about +30%) on this CPU: ``net.to(memory_format=torch.channels_last)`` and
+feed ``x.contiguous(memory_format=torch.channels_last)``. (On CPU, oneDNN convolutions run
+natively in NHWC; NCHW pays for reorders around every conv.)
+
+Presets (:data:`PRESETS`) are registered as network names: ``build("unet-tiny", image_size=32)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .layers import ACTIVATIONS, Attention2d, TimestepEmbedder, group_norm, make_act, same_layout, zero_
+from .registry import register
+
+
+class ResBlock(nn.Module):
+    """GN -> act -> conv -> GN * (1 + scale) + shift -> act -> dropout -> conv(zero init), plus skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout: float, act: str,
+                 norm_groups: int, scale_shift: bool):
+        super().__init__()
+        self.scale_shift = scale_shift
+        self.in_layers = nn.Sequential(
+            group_norm(in_ch, norm_groups), make_act(act), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        )
+        self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
+        self.out_norm = group_norm(out_ch, norm_groups)
+        self.out_layers = nn.Sequential(
+            make_act(act),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1)),
+        )
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        e = self.emb(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = torch.addcmul(shift, self.out_norm(h), scale + 1.0)
+        else:
+            h = self.out_norm(h + e)
+        return self.skip(x) + self.out_layers(h)
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3x3 conv."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour upsampling, then a 3x3 conv."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _Stage(nn.ModuleList):
+    """Layers applied in order; ResBlocks also receive the conditioning vector."""
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return h
+
+
+def _fail(field: str, rule: str, value: Any) -> None:
+    raise ConfigError(f"unet option {field} must be {rule}, got {value!r}")
+
+
+def _int(field: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(field, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def _ints(field: str, value: Any, minimum: int, nonempty: bool) -> List[int]:
+    ok = isinstance(value, (list, tuple)) and (len(value) > 0 or not nonempty)
+    if ok:
+        ok = all(not isinstance(v, bool) and isinstance(v, int) and v >= minimum for v in value)
+    if not ok:
+        _fail(field, f"a {'non-empty ' if nonempty else ''}list of integers >= {minimum}", value)
+    return [int(v) for v in value]
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        _fail(field, "true or false", value)
+    return value
+
+
+def _size_error(levels: int, image_size: int) -> Optional[str]:
+    div = 2 ** (levels - 1)
+    if image_size % div == 0:
+        return None
+    low, high = (image_size // div) * div, (image_size // div + 1) * div
+    works = f"{low} or {high} would work" if low > 0 else f"{high} would work"
+    return f"unet with {levels} levels needs an image size divisible by {div}; {works}, got {image_size}"
+
+
+@register("unet")
+class UNet(nn.Module):
+    """IDDM-style UNet: ``net(x, t, y=None) -> (B, out_channels, H, W)``.
+
+    Args:
+        image_size: the training image size; it decides where ``attention_resolutions`` apply.
+        in_channels: image channels C (1 for grey, 3 for RGB, any other works).
+        base_channels: channels of the first level; level i has ``base_channels * channel_mult[i]``.
+        channel_mult: one multiplier per level; levels - 1 down/up-samplings.
+        num_res_blocks: ResBlocks per level on the way down (one more on the way up).
+        attention_resolutions: feature-map widths (pixels) that get self-attention.
+        head_channels: channels per attention head (heads = channels // head_channels).
+        dropout: dropout inside ResBlocks.
+        act: activation, one of silu, gelu, relu, relu6, lrelu.
+        num_classes: 0 for unconditional; else class labels 0..num_classes-1 (+ the null class).
+        learn_sigma: output 2C channels (eps and the variance interpolation of improved DDPM).
+        norm_groups: at most this many GroupNorm groups (gcd with the channel count is used).
+        use_scale_shift_norm: condition by GN(h)(1 + scale) + shift, else by adding emb before GN.
+    """
+
+    arch = "unet"
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16, 8),
+        head_channels: int = 32,
+        dropout: float = 0.0,
+        act: str = "silu",
+        num_classes: int = 0,
+        learn_sigma: bool = False,
+        norm_groups: int = 32,
+        use_scale_shift_norm: bool = True,
+    ):
+        super().__init__()
+        channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
+        attention_resolutions = _ints("attention_resolutions", attention_resolutions, 1, nonempty=False)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            _fail("dropout", "a number in [0, 1)", dropout)
+        if act not in ACTIVATIONS:
+            _fail("act", f"one of {', '.join(ACTIVATIONS)}", act)
+        self.config: Dict[str, Any] = dict(
+            image_size=_int("image_size", image_size, 1),
+            in_channels=_int("in_channels", in_channels, 1),
+            base_channels=_int("base_channels", base_channels, 1),
+            channel_mult=channel_mult,
+            num_res_blocks=_int("num_res_blocks", num_res_blocks, 1),
+            attention_resolutions=attention_resolutions,
+            head_channels=_int("head_channels", head_channels, 1),
+            dropout=float(dropout),
+            act=act,
+            num_classes=_int("num_classes", num_classes, 0),
+            learn_sigma=_bool("learn_sigma", learn_sigma),
+            norm_groups=_int("norm_groups", norm_groups, 1),
+            use_scale_shift_norm=_bool("use_scale_shift_norm", use_scale_shift_norm),
+        )
+        error = _size_error(len(channel_mult), image_size)
+        if error:
+            raise ConfigError(error)
+
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.out_channels = in_channels * (2 if learn_sigma else 1)
+        self.num_classes = num_classes
+        self.learn_sigma = learn_sigma
+        self.num_levels = len(channel_mult)
+
+        emb_dim = 4 * base_channels
+        block = dict(dropout=dropout, act=act, norm_groups=norm_groups, scale_shift=use_scale_shift_norm)
+        attn = dict(head_channels=head_channels, norm_groups=norm_groups)
+        self.time_embed = TimestepEmbedder(base_channels, emb_dim, act)
+        self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.emb_act = make_act(act)
+        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        ch, res, skips = base_channels, image_size, [base_channels]
+        self.down = nn.ModuleList()
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [ResBlock(ch, base_channels * mult, emb_dim, **block)]
+                ch = base_channels * mult
+                if res in attention_resolutions:
+                    layers.append(Attention2d(ch, **attn))
+                self.down.append(_Stage(layers))
+                skips.append(ch)
+            if level < len(channel_mult) - 1:
+                self.down.append(_Stage([Downsample(ch)]))
+                skips.append(ch)
+                res //= 2
+
+        self.middle = _Stage([ResBlock(ch, ch, emb_dim, **block), Attention2d(ch, **attn),
+                              ResBlock(ch, ch, emb_dim, **block)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers = [ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, **block)]
+                ch = base_channels * mult
+                if res in attention_resolutions:
+                    layers.append(Attention2d(ch, **attn))
+                if level > 0 and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                    res *= 2
+                self.up.append(_Stage(layers))
+
+        self.out = nn.Sequential(
+            group_norm(ch, norm_groups), make_act(act), zero_(nn.Conv2d(ch, self.out_channels, 3, padding=1))
+        )
+
+    @classmethod
+    def check_image_size(cls, image_size: int, config: Dict[str, Any]) -> None:
+        """ConfigError unless ``image_size`` is divisible by 2**(levels - 1) (levels from ``config``)."""
+        mult = config["channel_mult"]
+        error = _size_error(len(_ints("channel_mult", mult, 1, nonempty=True)), _int("image_size", image_size, 1))
+        if error:
+            raise ConfigError(error)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, _, h, w = x.shape
+        div = 2 ** (self.num_levels - 1)
+        if h % div or w % div:
+            raise ValueError(f"unet with {self.num_levels} levels needs H and W divisible by {div}, got {h}x{w}")
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        emb = self.time_embed(t)
+        if self.label_embed is not None:
+            if y is None:
+                y = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_embed(y)
+        emb = self.emb_act(emb)
+
+        hs = self.input_conv(x)
+        skips = [hs]
+        for stage in self.down:
+            hs = stage(hs, emb)
+            skips.append(hs)
+        hs = self.middle(hs, emb)
+        for stage in self.up:
+            hs = stage(torch.cat([hs, skips.pop()], dim=1), emb)
+        return same_layout(self.out(hs), x)
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "unet": {},
+    "unet-small": dict(base_channels=48, channel_mult=[1, 2, 2], num_res_blocks=2, attention_resolutions=[16, 8]),
+    "unet-tiny": dict(base_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1, attention_resolutions=[8]),
+}
+"""Named sizes of the UNet, each registered as a network name; values override UNet's defaults."""
+
+for _name, _defaults in PRESETS.items():
+    if _name != "unet":
+        register(_name, **_defaults)(UNet)
+
+
+__all__ = ["PRESETS", "UNet"]

@@ -1,0 +1,93 @@
+"""One place for what a run tells the user: console + log.txt, metrics.csv, the progress bar."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+from tqdm import tqdm
+
+LOGGER_NAME = "difforge"
+
+
+class _TqdmHandler(logging.Handler):
+    """Console output that does not tear the progress bar."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def get_logger() -> logging.Logger:
+    log = logging.getLogger(LOGGER_NAME)
+    if not any(isinstance(h, _TqdmHandler) for h in log.handlers):
+        h = _TqdmHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+def attach_run_log(run_dir: Path) -> logging.Handler:
+    """Also write everything logged to ``run_dir/log.txt`` (appending across resumes)."""
+    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    get_logger().addHandler(handler)
+    return handler
+
+
+def detach(handler: Optional[logging.Handler]) -> None:
+    if handler is not None:
+        get_logger().removeHandler(handler)
+        handler.close()
+
+
+class MetricsCSV:
+    """Appends rows to metrics.csv; new columns later in a run extend the header."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns = None
+        if path.exists():
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), None)
+            self.columns = header
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (a resume continues from the last checkpoint)."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if int(float(r.get("step", 0))) <= step]
+        if len(keep) != len(rows):
+            self._rewrite(keep, self.columns or [])
+
+    def _rewrite(self, rows, columns) -> None:
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+        self.columns = list(columns)
+
+    def log(self, row: Dict[str, object]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writeheader()
+        elif set(row) - set(self.columns):
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            self._rewrite(rows, self.columns + [k for k in row if k not in self.columns])
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
+
+
+def progress_bar(total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True, unit="step", file=sys.stderr)

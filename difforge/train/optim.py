@@ -1,0 +1,55 @@
+"""Optimizers and learning-rate schedules.
+
+The LR schedule is a pure function of the step (no scheduler object with hidden state), so a
+resumed run gets the same learning rate from the step counter alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from ..errors import ConfigError
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, weight_decay: float, device: torch.device):
+    """Adam / AdamW / SGD (momentum 0.9), with the fused (GPU) or foreach (CPU) kernel."""
+    params = list(params)
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
+    raise ConfigError(f"optimizer={name!r} is not allowed; choose one of adam, adamw, sgd")
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base LR at optimizer step ``step`` (0-based) of ``total_steps``.
+
+    - constant: 1 (after an optional linear warm-up);
+    - linear: decays linearly to ``min_ratio`` at the end;
+    - cosine: half-cosine from 1 to ``min_ratio``;
+    - warmup_cosine: cosine after a linear warm-up (``warmup_steps``, default 5% of the run).
+    """
+    if schedule == "warmup_cosine" and warmup_steps == 0:
+        warmup_steps = max(1, int(0.05 * total_steps))
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    if schedule in ("cosine", "warmup_cosine"):
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ConfigError(f"lr_schedule={schedule!r} is not allowed; choose one of constant, linear, cosine, warmup_cosine")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

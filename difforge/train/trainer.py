@@ -1,0 +1,406 @@
+"""The training loop: one loop for every model kind.
+
+Randomness is counter-based: every optimizer step seeds its own generator from (seed, step), and
+every epoch's data order from (seed, epoch). A resumed run therefore needs only the step counter,
+weights, EMA and optimizer state to continue *the same* run, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+
+from ..atomic import write_text
+from ..config import Config
+from ..data.source import TrainingImages, load_training_images
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.objective import Objective, UniformTimesteps, drop_labels
+from ..diffusion.sampling import sample_images
+from ..diffusion.schedule import Schedule
+from ..errors import CheckpointError, ConfigError
+from ..models import registry
+from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
+from . import checkpoint as ckpt
+from .ema import EMA
+from .logging import MetricsCSV, attach_run_log, detach, get_logger, progress_bar
+from .optim import build_optimizer, lr_factor, set_lr
+
+STATE_FILE = "state.safetensors"
+EMA_FILE = "ema.safetensors"
+LAST_FILE = "last.safetensors"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_file: Path  # EMA weights: the file to sample from
+    steps: int
+    epochs_done: float
+    last_loss: float
+    interrupted: bool
+
+
+def _mix(*ints: int) -> int:
+    """A 63-bit seed from several integers (splitmix-style), for counter-based generators."""
+    h = 0x9E3779B97F4A7C15
+    for v in ints:
+        h ^= (int(v) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class BatchPlan:
+    """Which images form micro-batch m: epoch e = m // per_epoch uses permutation(seed, e)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = max(1, n // batch_size)
+        self._perm_epoch, self._perm = -1, None
+
+    def indices(self, m: int) -> torch.Tensor:
+        epoch, k = divmod(m, self.per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch, 1))
+            perm = torch.randperm(self.n, generator=g)
+            if self.n < self.batch_size:  # tiny sets: cycle through the permutation
+                perm = perm.repeat(math.ceil(self.batch_size / self.n))
+            self._perm_epoch, self._perm = epoch, perm
+        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+
+
+class Trainer:
+    """Train a diffusion model on an image folder (or the built-in set) into ``runs_dir/run``.
+
+    ``Trainer(config, **overrides)`` or ``Trainer(data="folder", run="x", max_steps=1000)``;
+    ``resume=RUN_DIR`` continues a run from its last checkpoint (its config.yaml is used, with
+    the overrides applied on top); ``pretrain=FILE`` starts from a model file's weights.
+    """
+
+    def __init__(
+        self,
+        config: Optional[Config] = None,
+        *,
+        resume: Optional[str] = None,
+        pretrain: Optional[str] = None,
+        progress: bool = True,
+        callbacks: Optional[List[Callable]] = None,
+        **overrides,
+    ):
+        self.resume_dir = Path(resume) if resume else None
+        if self.resume_dir is not None:
+            cfg_file = self.resume_dir / "config.yaml"
+            if not (self.resume_dir / "checkpoints" / STATE_FILE).exists():
+                raise CheckpointError(f"{self.resume_dir} has no checkpoints/{STATE_FILE} to resume from")
+            base = Config.load(cfg_file)
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+            overrides.setdefault("run", self.resume_dir.name)
+            overrides.setdefault("runs_dir", str(self.resume_dir.parent))
+        else:
+            base = config or Config()
+        self.config = base.override(**overrides)
+        self.pretrain = pretrain
+        self.progress = progress
+        self.callbacks = list(callbacks or [])
+        self._stop_requested = False
+        self.log = get_logger()
+
+    # -- public helpers -------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current step, save a checkpoint and return from :meth:`fit`."""
+        self._stop_requested = True
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.train.runs_dir) / self.config.train.run
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _build(self, data: TrainingImages):
+        c = self.config
+        dc, mc, fc, tc = c.data, c.model, c.diffusion, c.train
+        self.device = resolve_device(tc.device)
+        self.precision = resolve_precision(tc.precision, self.device)
+        self.autocast = autocast_factory(self.precision, self.device)
+        options = dict(mc.network_options)
+        options.update(
+            image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma
+        )
+        registry.check_image_size(mc.network, options, dc.image_size)
+        self.net = registry.build(mc.network, **options).to(self.device)
+        if tc.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
+        self.objective = Objective(self.schedule, target=fc.target, loss=fc.loss, learn_sigma=mc.learn_sigma)
+        self.timestep_sampler = UniformTimesteps(fc.diffusion_steps)
+        self.optimizer = build_optimizer(self.net.parameters(), tc.optimizer, tc.lr, tc.weight_decay, self.device)
+        self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.model_meta = {
+            "network": {"name": mc.network, "config": self.net.config},
+            "diffusion": {
+                "diffusion_steps": fc.diffusion_steps,
+                "noise_schedule": fc.noise_schedule,
+                "target": fc.target,
+                "learn_sigma": mc.learn_sigma,
+            },
+            "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": data.class_names},
+        }
+
+    def _total_steps(self, per_epoch: int) -> int:
+        tc = self.config.train
+        if tc.max_steps:
+            return tc.max_steps
+        if tc.epochs:
+            return math.ceil(tc.epochs * per_epoch / tc.grad_accum)
+        return math.ceil(100 * per_epoch / tc.grad_accum)  # IDDM's default of 100 epochs
+
+    def _prepare_run_dir(self) -> None:
+        rd = self.run_dir
+        if self.resume_dir is None and (rd / "checkpoints" / STATE_FILE).exists():
+            raise ConfigError(f"run folder {rd} already holds a run; continue it with --resume {rd} or choose another --run")
+        (rd / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (rd / "samples").mkdir(exist_ok=True)
+        write_text(rd / "config.yaml", self.config.to_yaml())
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _save(self, step: int, epoch: float, loss: float) -> None:
+        cdir = self.run_dir / "checkpoints"
+        meta = dict(self.model_meta, train={"step": step, "epoch": epoch, "run": self.config.train.run})
+        ckpt.save_training_state(
+            cdir / STATE_FILE,
+            model=self.net.state_dict(),
+            ema=self.ema.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            extra_tensors={},
+            model_meta=dict(meta, weights="ema"),
+            loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict()},
+        )
+        ckpt.save_model_file(cdir / EMA_FILE, self.ema.state_dict(), dict(meta, weights="ema"))
+        ckpt.save_model_file(cdir / LAST_FILE, self.net.state_dict(), dict(meta, weights="raw"))
+
+    def _save_numbered(self, step: int, epoch: float) -> None:
+        meta = dict(self.model_meta, train={"step": step, "epoch": epoch, "run": self.config.train.run}, weights="ema")
+        ckpt.save_model_file(self.run_dir / "checkpoints" / f"step_{step:07d}.safetensors", self.ema.state_dict(), meta)
+
+    def _restore(self) -> int:
+        state = ckpt.load_training_state(self.run_dir / "checkpoints" / STATE_FILE)
+        ckpt.load_weights_into(self.net, state["model"], self.run_dir)
+        self.ema.load_state_dict(state["ema"], state["loop"]["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["loop"].get("scaler"):
+            self.scaler.load_state_dict(state["loop"]["scaler"])
+        return int(state["loop"]["step"])
+
+    def _load_pretrained(self) -> None:
+        tensors, meta = ckpt.load_model_file(self.pretrain)
+        ckpt.load_weights_into(self.net, tensors, self.pretrain)
+        self.ema.shadow.load_state_dict(self.net.state_dict())
+        self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
+
+    # -- previews -------------------------------------------------------------------------
+    def _preview(self, step: int, data: TrainingImages) -> Path:
+        from ..data.io import make_grid, save_image, to_uint8
+
+        tc, dc = self.config.train, self.config.data
+        n = tc.preview_num
+        labels = None
+        if data.num_classes:
+            labels = torch.arange(n) % data.num_classes
+            labels = labels.sort(stable=True).values
+        den = Denoiser(
+            self.ema.shadow,
+            self.schedule,
+            target=self.config.diffusion.target,
+            learn_sigma=self.config.model.learn_sigma,
+            num_classes=data.num_classes,
+            cfg_scale=3.0 if data.num_classes else 1.0,
+            autocast=self.autocast,
+        )
+        x = sample_images(
+            den,
+            shape=(dc.channels, dc.image_size, dc.image_size),
+            seeds=list(range(n)),
+            labels=labels,
+            sampler=tc.preview_sampler,
+            steps=tc.preview_steps,
+            batch_size=max(n, 1),
+            device=self.device,
+        )
+        nrow = n // data.num_classes if data.num_classes and n % data.num_classes == 0 else None
+        path = self.run_dir / "samples" / f"step_{step:07d}.{tc.image_format}"
+        save_image(make_grid(to_uint8(x).numpy(), nrow=nrow), path)
+        return path
+
+    # -- the loop -------------------------------------------------------------------------
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_requested:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.log.info(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint...")
+            self._stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def fit(self) -> TrainResult:
+        c = self.config
+        tc, dc = c.train, c.data
+        set_threads()
+        data = load_training_images(dc, progress=self.progress)
+        if data.num_classes == 1:
+            raise ConfigError("a conditional model needs at least two classes; add class folders or use --no-conditional")
+        self._build(data)
+        self._prepare_run_dir()
+        log_handler = attach_run_log(self.run_dir)
+        previous_handlers = None
+        try:
+            start_step = 0
+            if self.resume_dir is not None:
+                start_step = self._restore()
+                self.log.info(f"resuming {self.run_dir} at step {start_step}")
+            elif self.pretrain:
+                self._load_pretrained()
+            plan = BatchPlan(len(data.images), tc.batch_size, tc.seed)
+            total = self._total_steps(plan.per_epoch)
+            metrics = MetricsCSV(self.run_dir / "metrics.csv")
+            metrics.truncate_after(start_step)
+            self._announce(data, total)
+            previous_handlers = self._install_signal_handlers()
+            result = self._loop(data, plan, total, start_step, metrics)
+        finally:
+            if previous_handlers:
+                for sig, h in previous_handlers.items():
+                    signal.signal(sig, h)
+            detach(log_handler)
+        return result
+
+    def _announce(self, data: TrainingImages, total: int) -> None:
+        c = self.config
+        n_params = sum(p.numel() for p in self.net.parameters())
+        classes = f"{data.num_classes} classes ({', '.join(data.class_names)})" if data.num_classes else "unconditional"
+        skipped = f", {data.skipped} bad files skipped" if data.skipped else ""
+        self.log.info(
+            f"data: {len(data.images)} images from {data.source}{skipped}; {classes}; "
+            f"{c.data.image_size}px x {c.data.channels} channel(s)"
+        )
+        self.log.info(
+            f"model: {c.model.network} {n_params / 1e6:.2f}M params; {c.diffusion.noise_schedule} schedule, "
+            f"T={c.diffusion.diffusion_steps}, target {c.diffusion.target}, loss {c.diffusion.loss}"
+        )
+        self.log.info(
+            f"train: {total} steps, batch {c.train.batch_size} x accum {c.train.grad_accum}, lr {c.train.lr} "
+            f"({c.train.lr_schedule}), {self.precision} on {self.device}, {torch.get_num_threads()} threads -> {self.run_dir}"
+        )
+
+    def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> float:
+        tc, fc = self.config.train, self.config.diffusion
+        g = torch.Generator().manual_seed(_mix(tc.seed, step, 2))
+        torch.manual_seed(_mix(tc.seed, step, 3))  # dropout and any other global-RNG use
+        total_loss = 0.0
+        for micro in range(tc.grad_accum):
+            idx = plan.indices(step * tc.grad_accum + micro)
+            x = data.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+            if self.config.data.hflip:
+                flip = torch.rand(len(idx), generator=g) < 0.5
+                x[flip.to(self.device)] = x[flip.to(self.device)].flip(-1)
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = None
+            if data.labels is not None:
+                y = drop_labels(data.labels[idx], fc.label_dropout, data.num_classes, g).to(self.device)
+            t, weights = self.timestep_sampler.sample(len(idx), g, self.device)
+            noise = torch.randn(x.shape, generator=g).to(self.device)
+            with self.autocast():
+                terms = self.objective(self.net, x, t, noise, y)
+            loss = (terms["loss"] * weights).mean()
+            self.timestep_sampler.update(t, terms["loss"].detach())
+            self.scaler.scale(loss / tc.grad_accum).backward()
+            total_loss += loss.item() / tc.grad_accum
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(
+                f"loss became {total_loss} at step {step}; lower --lr, use --precision fp32, or set --grad-clip"
+            )
+        self.scaler.unscale_(self.optimizer)
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.net)
+        return total_loss
+
+    def _loop(self, data, plan, total, start_step, metrics) -> TrainResult:
+        tc = self.config.train
+        self.net.train()
+        step, loss, ema_loss = start_step, float("nan"), None
+        per_epoch_steps = plan.per_epoch / tc.grad_accum
+        t0 = time.perf_counter()
+        window_t, window_imgs = t0, 0
+        bar = progress_bar(total, start_step, self.progress)
+        interrupted = False
+        try:
+            while step < total:
+                set_lr(self.optimizer, tc.lr * lr_factor(step, total, tc.lr_schedule, tc.warmup_steps, tc.min_lr_ratio))
+                loss = self._step(data, plan, step)
+                step += 1
+                window_imgs += tc.batch_size * tc.grad_accum
+                ema_loss = loss if ema_loss is None else 0.95 * ema_loss + 0.05 * loss
+                epoch = step / per_epoch_steps
+                if step % tc.log_every == 0 or step == total:
+                    now = time.perf_counter()
+                    ips = window_imgs / max(now - window_t, 1e-9)
+                    window_t, window_imgs = now, 0
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    metrics.log({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr,
+                                 "images_per_s": round(ips, 2), "elapsed_s": round(now - t0, 2)})
+                    bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", epoch=f"{epoch:.1f}")
+                bar.update(1)
+                for cb in self.callbacks:
+                    cb(self, step, loss)
+                if tc.save_every and step % tc.save_every == 0:
+                    self._save_numbered(step, epoch)
+                if tc.save_every_epochs and step % max(1, round(per_epoch_steps)) == 0:
+                    ep = round(epoch)
+                    if ep >= tc.save_start and ep % tc.save_every_epochs == 0:
+                        self._save_numbered(step, epoch)
+                if step % tc.checkpoint_every == 0 and step < total:
+                    self._save(step, epoch, loss)
+                if tc.preview_every and step % tc.preview_every == 0 and step < total:
+                    self._preview_safely(step, data)
+                if tc.max_minutes and (time.perf_counter() - t0) / 60 >= tc.max_minutes:
+                    self.log.info(f"time budget of {tc.max_minutes} min reached at step {step}")
+                    break
+                if self._stop_requested:
+                    interrupted = True
+                    break
+        finally:
+            bar.close()
+        epoch = step / per_epoch_steps
+        self._save(step, epoch, loss)
+        model_file = self.run_dir / "checkpoints" / EMA_FILE
+        if interrupted:
+            self.log.info(f"stopped at step {step}; resume with: difforge train --resume {self.run_dir}")
+        else:
+            preview = self._preview_safely(step, data)
+            if preview:
+                self.log.info(f"preview grid: {preview}")
+        self.log.info(f"model file: {model_file}")
+        return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
+
+    def _preview_safely(self, step: int, data: TrainingImages) -> Optional[Path]:
+        was_training = self.net.training
+        try:
+            return self._preview(step, data)
+        finally:
+            self.net.train(was_training)
