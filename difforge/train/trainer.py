@@ -132,6 +132,7 @@ class Trainer:
             image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma
         )
         registry.check_image_size(mc.network, options, dc.image_size)
+        torch.manual_seed(_mix(tc.seed, 0, 0))  # the initial weights depend on the seed only
         self.net = registry.build(mc.network, **options).to(self.device)
         if tc.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
