@@ -129,3 +129,26 @@ def test_config_file_with_flag_override(tmp_path):
     assert res.returncode == 0, res.stderr
     saved = (tmp_path / "runs" / "c" / "config.yaml").read_text()
     assert "noise_schedule: cosine" in saved and "max_steps: 2" in saved
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+    import signal
+    import time
+
+    flags = [f for f in TINY_FLAGS if f != "--quiet"]
+    i = flags.index("--max-steps")
+    flags[i + 1] = "100000"
+    proc = subprocess.Popen([sys.executable, "-m", "difforge", "train", "--runs-dir", str(tmp_path), "--run", "r",
+                             "--builtin-per-class", "4", *flags], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    for line in proc.stderr:  # wait until the loop runs
+        if line.startswith("train:") or time.time() > deadline:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, err
+    assert "resume with" in err and "Traceback" not in err
+    res = cli("train", "--resume", tmp_path / "r", "--max-steps", "1", "--quiet")
+    assert res.returncode == 0 and "resuming" in res.stderr, res.stderr
+    assert (tmp_path / "r" / "checkpoints" / "state.safetensors").is_file()
