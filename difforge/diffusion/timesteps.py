@@ -111,7 +111,7 @@ def sampling_timesteps(
         num_steps: T, the training schedule's length.
         steps: how many sampler steps (denoiser evaluations for one-evaluation-per-step
             samplers), or an improved-diffusion respacing string (``"ddim50"``, ``"10,15,20"``),
-            which then decides the steps by itself.
+            which then decides the steps by itself (``spacing`` is ignored).
         spacing:
             - ``"uniform"``: ``steps`` integers evenly spread over [0, T-1], both ends included
               (rounded half up), e.g. T=1000, 5 -> [999, 749, 500, 250, 0].
@@ -127,9 +127,7 @@ def sampling_timesteps(
     (respacing: its largest kept step) and ending at 0.
     """
     if isinstance(steps, str) and not steps.strip().isdigit():
-        if spacing not in ("uniform", steps):
-            raise ValueError(f"steps={steps!r} is a respacing string; it cannot be combined with spacing={spacing!r}")
-        return space_timesteps(num_steps, steps)[::-1]
+        return space_timesteps(num_steps, steps)[::-1]  # a respacing string decides by itself
     if spacing not in SPACINGS:
         kept = space_timesteps(num_steps, spacing)
         if steps is not None and int(steps) != len(kept):
@@ -171,7 +169,7 @@ def _log_sigma_table(schedule: Schedule) -> torch.Tensor:
 
 def sigmas(schedule: Schedule, timesteps: Sequence[float]) -> list:
     """sigma = sqrt((1 - ab) / ab) at (possibly fractional) timesteps, as Python floats."""
-    ab = torch.tensor(alpha_bars(schedule, timesteps, check=False), dtype=torch.float64)
+    ab = torch.tensor(alpha_bars(schedule, timesteps), dtype=torch.float64)
     return ((1.0 - ab) / ab).sqrt().tolist()
 
 
