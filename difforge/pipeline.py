@@ -156,7 +156,16 @@ class Pipeline:
             raise UserError(f"got {len(seeds)} seeds for {total} images")
         if eta is not None:
             sampler_opts["eta"] = eta
-        x = sample_images(
+        try:
+            x = self._sample(labels, seeds, sampler, steps, spacing, cfg, cfg_rescale, clip_x0, threshold, batch_size, progress, callback, sampler_opts)
+        except ValueError as e:  # a sampler / option that does not fit: the user's to fix
+            raise UserError(str(e)) from None
+        from .data.io import to_uint8
+
+        return Generated(to_uint8(x), labels, self.class_names)
+
+    def _sample(self, labels, seeds, sampler, steps, spacing, cfg, cfg_rescale, clip_x0, threshold, batch_size, progress, callback, sampler_opts):
+        return sample_images(
             self.denoiser(cfg, clip_x0, threshold, cfg_rescale),
             shape=(self.channels, self.image_size, self.image_size),
             seeds=seeds,
@@ -170,9 +179,6 @@ class Pipeline:
             callback=callback,
             **sampler_opts,
         )
-        from .data.io import to_uint8
-
-        return Generated(to_uint8(x), labels, self.class_names)
 
     def describe(self) -> Dict[str, Any]:
         n = sum(p.numel() for p in self.net.parameters())

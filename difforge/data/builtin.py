@@ -8,7 +8,7 @@ Four defect classes on metal-like (brushed steel) or wood-like surfaces:
 - ``patch``: a large irregular region of different colour and texture (rust, stain, bleaching).
 
 The surface (metal or wood, its tint, brightness, streak direction and lighting) is drawn
-independently of the class, so only the defect tells the classes apart. Images are drawn at 2-4x
+independently of the class, so only the defect tells the classes apart. Images are drawn at 2-3x
 the output resolution and reduced with Lanczos, so thin lines stay anti-aliased and visible even
 at 32x32.
 
@@ -182,13 +182,13 @@ def _scratch(img, rng, xx, yy, n, surface) -> None:
     widths = hw * np.array([0.6, 0.95, 1.0, 0.95, 0.6])
     (cov,) = _stroke(xx, yy, points, widths, px)
     strength = rng.uniform(0.7, 1.0)
-    if rng.random() < 0.75:  # bright: the groove's wall reflects light
+    if rng.random() < 0.8:  # bright: the groove's wall reflects light
         lift = rng.uniform(0.3, 0.45)
         (shadow,) = _stroke(xx, yy, points + normal * hw * 1.6, widths * 0.8, px)
         _blend(img, np.zeros(3, dtype=np.float32), (0.35 * strength) * shadow * (1 - cov))
         _blend(img, lambda sub: np.clip(sub.mean(axis=-1, keepdims=True) + lift, 0.0, 1.0), strength * cov)
     else:
-        k = rng.uniform(0.2, 0.35)
+        k = rng.uniform(0.12, 0.25)
         _blend(img, lambda sub: sub * k, strength * cov)
 
 
