@@ -1,16 +1,18 @@
 """Training-step throughput of the UNet presets, NCHW vs channels_last (fp32 by default).
 
-    python benchmarks/unet_layout.py                       # unet-tiny/-small/unet at 32 and 64 px
-    python benchmarks/unet_layout.py --nets unet-tiny --sizes 32 --dtype bf16
+    PYTHONPATH=. python benchmarks/unet_layout.py          # unet-tiny/-small/unet at 32 and 64 px
+    PYTHONPATH=. python benchmarks/unet_layout.py --nets unet-tiny --sizes 32 --dtype bf16
+    PYTHONPATH=. python benchmarks/unet_layout.py --threads 1   # on a shared machine: CPU-s is steady
 
 One step = forward + MSE loss + backward + Adam step on random data, like the trainer's inner loop.
-Prints images/s and the achieved GFLOP/s (3 x forward FLOPs per image, the usual estimate).
+Prints images per wall second and per CPU second (the steadier number on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import time
 
 import torch
@@ -18,11 +20,11 @@ import torch
 from difforge import models
 
 
-def bench(name: str, size: int, batch: int, channels_last: bool, seconds: float, dtype: str) -> float:
+def _trainer_step(name: str, size: int, batch: int, channels_last: bool, dtype: str):
+    """A closure running one training step of a fresh ``name`` network in the given layout."""
     torch.manual_seed(0)
-    net = models.build(name, image_size=size)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = net.to(memory_format=fmt).train()
+    net = models.build(name, image_size=size).to(memory_format=fmt).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     noise = torch.randn_like(x)
@@ -37,13 +39,30 @@ def bench(name: str, size: int, batch: int, channels_last: bool, seconds: float,
         loss.backward()
         opt.step()
 
+    return step
+
+
+def bench(name: str, size: int, batch: int, seconds: float, dtype: str):
+    """Images/s of NCHW and channels_last: {layout: (per wall second, per CPU second)}.
+
+    The two layouts are timed alternately, step by step, so both see the same background load,
+    and the median step is reported. Images per CPU second (process time) is the steadier number
+    on a shared machine; with ``--threads 1`` it is the pure compute cost.
+    """
+    steps = {fmt: _trainer_step(name, size, batch, fmt, dtype) for fmt in (False, True)}
+    wall = {False: [], True: []}
+    cpu = {False: [], True: []}
     for _ in range(2):
-        step()
-    steps, start = 0, time.perf_counter()
-    while steps < 3 or time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    return steps * batch / (time.perf_counter() - start)
+        for step in steps.values():
+            step()
+    start = time.perf_counter()
+    while len(wall[True]) < 5 or time.perf_counter() - start < 2 * seconds:
+        for fmt, step in steps.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            step()
+            wall[fmt].append(time.perf_counter() - w0)
+            cpu[fmt].append(time.process_time() - c0)
+    return {fmt: (batch / statistics.median(wall[fmt]), batch / statistics.median(cpu[fmt])) for fmt in steps}
 
 
 def main() -> None:
@@ -60,18 +79,18 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
           f"{args.dtype}, batch {args.batch}")
-    print(f"{'net':<11} {'px':>4} {'params M':>9} {'fwd GF/img':>10} {'NCHW img/s':>11} {'CL img/s':>9} "
-          f"{'CL/NCHW':>8} {'CL GFLOP/s':>10}")
+    print(f"{'':<17}{'':>9} {'':>10} {'images / s (wall)':>26} {'images / CPU-s':>26}")
+    print(f"{'net':<11} {'px':>4} {'params M':>9} {'fwd GF/img':>10} {'NCHW':>8} {'CL':>8} {'CL/NCHW':>8} "
+          f"{'NCHW':>8} {'CL':>8} {'CL/NCHW':>8}")
     for name in args.nets:
         for size in args.sizes:
             net = models.build(name, image_size=size)
             gf = models.forward_gflops(net)
             params = models.count_parameters(net) / 1e6
-            nchw = bench(name, size, args.batch, False, args.seconds, args.dtype)
-            cl = bench(name, size, args.batch, True, args.seconds, args.dtype)
-            print(f"{name:<11} {size:>4} {params:>9.2f} {gf:>10.3f} {nchw:>11.1f} {cl:>9.1f} {cl / nchw:>8.2f} "
-                  f"{3 * gf * cl:>10.1f}", flush=True)
-
+            r = bench(name, size, args.batch, args.seconds, args.dtype)
+            (nw, nc), (cw, cc) = r[False], r[True]
+            print(f"{name:<11} {size:>4} {params:>9.2f} {gf:>10.3f} {nw:>8.1f} {cw:>8.1f} {cw / nw:>8.2f} "
+                  f"{nc:>8.1f} {cc:>8.1f} {cc / nc:>8.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -19,25 +19,40 @@ Layout, per level ``i`` of ``channel_mult`` (feature maps of ``image_size / 2**i
   zero: every residual branch starts as the identity and the untrained network predicts 0.
 - Accepted images: height and width divisible by ``2 ** (len(channel_mult) - 1)``; any channels.
 
-Memory layout: the network runs in the layout of its input and weights and returns its input's
-layout. Measured on the 2-core AVX2 CPU this project targets (torch 2.13, fp32, one Adam training
-step, batch 16; ``python benchmarks/unet_layout.py``), in images/s, NCHW vs channels_last:
+Memory layout: the network runs in the layout of its input and weights (one layout from the
+first conv to the last) and returns its input's layout; both layouts give the same numbers.
+channels_last does NOT pay on the AVX2 CPU this project targets. Measured with
+``benchmarks/unet_layout.py --threads 1`` (torch 2.13, fp32, one Adam training step at batch 16,
+images per CPU-second; the 2-core box was shared, so wall-clock 2-thread figures were not
+reproducible, while 1-thread CPU time is):
 
-    ==========  ======  =============  =============
-    net         px      NCHW           channels_last
-    ==========  ======  =============  =============
-    unet-tiny   32      79             109
-    unet-small  32      29             38
-    unet        32      15             19
-    unet-tiny   64      21             28
-    unet        64      3.5            4.7
-    ==========  ======  =============  =============
+    ==========  ===  ==========  ======  =============  ========
+    net         px   fwd GF/img  NCHW    channels_last  CL/NCHW
+    ==========  ===  ==========  ======  =============  ========
+    unet-tiny   32   0.50        30.8    30.5           0.99
+    unet-tiny   64   1.97        7.7     6.9            0.90
+    unet-small  32   1.85        8.2     7.9            0.97
+    unet-small  64   6.63        2.6     2.3            0.88
+    unet        32   3.25        5.2     4.8            0.92
+    unet        64   11.8        1.4     1.4            0.94
+    ==========  ===  ==========  ======  =============  ========
 
-so channels_last pays (about +30%) on this CPU: ``net.to(memory_format=torch.channels_last)`` and
-feed ``x.contiguous(memory_format=torch.channels_last)``. (On CPU, oneDNN convolutions run
-natively in NHWC; NCHW pays for reorders around every conv.)
+The profile says why: convolutions are ~80% of a step and oneDNN's NHWC backward is 5-25%
+slower than its NCHW one at these channel counts, and GroupNorm's channels_last CPU kernels are
+4-8x slower than its NCHW ones. So keep NCHW on CPU; channels_last is for GPUs (cuDNN NHWC
+tensor-core kernels), where it should be measured with the same script.
 
-Presets (:data:`PRESETS`) are registered as network names: ``build("unet-tiny", image_size=32)``.
+Presets (:data:`PRESETS`) are registered as network names: ``build("unet-tiny", image_size=32)``;
+``net.config`` holds every option, so ``build(net.arch, **net.config)`` rebuilds any of them.
+Parameters / forward GFLOPs per image at 32 and 64 px (3 channels, unconditional):
+
+    ==========  =========================================  ===============  ===============
+    name        options                                    32 px            64 px
+    ==========  =========================================  ===============  ===============
+    unet-tiny   base 32, mult 1,2,2, 1 block, attn 8       1.19 M / 0.50    1.14 M / 1.97
+    unet-small  base 48, mult 1,2,2, 2 blocks, attn 16,8   4.10 M / 1.85    3.91 M / 6.63
+    unet        base 64, mult 1,2,2,2, 2 blocks, attn 16,8 9.93 M / 3.25    9.93 M / 11.8
+    ==========  =========================================  ===============  ===============
 """
 
 from __future__ import annotations

@@ -1,0 +1,259 @@
+import inspect
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from difforge.errors import ConfigError
+from difforge.models import PRESETS, UNet, build, count_parameters, describe, forward_gflops, registry
+from difforge.models.layers import Attention2d, group_norm, timestep_embedding
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These nets are too small to gain from a second thread, and a busy 2-core box makes two
+    OpenMP threads wait on each other (measured 5x slower for this file)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(base_channels=16, channel_mult=[1, 2, 2], num_res_blocks=1, attention_resolutions=[8], head_channels=8)
+
+
+def perturb(net, scale=0.05, seed=0):
+    """Move every weight off its initial value, so zero-initialised layers do something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return net
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return perturb(UNet(**{**TINY, **kw}))
+
+
+def inputs(net, batch=2, size=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    size = size or net.image_size
+    x = torch.randn(batch, net.in_channels, size, size, generator=g)
+    t = torch.rand(batch, generator=g) * 999
+    y = torch.randint(0, net.num_classes, (batch,), generator=g) if net.num_classes else None
+    return x, t, y
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("num_classes", [0, 5])
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_output_shape(size, channels, num_classes, learn_sigma):
+    net = UNet(image_size=size, in_channels=channels, num_classes=num_classes, learn_sigma=learn_sigma, **TINY)
+    assert net.out_channels == channels * (2 if learn_sigma else 1)
+    x, t, y = inputs(net)
+    with torch.no_grad():
+        out = net(x, t, y)
+    assert out.shape == (2, net.out_channels, size, size)
+    assert torch.isfinite(out).all()
+
+
+def test_128px_and_non_square():
+    net = UNet(image_size=128, **{**TINY, "channel_mult": [1, 1, 2, 2]})
+    x, t, _ = inputs(net, batch=1)
+    with torch.no_grad():
+        assert net(x, t).shape == (1, 3, 128, 128)
+        assert net(torch.randn(1, 3, 32, 48), t).shape == (1, 3, 32, 48)
+
+
+def test_contract_attributes_and_config():
+    net = UNet(image_size=32, in_channels=1, num_classes=4, learn_sigma=True, **TINY)
+    assert (net.in_channels, net.out_channels, net.num_classes, net.learn_sigma, net.image_size) == (1, 2, 4, True, 32)
+    assert net.arch == "unet"
+    params = list(inspect.signature(UNet).parameters)
+    assert list(net.config) == params  # exactly the constructor kwargs
+    assert json.loads(json.dumps(net.config)) == net.config
+
+
+def test_untrained_net_predicts_zero():
+    net = UNet(image_size=16, **TINY)
+    x, t, _ = inputs(net)
+    assert net(x, t).abs().max() == 0
+
+
+def test_fractional_timesteps():
+    net = make(image_size=16)
+    x, _, _ = inputs(net, batch=1)
+    with torch.no_grad():
+        out = {t: net(x, torch.tensor([t])) for t in (10.0, 10.5, 11.0)}
+        as_long = net(x, torch.tensor([10]))
+    assert torch.equal(as_long, out[10.0])
+    assert not torch.allclose(out[10.5], out[10.0]) and not torch.allclose(out[10.5], out[11.0])
+    # continuous: the half step lies between its neighbours' outputs, roughly
+    mid = (out[10.0] + out[11.0]) / 2
+    assert (out[10.5] - mid).abs().max() < (out[11.0] - out[10.0]).abs().max()
+
+
+def test_timestep_embedding_closed_form():
+    t = torch.tensor([0.0, 2.5, 999.0])
+    emb = timestep_embedding(t, 8)
+    freqs = [10000 ** (-i / 4) for i in range(4)]
+    expect = [[math.cos(v * f) for f in freqs] + [math.sin(v * f) for f in freqs] for v in t.tolist()]
+    assert torch.allclose(emb, torch.tensor(expect), atol=1e-4)
+
+
+def test_class_embedding_changes_output_and_none_is_null_class():
+    net = make(image_size=16, num_classes=3)
+    x, t, _ = inputs(net)
+    with torch.no_grad():
+        out0 = net(x, t, torch.tensor([0, 0]))
+        out1 = net(x, t, torch.tensor([1, 1]))
+        null = net(x, t, torch.tensor([3, 3]))
+        none = net(x, t, None)
+    assert (out0 - out1).abs().max() > 1e-3
+    assert torch.equal(none, null)
+    assert net.label_embed.num_embeddings == 4
+
+
+def test_unconditional_net_ignores_y():
+    net = make(image_size=16)
+    x, t, _ = inputs(net)
+    with torch.no_grad():
+        assert torch.equal(net(x, t, torch.tensor([0, 1])), net(x, t))
+
+
+@pytest.mark.parametrize("name", ["unet", "unet-tiny"])
+def test_rebuild_from_config(name):
+    torch.manual_seed(0)
+    net = perturb(build(name, image_size=16, num_classes=2, learn_sigma=True, base_channels=16, head_channels=8))
+    config = json.loads(json.dumps(net.config))  # as a checkpoint stores it
+    again = build(name, **config)
+    assert again.config == net.config
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+    again.load_state_dict(net.state_dict())
+    x, t, y = inputs(net)
+    with torch.no_grad():
+        assert torch.equal(again(x, t, y), net(x, t, y))
+
+
+def test_bad_image_size_message():
+    expected = r"unet with 3 levels needs an image size divisible by 4; 68 or 72 would work, got 70"
+    with pytest.raises(ConfigError, match=expected):
+        UNet(image_size=70, **TINY)
+    with pytest.raises(ConfigError, match=r"divisible by 8; 8 would work, got 4"):
+        UNet(image_size=4)
+    with pytest.raises(ConfigError, match=r"divisible by 8; 64 or 72 would work, got 70"):
+        registry.check_image_size("unet", {}, 70)
+    registry.check_image_size("unet-tiny", {}, 36)  # 3 levels: 36 is fine
+    net = UNet(image_size=16, **TINY)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.randn(1, 3, 18, 16), torch.zeros(1))
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("act", "swish"), ("channel_mult", "abc"), ("channel_mult", []), ("num_res_blocks", 0), ("dropout", 1.5),
+     ("learn_sigma", "yes"), ("num_classes", -1), ("attention_resolutions", [8, 0])],
+)
+def test_invalid_values_name_the_option(key, value):
+    with pytest.raises(ConfigError, match=key):
+        build("unet", **{**TINY, key: value})
+
+
+def test_odd_channel_counts_adapt_groups_and_heads():
+    net = make(image_size=16, base_channels=24, head_channels=32, in_channels=2)
+    x, t, _ = inputs(net)
+    assert net(x, t).shape == (2, 2, 16, 16)
+    assert group_norm(48).num_groups == 16 and group_norm(96).num_groups == 32
+
+
+def test_training_reduces_loss():
+    torch.manual_seed(0)
+    net = UNet(image_size=16, **TINY)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+    x0 = torch.stack([torch.sin(3 * xx + k) * torch.cos(2 * yy - k) for k in range(8)])[:, None].expand(8, 3, 16, 16)
+    losses = []
+    for _ in range(20):
+        t = torch.randint(0, 1000, (8,), generator=g)
+        ab = torch.cos((t.float() / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+        noise = torch.randn(x0.shape, generator=g)
+        xt = ab.sqrt()[:, None, None, None] * x0 + (1 - ab).sqrt()[:, None, None, None] * noise
+        loss = F.mse_loss(net(xt, t), noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:3]) / 3
+
+
+def test_channels_last_matches_nchw():
+    net = make(image_size=32, num_classes=2)
+    x, t, y = inputs(net)
+    with torch.no_grad():
+        ref = net(x, t, y)
+        net_cl = net.to(memory_format=torch.channels_last)
+        out = net_cl(x.contiguous(memory_format=torch.channels_last), t, y)
+        mixed = net_cl(x, t, y)  # NCHW input to a channels_last net
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert mixed.is_contiguous()
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(mixed, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_autocast_forward_and_backward(channels_last):
+    net = make(image_size=16, num_classes=2)
+    x, t, y = inputs(net)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = net(x, t, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, t, y)
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref).norm() < 0.05 * ref.norm()
+    out.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_attention_matches_naive_reference():
+    torch.manual_seed(0)
+    attn = perturb(Attention2d(32, head_channels=8, norm_groups=8))
+    assert attn.num_heads == 4
+    x = torch.randn(2, 32, 4, 6)
+    with torch.no_grad():
+        out = attn(x)
+        b, c, h, w = x.shape
+        tok = attn.norm(x).reshape(b, c, h * w).transpose(1, 2)
+        q, k, v = (tok @ attn.qkv.weight.T + attn.qkv.bias).split(c, dim=-1)
+        heads = lambda z: z.reshape(b, h * w, 4, 8).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(q), heads(k), heads(v)
+        a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1) @ v
+        merged = a.transpose(1, 2).reshape(b, h * w, c) @ attn.proj.weight.T + attn.proj.bias
+        ref = x + merged.transpose(1, 2).reshape(b, c, h, w)
+        out_cl = attn(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(out_cl, ref, atol=1e-5)
+
+
+def test_info():
+    net = UNet(image_size=16, num_classes=3, **TINY)
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters()) > 0
+    gf = forward_gflops(net)
+    no_attn = UNet(image_size=16, num_classes=3, **{**TINY, "attention_resolutions": []})
+    # the attention layers at 8 px count their q k^T and attn v products too
+    assert gf > forward_gflops(no_attn) > 0
+    assert forward_gflops(net, batch=2) == pytest.approx(gf)
+    text = describe(net)
+    assert "parameters" in text and "16 x 16" in text and "3 (+ null class)" in text
+
+
+def test_presets_are_registered():
+    for name, overrides in PRESETS.items():
+        net = build(name, image_size=32)
+        assert all(net.config[k] == v for k, v in overrides.items())
