@@ -82,7 +82,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
     seed: int = 0
-    channels_last: bool = False
+    channels_last: bool = False  # measured: faster for small nets, slower for large ones on CPU; try it per net
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEMO_NETWORK = {
-    "base_channels": 48,
+    "base_channels": 32,
     "channel_mult": [1, 2, 2],
     "num_res_blocks": 1,
     "attention_resolutions": [8],
@@ -27,10 +27,10 @@ def add_parser(sub) -> None:
     p.add_argument("--runs-dir", default="runs", help="folder of runs (default ./runs)")
     p.add_argument("--run", default="demo", help="run name (default demo)")
     p.add_argument("--minutes", type=float, default=8.0, help="training time budget in minutes (default 8)")
-    p.add_argument("--max-steps", type=int, default=6000, help="stop earlier after this many steps")
+    p.add_argument("--max-steps", type=int, default=2000, help="stop earlier after this many steps")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--per-class", type=int, default=200, help="built-in images per class")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num", type=int, default=16, help="samples per class")
     p.add_argument("--sampler", default="ddim")

@@ -10,14 +10,20 @@ from typing import List, Optional
 from .. import __version__
 from ..errors import UserError
 
-# sub-command -> module in difforge.cli (each has add_parser(subparsers) and run(args))
-COMMANDS = {
-    "demo": "demo",
-    "train": "train",
-    "sample": "sample",
-    "data": "data",
-    "info": "info",
-}
+# Modules of difforge.cli that are not sub-commands; every other module defines
+# add_parser(subparsers) (registering one or more commands) and the run function it binds.
+NOT_COMMANDS = {"main", "aliases"}
+# commands first in --help, in this order; the rest follow alphabetically
+FIRST = ["demo", "train", "sample", "data", "info"]
+
+
+def command_modules() -> List[str]:
+    import pkgutil
+
+    from . import __path__ as cli_path
+
+    names = [m.name for m in pkgutil.iter_modules(cli_path) if m.name not in NOT_COMMANDS and not m.name.startswith("_")]
+    return sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"difforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in dict.fromkeys(COMMANDS.values()):
+    for module in command_modules():
         importlib.import_module(f"{__package__}.{module}").add_parser(sub)
     return parser
 
