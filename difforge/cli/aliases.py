@@ -9,13 +9,19 @@ ALIASES = {
     "--image-size": ["--image_size"],
     "--num-workers": ["--num_workers"],
     # run folder
-    "--run": ["--run_name"],
+    "--run": ["--run-name", "--run_name"],  # --run-name also under torchrun, whose --run-path makes --run ambiguous
     "--runs-dir": ["--result_path"],
     # network / diffusion
     "--network": ["--network_name"],
     "--noise-schedule": ["--noise_schedule"],
     "--diffusion-steps": ["--diffusion_steps"],
     "--learn-sigma": ["--learn_sigma"],
+    "--use-kl": ["--use_kl"],
+    "--rescale-learned-sigmas": ["--rescale_learned_sigmas"],
+    "--schedule-sampler": ["--schedule_sampler"],
+    "--p2-gamma": ["--p2_gamma"],
+    "--p2-k": ["--p2_k"],
+    "--snr-gamma": ["--snr_gamma"],
     "--base-channels": ["--num_channels"],
     "--num-res-blocks": ["--num_res_blocks"],
     "--attention-resolutions": ["--attention_resolutions"],

@@ -32,6 +32,21 @@ def bool_flag(p, flag: str, dest: str, help: str):
     p.add_argument(*option_strings(flag), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
+def parse_bool(text: str) -> bool:
+    """improved-diffusion's str2bool: true/false, yes/no, 1/0 (any case)."""
+    low = str(text).lower()
+    if low in ("true", "yes", "y", "t", "1", "on"):
+        return True
+    if low in ("false", "no", "n", "f", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def value_bool_flag(p, flag: str, dest: str, help: str):
+    """``--flag`` alone means true; ``--flag False`` as improved-diffusion's scripts write it."""
+    add(p, flag, dest=dest, nargs="?", const=True, type=parse_bool, metavar="BOOL", help=help)
+
+
 def add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     add(g, "--data", dest="data", metavar="DIR", help="image folder: class sub-folders (conditional) or flat; default: the built-in defect set")
@@ -48,7 +63,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     for key, (flag, typ, text) in NETWORK_FLAGS.items():
         add(g, flag, dest=f"net_{key}", type=typ, help=text)
     add(g, "--network-option", dest="network_option", action="append", metavar="KEY=VALUE", help="any other network setting (repeatable)")
-    add(g, "--learn-sigma", dest="learn_sigma", action="store_const", const=True, help="network also predicts the variance (2C outputs)")
+    value_bool_flag(g, "--learn-sigma", "learn_sigma", "network also predicts the variance (2C outputs), trained by the hybrid loss")
 
     g = p.add_argument_group("diffusion")
     add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="T, the number of noise levels (default 1000)")
@@ -56,6 +71,15 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--target", dest="target", help="what the network predicts: eps, x0 or v")
     add(g, "--loss", dest="loss", help="mse, l1, huber or smooth_l1")
     add(g, "--label-dropout", dest="label_dropout", type=float, help="null-class rate for classifier-free guidance (default 0.1)")
+    value_bool_flag(g, "--use-kl", "use_kl", "train on the variational bound alone (L_vlb) instead of L_simple / L_hybrid")
+    value_bool_flag(g, "--rescale-learned-sigmas", "rescale_learned_sigmas", "hybrid loss: VLB term x T/1000, i.e. lambda=0.001 (default true)")
+    add(g, "--schedule-sampler", dest="schedule_sampler", choices=("uniform", "loss-second-moment"),
+        help="timestep sampling: uniform, or loss-second-moment importance sampling (default uniform)")
+    add(g, "--loss-weighting", dest="loss_weighting", choices=("none", "p2", "min_snr"),
+        help="SNR weighting of L_simple: none, p2 (Choi et al. 2022) or min_snr (Hang et al. 2023)")
+    add(g, "--p2-gamma", dest="p2_gamma", type=float, help="P2 weighting gamma (default 1)")
+    add(g, "--p2-k", dest="p2_k", type=float, help="P2 weighting k (default 1)")
+    add(g, "--snr-gamma", dest="snr_gamma", type=float, help="Min-SNR gamma (default 5)")
 
     g = p.add_argument_group("training")
     add(g, "--run", dest="run", help="run name: files go to RUNS_DIR/RUN (default 'default')")
@@ -93,6 +117,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--preview-steps", dest="preview_steps", type=int)
     add(g, "--image-format", dest="image_format", choices=("png", "jpg"))
     add(g, "--log-every", dest="log_every", type=int)
+    g = p.add_argument_group("several processes (see README: torchrun for several GPUs / nodes)")
+    g.add_argument("--distributed", action="store_true", help="launch --world-size processes on this machine (DDP; gloo on CPU, NCCL on GPUs)")
+    g.add_argument("--world-size", "--world_size", dest="world_size", type=int, default=None, help="processes to launch with --distributed (default: GPUs, or 2 on CPU)")
+    g.add_argument("--main_gpu", dest="main_gpu", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE.yaml", help="settings file; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -135,8 +163,27 @@ def overrides_from_args(args) -> dict:
     return out
 
 
+def _launch_distributed(args) -> int:
+    import os
+    import sys
+
+    import torch
+
+    from ..train.distributed import launch
+
+    n = args.world_size or (torch.cuda.device_count() or 2)
+    argv = [a for a in sys.argv[1:] if a != "--distributed"]
+    print(f"launching {n} processes (batch {args.batch_size or 'per config'} each)", file=sys.stderr)
+    return launch(argv, n)
+
+
 def run(args) -> int:
+    import os
+
     from ..train.trainer import Trainer
+
+    if args.distributed and "WORLD_SIZE" not in os.environ:
+        return _launch_distributed(args)
 
     overrides = overrides_from_args(args)
     base = Config.load(args.config) if args.config else None
@@ -148,6 +195,8 @@ def run(args) -> int:
         resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
     trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
     result = trainer.fit()
+    if not trainer.dist.is_main:
+        return 130 if result.interrupted else 0
     print(f"run folder: {result.run_dir}")
     print(f"model file: {result.model_file}")
     print(f"sample:     difforge sample {result.model_file} --num 16 --grid")

@@ -7,6 +7,8 @@ weights, EMA and optimizer state to continue *the same* run, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import signal
 import threading
@@ -21,13 +23,15 @@ from ..atomic import write_text
 from ..config import Config
 from ..data.source import TrainingImages, load_training_images
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.objective import Objective, UniformTimesteps, drop_labels
+from ..diffusion.objective import Objective, drop_labels
 from ..diffusion.sampling import sample_images
 from ..diffusion.schedule import Schedule
+from ..diffusion.timestep_samplers import make_timestep_sampler
 from ..errors import CheckpointError, ConfigError
 from ..models import registry
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from . import checkpoint as ckpt
+from .distributed import DistInfo, all_gather_cat, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
 from .logging import MetricsCSV, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, lr_factor, set_lr
@@ -57,22 +61,35 @@ def _mix(*ints: int) -> int:
 
 
 class BatchPlan:
-    """Which images form micro-batch m: epoch e = m // per_epoch uses permutation(seed, e)."""
+    """Which images form micro-batch m: epoch e = m // per_epoch uses permutation(seed, e).
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    With several processes the *global* micro-batch (``batch_size * world_size`` images) is cut
+    from the permutation and every rank takes its slice, so the data order does not depend on
+    how many processes share the work (the distributed sampler of this trainer).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, world_size: int = 1, rank: int = 0):
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.per_epoch = max(1, n // batch_size)
+        self.world_size, self.rank = world_size, rank
+        self.global_batch = batch_size * world_size
+        self.per_epoch = max(1, n // self.global_batch)
         self._perm_epoch, self._perm = -1, None
 
-    def indices(self, m: int) -> torch.Tensor:
+    def global_indices(self, m: int) -> torch.Tensor:
         epoch, k = divmod(m, self.per_epoch)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(_mix(self.seed, epoch, 1))
             perm = torch.randperm(self.n, generator=g)
-            if self.n < self.batch_size:  # tiny sets: cycle through the permutation
-                perm = perm.repeat(math.ceil(self.batch_size / self.n))
+            if self.n < self.global_batch:  # tiny sets: cycle through the permutation
+                perm = perm.repeat(math.ceil(self.global_batch / self.n))
             self._perm_epoch, self._perm = epoch, perm
-        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+        return self._perm[k * self.global_batch : (k + 1) * self.global_batch]
+
+    def local_slice(self) -> slice:
+        return slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+
+    def indices(self, m: int) -> torch.Tensor:
+        return self.global_indices(m)[self.local_slice()]
 
 
 class Trainer:
@@ -110,6 +127,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self._stop_requested = False
         self.log = get_logger()
+        self.dist = DistInfo()
 
     # -- public helpers -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -124,7 +142,7 @@ class Trainer:
     def _build(self, data: TrainingImages):
         c = self.config
         dc, mc, fc, tc = c.data, c.model, c.diffusion, c.train
-        self.device = resolve_device(tc.device)
+        self.device = resolve_device(device_for(self.dist, tc.device))
         self.precision = resolve_precision(tc.precision, self.device)
         self.autocast = autocast_factory(self.precision, self.device)
         options = dict(mc.network_options)
@@ -137,19 +155,14 @@ class Trainer:
         if tc.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
-        self.objective = Objective(self.schedule, target=fc.target, loss=fc.loss, learn_sigma=mc.learn_sigma)
-        self.timestep_sampler = UniformTimesteps(fc.diffusion_steps)
+        self.objective = Objective.from_config(self.schedule, fc, learn_sigma=mc.learn_sigma)
+        self.timestep_sampler = make_timestep_sampler(fc.schedule_sampler, fc.diffusion_steps)
         self.optimizer = build_optimizer(self.net.parameters(), tc.optimizer, tc.lr, tc.weight_decay, self.device)
         self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.model_meta = {
             "network": {"name": mc.network, "config": self.net.config},
-            "diffusion": {
-                "diffusion_steps": fc.diffusion_steps,
-                "noise_schedule": fc.noise_schedule,
-                "target": fc.target,
-                "learn_sigma": mc.learn_sigma,
-            },
+            "diffusion": dict(dataclasses.asdict(fc), learn_sigma=mc.learn_sigma),  # every resolved setting
             "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": data.class_names},
         }
 
@@ -178,7 +191,7 @@ class Trainer:
             model=self.net.state_dict(),
             ema=self.ema.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            extra_tensors={},
+            extra_tensors={f"timestep_sampler/{k}": v for k, v in self.timestep_sampler.state_dict().items()},
             model_meta=dict(meta, weights="ema"),
             loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict()},
         )
@@ -196,6 +209,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state["loop"].get("scaler"):
             self.scaler.load_state_dict(state["loop"]["scaler"])
+        prefix = "timestep_sampler/"
+        self.timestep_sampler.load_state_dict({k[len(prefix):]: v for k, v in state["extra"].items() if k.startswith(prefix)})
         return int(state["loop"]["step"])
 
     def _load_pretrained(self) -> None:
@@ -258,12 +273,17 @@ class Trainer:
         c = self.config
         tc, dc = c.train, c.data
         set_threads()
-        data = load_training_images(dc, progress=self.progress)
+        self.dist = init_from_env(tc.device)
+        main = self.dist.is_main
+        data = load_training_images(dc, progress=self.progress and main)
         if data.num_classes == 1:
             raise ConfigError("a conditional model needs at least two classes; add class folders or use --no-conditional")
         self._build(data)
-        self._prepare_run_dir()
-        log_handler = attach_run_log(self.run_dir)
+        if main:
+            self._prepare_run_dir()
+        log_handler = attach_run_log(self.run_dir) if main else None
+        if not main:
+            self.progress = False
         previous_handlers = None
         try:
             start_step = 0
@@ -272,11 +292,14 @@ class Trainer:
                 self.log.info(f"resuming {self.run_dir} at step {start_step}")
             elif self.pretrain:
                 self._load_pretrained()
-            plan = BatchPlan(len(data.images), tc.batch_size, tc.seed)
+            self.train_net = self._wrap_ddp()
+            plan = BatchPlan(len(data.images), tc.batch_size, tc.seed, self.dist.world_size, self.dist.rank)
             total = self._total_steps(plan.per_epoch)
-            metrics = MetricsCSV(self.run_dir / "metrics.csv")
-            metrics.truncate_after(start_step)
-            self._announce(data, total)
+            metrics = None
+            if main:
+                metrics = MetricsCSV(self.run_dir / "metrics.csv")
+                metrics.truncate_after(start_step)
+                self._announce(data, total)
             previous_handlers = self._install_signal_handlers()
             result = self._loop(data, plan, total, start_step, metrics)
         finally:
@@ -284,7 +307,17 @@ class Trainer:
                 for sig, h in previous_handlers.items():
                     signal.signal(sig, h)
             detach(log_handler)
+            shutdown(self.dist)
         return result
+
+    def _wrap_ddp(self) -> torch.nn.Module:
+        """The module the loop calls: DDP around the network when several processes train."""
+        if not self.dist.enabled:
+            return self.net
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.net, device_ids=ids)
 
     def _announce(self, data: TrainingImages, total: int) -> None:
         c = self.config
@@ -300,33 +333,45 @@ class Trainer:
             f"T={c.diffusion.diffusion_steps}, target {c.diffusion.target}, loss {c.diffusion.loss}"
         )
         self.log.info(
-            f"train: {total} steps, batch {c.train.batch_size} x accum {c.train.grad_accum}, lr {c.train.lr} "
+            f"train: {total} steps, batch {c.train.batch_size} x accum {c.train.grad_accum} x {self.dist.world_size} process(es) "
+            f"= global batch {c.train.batch_size * c.train.grad_accum * self.dist.world_size}, lr {c.train.lr} "
             f"({c.train.lr_schedule}), {self.precision} on {self.device}, {torch.get_num_threads()} threads -> {self.run_dir}"
         )
 
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> float:
+        """One optimizer step. Random draws cover the global batch; this rank keeps its slice."""
         tc, fc = self.config.train, self.config.diffusion
         g = torch.Generator().manual_seed(_mix(tc.seed, step, 2))
         torch.manual_seed(_mix(tc.seed, step, 3))  # dropout and any other global-RNG use
+        mine = plan.local_slice()
+        gb = plan.global_batch
         total_loss = 0.0
         for micro in range(tc.grad_accum):
-            idx = plan.indices(step * tc.grad_accum + micro)
+            m = step * tc.grad_accum + micro
+            gidx = plan.global_indices(m)
+            idx = gidx[mine]
             x = data.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+            flip = (torch.rand(gb, generator=g) < 0.5)[mine]
             if self.config.data.hflip:
-                flip = torch.rand(len(idx), generator=g) < 0.5
                 x[flip.to(self.device)] = x[flip.to(self.device)].flip(-1)
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = None
             if data.labels is not None:
-                y = drop_labels(data.labels[idx], fc.label_dropout, data.num_classes, g).to(self.device)
-            t, weights = self.timestep_sampler.sample(len(idx), g, self.device)
-            noise = torch.randn(x.shape, generator=g).to(self.device)
-            with self.autocast():
-                terms = self.objective(self.net, x, t, noise, y)
-            loss = (terms["loss"] * weights).mean()
-            self.timestep_sampler.update(t, terms["loss"].detach())
-            self.scaler.scale(loss / tc.grad_accum).backward()
+                y = drop_labels(data.labels[gidx], fc.label_dropout, data.num_classes, g)[mine].to(self.device)
+            t_all, w_all = self.timestep_sampler.sample(gb, g)
+            t, weights = t_all[mine].to(self.device), w_all[mine].to(self.device)
+            noise = torch.randn((gb, *x.shape[1:]), generator=g)[mine].to(self.device)
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and micro < tc.grad_accum - 1:
+                sync = self.train_net.no_sync()  # all-reduce only on the last micro-batch
+            with sync:
+                with self.autocast():
+                    terms = self.objective(self.train_net, x, t, noise, y)
+                loss = (terms["loss"] * weights).mean()
+                self.scaler.scale(loss / tc.grad_accum).backward()
+            per_sample = all_gather_cat(terms["loss"].detach().float(), self.dist)
+            self.timestep_sampler.update(all_gather_cat(t, self.dist), per_sample)
             total_loss += loss.item() / tc.grad_accum
         if not math.isfinite(total_loss):
             raise FloatingPointError(
@@ -343,22 +388,27 @@ class Trainer:
 
     def _loop(self, data, plan, total, start_step, metrics) -> TrainResult:
         tc = self.config.train
+        main = self.dist.is_main
         self.net.train()
         step, loss, ema_loss = start_step, float("nan"), None
         per_epoch_steps = plan.per_epoch / tc.grad_accum
         t0 = time.perf_counter()
         window_t, window_imgs = t0, 0
         bar = progress_bar(total, start_step, self.progress)
-        interrupted = False
+        interrupted = timed_out = False
         try:
             while step < total:
                 set_lr(self.optimizer, tc.lr * lr_factor(step, total, tc.lr_schedule, tc.warmup_steps, tc.min_lr_ratio))
                 loss = self._step(data, plan, step)
                 step += 1
-                window_imgs += tc.batch_size * tc.grad_accum
+                timed_out = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
+                # one small all-reduce: the mean loss, and whether any rank must stop
+                shared = all_reduce_mean(torch.tensor([loss, float(self._stop_requested), float(timed_out)]), self.dist)
+                loss, self._stop_requested, timed_out = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
+                window_imgs += plan.global_batch * tc.grad_accum
                 ema_loss = loss if ema_loss is None else 0.95 * ema_loss + 0.05 * loss
                 epoch = step / per_epoch_steps
-                if step % tc.log_every == 0 or step == total:
+                if main and (step % tc.log_every == 0 or step == total):
                     now = time.perf_counter()
                     ips = window_imgs / max(now - window_t, 1e-9)
                     window_t, window_imgs = now, 0
@@ -369,17 +419,9 @@ class Trainer:
                 bar.update(1)
                 for cb in self.callbacks:
                     cb(self, step, loss)
-                if tc.save_every and step % tc.save_every == 0:
-                    self._save_numbered(step, epoch)
-                if tc.save_every_epochs and step % max(1, round(per_epoch_steps)) == 0:
-                    ep = round(epoch)
-                    if ep >= tc.save_start and ep % tc.save_every_epochs == 0:
-                        self._save_numbered(step, epoch)
-                if step % tc.checkpoint_every == 0 and step < total:
-                    self._save(step, epoch, loss)
-                if tc.preview_every and step % tc.preview_every == 0 and step < total:
-                    self._preview_safely(step, data)
-                if tc.max_minutes and (time.perf_counter() - t0) / 60 >= tc.max_minutes:
+                if main:
+                    self._periodic_files(step, epoch, loss, total, per_epoch_steps, data)
+                if timed_out:
                     self.log.info(f"time budget of {tc.max_minutes} min reached at step {step}")
                     break
                 if self._stop_requested:
@@ -388,8 +430,10 @@ class Trainer:
         finally:
             bar.close()
         epoch = step / per_epoch_steps
-        self._save(step, epoch, loss)
         model_file = self.run_dir / "checkpoints" / EMA_FILE
+        if not main:
+            return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
+        self._save(step, epoch, loss)
         if interrupted:
             self.log.info(f"stopped at step {step}; resume with: difforge train --resume {self.run_dir}")
         else:
@@ -398,6 +442,20 @@ class Trainer:
                 self.log.info(f"preview grid: {preview}")
         self.log.info(f"model file: {model_file}")
         return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
+
+    def _periodic_files(self, step, epoch, loss, total, per_epoch_steps, data) -> None:
+        """Numbered snapshots, resumable checkpoints and previews at their intervals (rank 0 only)."""
+        tc = self.config.train
+        if tc.save_every and step % tc.save_every == 0:
+            self._save_numbered(step, epoch)
+        if tc.save_every_epochs and step % max(1, round(per_epoch_steps)) == 0:
+            ep = round(epoch)
+            if ep >= tc.save_start and ep % tc.save_every_epochs == 0:
+                self._save_numbered(step, epoch)
+        if step % tc.checkpoint_every == 0 and step < total:
+            self._save(step, epoch, loss)
+        if tc.preview_every and step % tc.preview_every == 0 and step < total:
+            self._preview_safely(step, data)
 
     def _preview_safely(self, step: int, data: TrainingImages) -> Optional[Path]:
         was_training = self.net.training
