@@ -152,3 +152,12 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     res = cli("train", "--resume", tmp_path / "r", "--max-steps", "1", "--quiet")
     assert res.returncode == 0 and "resuming" in res.stderr, res.stderr
     assert (tmp_path / "r" / "checkpoints" / "state.safetensors").is_file()
+
+
+def test_readme_alias_table_is_in_sync():
+    from pathlib import Path
+
+    from difforge.cli.aliases import alias_table_markdown
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert alias_table_markdown() in readme
