@@ -402,6 +402,9 @@ class Trainer:
                 loss = self._step(data, plan, step)
                 step += 1
                 timed_out = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
+                if tc.max_minutes and step == start_step + 20:
+                    total = self._fit_to_time_budget(step, start_step, total, time.perf_counter() - t0)
+                    bar.total = total
                 # one small all-reduce: the mean loss, and whether any rank must stop
                 shared = all_reduce_mean(torch.tensor([loss, float(self._stop_requested), float(timed_out)]), self.dist)
                 loss, self._stop_requested, timed_out = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
@@ -442,6 +445,19 @@ class Trainer:
                 self.log.info(f"preview grid: {preview}")
         self.log.info(f"model file: {model_file}")
         return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
+
+    def _fit_to_time_budget(self, step: int, start_step: int, total: int, elapsed: float) -> int:
+        """Shorten the run to the steps that fit in --max-minutes, so the LR schedule still anneals.
+
+        Estimated from the first 20 steps (averaged over ranks, so every rank agrees).
+        """
+        per_step = all_reduce_mean(torch.tensor([elapsed / (step - start_step)]), self.dist).item()
+        remaining = self.config.train.max_minutes * 60 - elapsed
+        fit = step + max(0, int(remaining / per_step * 0.97))  # leave room for the final save and preview
+        if fit < total:
+            self.log.info(f"time budget {self.config.train.max_minutes} min: about {fit} steps fit ({per_step:.2f} s/step)")
+            return fit
+        return total
 
     def _periodic_files(self, step, epoch, loss, total, per_epoch_steps, data) -> None:
         """Numbered snapshots, resumable checkpoints and previews at their intervals (rank 0 only)."""
