@@ -1,0 +1,13 @@
+"""HTTP API + web page over :class:`difforge.pipeline.Pipeline` (``difforge serve``).
+
+    from difforge.serve import ServeSettings, create_app, load_models
+    app = create_app(load_models(["ema.safetensors"]), ServeSettings(token="s3cret"))
+
+FastAPI and uvicorn are imported only when an app is built (``pip install 'difforge[serve]'``).
+The API is described in :mod:`difforge.serve.app`.
+"""
+
+from .app import ServeSettings, create_app
+from .models import load_models, model_names
+
+__all__ = ["ServeSettings", "create_app", "load_models", "model_names"]

@@ -1,0 +1,91 @@
+"""Which models a server offers, and under which names.
+
+Clients choose a model by NAME only, from the set the server was started with, never by a path:
+a name is the file's stem (``ema``), made unique from its folders when stems collide
+(``runs/a/checkpoints/ema.safetensors`` -> ``a-ema``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from ..errors import UserError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def is_model_name(name: str) -> bool:
+    """True for a plain name: letters, digits, ``_ . -``; no separators, no ``..``."""
+    return bool(NAME_RE.match(name)) and ".." not in name
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("._-")
+    return text.replace("..", ".") or "model"
+
+
+def model_names(paths: Sequence[Path]) -> List[str]:
+    """One unique name per path: the stem, or folders + stem (``checkpoints`` left out) when stems collide."""
+    paths = [Path(p).resolve() for p in paths]
+    distinct = list(dict.fromkeys(paths))
+    depth = 0
+    while True:
+        named = {}
+        for p in distinct:
+            parts = [q for q in p.parent.parts[1:] if q != "checkpoints"]
+            parts = parts[len(parts) - depth :] if depth else []
+            named[p] = _clean("-".join([*parts, p.stem]))
+        if len(set(named.values())) == len(named) or depth > max(len(p.parts) for p in distinct):
+            break
+        depth += 1
+    seen: Dict[str, int] = {}
+    unique = []
+    for p in paths:  # the same file given twice, or names equal after cleaning
+        n = named[p]
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return unique
+
+
+def find_model_files(files: Iterable[str] = (), models_dir: Optional[str] = None) -> List[Path]:
+    """The files given plus every ``*.safetensors`` under ``models_dir`` (training-state files left out)."""
+    out: List[Path] = []
+    for f in files:
+        p = Path(f)
+        if not p.is_file():
+            raise UserError(f"model file {p} does not exist" + (" (it is a folder; use --models-dir)" if p.is_dir() else ""))
+        out.append(p)
+    if models_dir:
+        d = Path(models_dir)
+        if not d.is_dir():
+            raise UserError(f"--models-dir {d} is not a folder")
+        found = sorted(q for q in d.rglob("*.safetensors") if q.is_file() and _is_model_file(q))
+        if not found:
+            raise UserError(f"--models-dir {d} holds no .safetensors model files")
+        out.extend(found)
+    if not out:
+        raise UserError("give at least one model file (e.g. runs/default/checkpoints/ema.safetensors) or --models-dir DIR")
+    unique: Dict[Path, Path] = {}
+    for p in out:
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+def _is_model_file(path: Path) -> bool:
+    """A difforge model file (not a training state, not someone else's safetensors): reads the header only."""
+    from ..train.checkpoint import MODEL_FORMAT, read_metadata
+
+    try:
+        return read_metadata(path).get("format") == MODEL_FORMAT
+    except UserError:
+        return False
+
+
+def load_models(files: Iterable[str] = (), models_dir: Optional[str] = None, device: str = "auto", precision: str = "auto") -> Dict[str, "object"]:
+    """Load every model once: ``{name: Pipeline}`` in the order given."""
+    from ..pipeline import Pipeline
+
+    paths = find_model_files(files, models_dir)
+    return {name: Pipeline.from_checkpoint(p, device=device, precision=precision) for name, p in zip(model_names(paths), paths)}
