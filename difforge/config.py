@@ -23,6 +23,8 @@ LOSSES = ("mse", "l1", "huber", "smooth_l1")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "linear", "cosine", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULE_SAMPLERS = ("uniform", "loss-second-moment")
+LOSS_WEIGHTINGS = ("none", "p2", "min_snr")
 
 
 @dataclass
@@ -57,6 +59,13 @@ class DiffusionConfig:
     target: str = "eps"
     loss: str = "mse"
     label_dropout: float = 0.1  # probability of training with the null class (CFG)
+    use_kl: bool = False  # train on the VLB alone (improved-diffusion's RESCALED_KL)
+    rescale_learned_sigmas: bool = True  # hybrid VLB term x T/1000 (lambda = 0.001), as improved-diffusion
+    schedule_sampler: str = "uniform"  # timesteps: uniform or loss-second-moment (importance sampling)
+    loss_weighting: str = "none"  # SNR weighting of L_simple: none, p2 (Choi et al.) or min_snr (Hang et al.)
+    p2_gamma: float = 1.0
+    p2_k: float = 1.0
+    snr_gamma: float = 5.0  # Min-SNR gamma
 
 
 @dataclass
@@ -94,6 +103,11 @@ class TrainConfig:
     preview_steps: int = 25
     image_format: str = "png"
     device: str = "auto"
+    eval_every: int = 0  # steps between FID/KID of EMA samples in metrics.csv (0: off)
+    eval_real: Optional[str] = None  # folder or reference .npz; default: the training images
+    eval_num: int = 256
+    eval_metrics: str = "fid,kid"
+    eval_features: str = "inception"  # or a TorchScript feature extractor .pt
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
@@ -187,6 +201,21 @@ class Config:
         _positive("diffusion_steps", fc.diffusion_steps)
         if not 0.0 <= fc.label_dropout < 1.0:
             raise ConfigError(f"label_dropout={fc.label_dropout} must be in [0, 1)")
+        _choice("schedule_sampler", fc.schedule_sampler, SCHEDULE_SAMPLERS)
+        _choice("loss_weighting", fc.loss_weighting, LOSS_WEIGHTINGS)
+        for name in ("use_kl", "rescale_learned_sigmas"):
+            if not isinstance(getattr(fc, name), bool):
+                raise ConfigError(f"{name}={getattr(fc, name)!r} must be true or false")
+        _positive("p2_gamma", fc.p2_gamma, allow_zero=True)
+        _positive("p2_k", fc.p2_k, allow_zero=True)
+        _positive("snr_gamma", fc.snr_gamma)
+        if fc.use_kl and fc.loss_weighting != "none":
+            raise ConfigError(
+                f"loss_weighting={fc.loss_weighting!r} weights L_simple, which use_kl=true does not train; "
+                "set loss_weighting=none or use_kl=false"
+            )
+        if fc.use_kl and fc.loss != "mse":
+            raise ConfigError(f"loss={fc.loss!r} has no effect with use_kl=true (the VLB is the loss); leave loss=mse")
         if not isinstance(mc.network_options, dict):
             raise ConfigError("network_options must be a mapping of network settings")
         _choice("optimizer", tc.optimizer, OPTIMIZERS)
@@ -197,7 +226,8 @@ class Config:
             _positive(name, getattr(tc, name))
         for name in ("epochs", "max_steps", "max_minutes"):
             _positive(name, getattr(tc, name))
-        for name in ("weight_decay", "warmup_steps", "num_workers", "save_every", "save_every_epochs", "save_start", "preview_every"):
+        _positive("eval_num", tc.eval_num)
+        for name in ("eval_every", "weight_decay", "warmup_steps", "num_workers", "save_every", "save_every_epochs", "save_start", "preview_every"):
             _positive(name, getattr(tc, name), allow_zero=True)
         if tc.grad_clip is not None and tc.grad_clip <= 0:
             raise ConfigError(f"grad_clip={tc.grad_clip} must be > 0 (or omitted to disable clipping)")

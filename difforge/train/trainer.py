@@ -220,6 +220,18 @@ class Trainer:
         self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
 
     # -- previews -------------------------------------------------------------------------
+    def _ema_denoiser(self, data: TrainingImages) -> Denoiser:
+        """The EMA network as a sampler sees it (CFG 3 for conditional models), for previews and eval."""
+        return Denoiser(
+            self.ema.shadow,
+            self.schedule,
+            target=self.config.diffusion.target,
+            learn_sigma=self.config.model.learn_sigma,
+            num_classes=data.num_classes,
+            cfg_scale=3.0 if data.num_classes else 1.0,
+            autocast=self.autocast,
+        )
+
     def _preview(self, step: int, data: TrainingImages) -> Path:
         from ..data.io import make_grid, save_image, to_uint8
 
@@ -229,15 +241,7 @@ class Trainer:
         if data.num_classes:
             labels = torch.arange(n) % data.num_classes
             labels = labels.sort(stable=True).values
-        den = Denoiser(
-            self.ema.shadow,
-            self.schedule,
-            target=self.config.diffusion.target,
-            learn_sigma=self.config.model.learn_sigma,
-            num_classes=data.num_classes,
-            cfg_scale=3.0 if data.num_classes else 1.0,
-            autocast=self.autocast,
-        )
+        den = self._ema_denoiser(data)
         x = sample_images(
             den,
             shape=(dc.channels, dc.image_size, dc.image_size),
@@ -472,6 +476,31 @@ class Trainer:
             self._save(step, epoch, loss)
         if tc.preview_every and step % tc.preview_every == 0 and step < total:
             self._preview_safely(step, data)
+        if tc.eval_every and step % tc.eval_every == 0:
+            self._evaluate(step, data)
+
+    def _evaluate(self, step: int, data: TrainingImages) -> None:
+        """FID/KID (or other metrics) of ``eval_num`` EMA samples, as extra columns of metrics.csv."""
+        from ..metrics import evaluate, load_extractor
+
+        tc, dc = self.config.train, self.config.data
+        if getattr(self, "_extractor", None) is None:
+            self._extractor = load_extractor(tc.eval_features, device=self.device)
+        real = tc.eval_real or data.images.permute(0, 2, 3, 1).numpy()
+        labels = None
+        if data.num_classes:
+            labels = torch.arange(tc.eval_num) % data.num_classes
+        t0 = time.perf_counter()
+        x = sample_images(
+            self._ema_denoiser(data), shape=(dc.channels, dc.image_size, dc.image_size), seeds=list(range(10**6, 10**6 + tc.eval_num)),
+            labels=labels, sampler=tc.preview_sampler, steps=tc.preview_steps, batch_size=64, device=self.device,
+        )
+        from ..data.io import to_uint8
+
+        result = evaluate(real, to_uint8(x).numpy(), tc.eval_metrics, self._extractor)
+        row = {k: round(float(v), 5) for k, v in result.items() if isinstance(v, (int, float)) and k not in ("num_real", "num_fake")}
+        self.log.info(f"eval at step {step} ({time.perf_counter() - t0:.0f} s): " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        MetricsCSV(self.run_dir / "metrics.csv").log({"step": step, **row})
 
     def _preview_safely(self, step: int, data: TrainingImages) -> Optional[Path]:
         was_training = self.net.training

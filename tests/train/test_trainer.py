@@ -85,3 +85,17 @@ def test_time_budget_shortens_the_run_and_anneals_the_lr(tmp_path):
         last = list(csv.DictReader(f))[-1]
     if r.steps > 20:  # the budget is re-planned after 20 steps; a very loaded machine may not get there
         assert float(last["lr"]) < 0.2 * 2e-3  # the cosine reached (near) its end inside the budget
+
+
+def test_eval_every_records_fid_and_kid_in_metrics_csv(tmp_path):
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+    extractor = tmp_path / "feat.pt"
+    torch.jit.script(Pool()).save(str(extractor))
+    r = Trainer(progress=False, **tiny_overrides(tmp_path, max_steps=4, eval_every=2, eval_num=16, eval_features=str(extractor))).fit()
+    with open(r.run_dir / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("fid")]
+    assert [int(row["step"]) for row in rows] == [2, 4]
+    assert all(float(row["fid"]) > 0 and row["kid"] != "" for row in rows)
