@@ -124,10 +124,58 @@ __all__ = [
     "ACTIVATIONS",
     "Attention2d",
     "TimestepEmbedder",
+    "check_bool",
+    "check_float",
+    "check_int",
+    "check_ints",
     "group_norm",
     "make_act",
     "num_heads_for",
     "same_layout",
+    "size_error",
     "timestep_embedding",
     "zero_",
 ]
+
+
+# -- option checks shared by the networks' constructors ---------------------------------------
+def check_int(net: str, field: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, else ConfigError naming ``net`` and ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{net} option {field} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_ints(net: str, field: str, value, minimum: int, nonempty: bool = True) -> list:
+    """``value`` as a list of ints >= ``minimum`` (non-empty unless told), else ConfigError."""
+    ok = isinstance(value, (list, tuple)) and (len(value) > 0 or not nonempty)
+    ok = ok and all(not isinstance(v, bool) and isinstance(v, int) and v >= minimum for v in value)
+    if not ok:
+        kind = "non-empty " if nonempty else ""
+        raise ConfigError(f"{net} option {field} must be a {kind}list of integers >= {minimum}, got {value!r}")
+    return [int(v) for v in value]
+
+
+def check_bool(net: str, field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{net} option {field} must be true or false, got {value!r}")
+    return value
+
+
+def check_float(net: str, field: str, value, low: float, high: float, high_open: bool = True) -> float:
+    """``value`` as a float in [low, high) (or [low, high]), else ConfigError."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = ok and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        raise ConfigError(f"{net} option {field} must be a number in [{low}, {high}{')' if high_open else ']'}, got {value!r}")
+    return float(value)
+
+
+def size_error(net: str, downsamplings: int, image_size: int) -> "str | None":
+    """None if ``image_size`` survives ``downsamplings`` halvings, else a message naming sizes that work."""
+    div = 2 ** downsamplings
+    if image_size % div == 0:
+        return None
+    low, high = (image_size // div) * div, (image_size // div + 1) * div
+    works = f"{low} or {high} would work" if low > 0 else f"{high} would work"
+    return f"{net} needs an image size divisible by {div}; {works}, got {image_size}"
