@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+# One thread per test process: the suite's CLI subprocesses run beside it, and on a loaded
+# 2-core machine two OpenMP threads per process wait on each other (measured 50x slower).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_NET = {"base_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8], "head_channels": 16}
 
@@ -28,7 +34,7 @@ def tiny_overrides(tmp_path, **kw):
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
 
 

@@ -42,7 +42,7 @@ def test_bad_class_messages(tiny_model):
         pipe.generate(num=1, class_label=9, steps=2)
 
 
-def test_ddpm_all_steps_runs(tiny_model):
+def test_ddpm_strided_runs(tiny_model):
     pipe = Pipeline.from_checkpoint(tiny_model)
-    out = pipe.generate(num=1, class_label=0, sampler="ddpm", steps=None)
+    out = pipe.generate(num=1, class_label=0, sampler="ddpm", steps=100)
     assert out.images.shape == (1, 16, 16, 3)

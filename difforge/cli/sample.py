@@ -13,7 +13,9 @@ def add_sampling_flags(p) -> None:
     p.add_argument(*option_strings("--steps"), dest="steps", default=None,
                    help="network evaluations: a number (default 50; ddpm: all), or a respacing string such as ddim50 or 10,15,20")
     p.add_argument("--spacing", default=None, help="timestep spacing: uniform, logsnr or karras (default: per sampler)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM noise: 0 deterministic .. 1 DDPM-like")
+    p.add_argument("--eta", type=float, default=None, help="noise of ddim (0 deterministic .. 1 DDPM-like) and dpm++2m-sde")
+    p.add_argument("--variance", default=None, choices=("fixed_small", "fixed_large", "learned"),
+                   help="ddpm: reverse-step variance (default: learned if the model predicts it, else fixed_small)")
     p.add_argument(*option_strings("--cfg"), dest="cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off; default 3)")
     p.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale phi in [0, 1]")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
@@ -42,6 +44,10 @@ def add_parser(sub) -> None:
         p.add_argument("--format", dest="format", choices=("png", "jpg"), help=argparse_suppress())
         p.add_argument("--grid", action="store_true", help="also write a grid (one per class)")
         p.add_argument("--npz", action="store_true", help="also write an .npz (arr_0 images NHWC uint8, arr_1 labels)")
+        p.add_argument("--trajectory", action="store_true",
+                       help="also write trajectory.png: per image a row of x_t and a row of predicted x0 at chosen steps (coarse early, fine late)")
+        p.add_argument("--trajectory-frames", type=int, default=10, help="steps shown by --trajectory (default 10)")
+        p.add_argument("--gif", action="store_true", help="also write trajectory.gif, x_t over predicted x0 step by step (implies --trajectory)")
         add_sampling_flags(p)
         p.set_defaults(func=run)
 
@@ -68,25 +74,23 @@ def default_out_dir(model: Path) -> Path:
     return Path("samples")
 
 
-def run(args) -> int:
-    from ..pipeline import Pipeline, save_generated
+def sampler_opts(args) -> dict:
+    """Sampler-specific options given on the command line (checked against the sampler by the pipeline)."""
+    opts = {}
+    if getattr(args, "variance", None) is not None:
+        opts["variance"] = args.variance
+    return opts
 
-    model = args.model or args.model_flag
-    if not model:
-        raise UserError("give the model file to sample from, e.g. difforge sample runs/default/checkpoints/ema.safetensors")
-    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision)
+
+def sampling_kwargs(args) -> dict:
+    """Keyword arguments shared by Pipeline.generate / trajectory / interpolate."""
     steps, respacing = parse_steps(args.steps)
     if steps is None and respacing is None and args.sampler != "ddpm":
         steps = 50
-    out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
-    if args.out_name:
-        out_dir = out_dir / args.out_name
-    out = pipe.generate(
-        num=args.num,
-        class_label=args.class_label,
+    return dict(
         sampler=args.sampler,
-        steps=steps,
-        spacing=respacing or args.spacing,
+        steps=respacing or steps,  # a respacing string decides the timesteps by itself
+        spacing=args.spacing,
         eta=args.eta,
         cfg=args.cfg,
         cfg_rescale=args.cfg_rescale,
@@ -95,11 +99,38 @@ def run(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        **sampler_opts(args),
     )
+
+
+def run(args) -> int:
+    from ..pipeline import Pipeline, save_generated, save_trajectory
+
+    model = args.model or args.model_flag
+    if not model:
+        raise UserError("give the model file to sample from, e.g. difforge sample runs/default/checkpoints/ema.safetensors")
+    if args.trajectory_frames < 1:
+        raise UserError(f"--trajectory-frames must be >= 1, got {args.trajectory_frames}")
+    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision)
+    out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
+    if args.out_name:
+        out_dir = out_dir / args.out_name
+    kwargs = sampling_kwargs(args)
+    traj = None
+    if args.trajectory or args.gif:
+        traj = pipe.trajectory(num=args.num, class_label=args.class_label, frames=args.trajectory_frames, **kwargs)
+        out = traj.final
+    else:
+        out = pipe.generate(num=args.num, class_label=args.class_label, **kwargs)
     written = save_generated(out, out_dir, fmt=args.format, grid=args.grid, npz=args.npz)
     print(f"{len(written['images'])} images in {out_dir}")
     for g in written.get("grids", []):
         print(f"grid: {g}")
     if "npz" in written:
         print(f"npz:  {written['npz']}")
+    if traj is not None:
+        tw = save_trajectory(traj, out_dir, fmt=args.format, gif=args.gif)
+        print(f"trajectory: {tw['grid']} (steps {', '.join(map(str, traj.steps))}; rows: x_t then predicted x0 per image)")
+        if "gif" in tw:
+            print(f"gif:  {tw['gif']}")
     return 0
