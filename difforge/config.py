@@ -199,6 +199,8 @@ class Config:
         _choice("target", fc.target, TARGETS)
         _choice("loss", fc.loss, LOSSES)
         _positive("diffusion_steps", fc.diffusion_steps)
+        if fc.noise_schedule in ("linear", "sqrt_linear") and fc.diffusion_steps <= 20:
+            raise ConfigError(f"diffusion_steps={fc.diffusion_steps} is too few for the {fc.noise_schedule} schedule (needs > 20; its last beta is 20/T); use more steps or noise_schedule=cosine")
         if not 0.0 <= fc.label_dropout < 1.0:
             raise ConfigError(f"label_dropout={fc.label_dropout} must be in [0, 1)")
         _choice("schedule_sampler", fc.schedule_sampler, SCHEDULE_SAMPLERS)

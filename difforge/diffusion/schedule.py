@@ -40,6 +40,8 @@ def make_betas(name: str, num_steps: int = 1000) -> torch.Tensor:
     if num_steps < 1:
         raise ValueError(f"diffusion steps must be >= 1, got {num_steps}")
     scale = 1000.0 / num_steps
+    if name in ("linear", "sqrt_linear") and scale * 0.02 >= 1.0:
+        raise ValueError(f"the {name} schedule needs at least 21 diffusion steps (its last beta is 20/T); got {num_steps}, or use cosine")
     if name == "linear":
         return torch.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=torch.float64)
     if name == "sqrt_linear":

@@ -80,3 +80,9 @@ def test_strided_schedule_keeps_alphas_cumprod():
     kept = list(range(0, 1000, 37))
     r = s.strided(kept)
     assert np.allclose(r.alphas_cumprod.numpy(), s.alphas_cumprod[kept].numpy(), rtol=1e-12)
+
+
+def test_linear_schedule_refuses_too_few_steps():
+    with pytest.raises(ValueError, match="at least 21"):
+        make_betas("linear", 20)
+    assert (make_betas("linear", 21) < 1).all()
