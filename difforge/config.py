@@ -25,6 +25,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULE_SAMPLERS = ("uniform", "loss-second-moment")
 LOSS_WEIGHTINGS = ("none", "p2", "min_snr")
+TASKS = ("diffusion", "vae", "classifier")  # difforge.train.task.TASK_MODULES has one entry each
 
 
 @dataclass
@@ -72,6 +73,7 @@ class DiffusionConfig:
 class TrainConfig:
     """The training loop: run folder, optimisation, precision, checkpoints, previews."""
 
+    task: str = "diffusion"  # what is trained: diffusion, vae or classifier (see difforge/train/task.py)
     run: str = "default"
     runs_dir: str = "runs"
     epochs: Optional[int] = None
@@ -220,6 +222,7 @@ class Config:
             raise ConfigError(f"loss={fc.loss!r} has no effect with use_kl=true (the VLB is the loss); leave loss=mse")
         if not isinstance(mc.network_options, dict):
             raise ConfigError("network_options must be a mapping of network settings")
+        _choice("task", tc.task, TASKS)
         _choice("optimizer", tc.optimizer, OPTIMIZERS)
         _choice("lr_schedule", tc.lr_schedule, LR_SCHEDULES)
         _choice("precision", tc.precision, PRECISIONS)

@@ -188,6 +188,9 @@ class Pipeline:
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", precision: str = "auto") -> "Pipeline":
         tensors, meta = load_model_file(path)
+        kind = meta.get("kind", "diffusion")
+        if kind != "diffusion":
+            raise CheckpointError(f"{path} is a {kind} model file, not a diffusion model; give the diffusion model's file (e.g. runs/NAME/checkpoints/ema.safetensors)")
         try:
             net_meta = meta["network"]
             net = registry.build(net_meta["name"], **net_meta["config"])

@@ -22,19 +22,14 @@ import torch
 from ..atomic import write_text
 from ..config import Config
 from ..data.source import TrainingImages, load_training_images
-from ..diffusion.denoiser import Denoiser
-from ..diffusion.objective import Objective, drop_labels
-from ..diffusion.sampling import sample_images
-from ..diffusion.schedule import Schedule
-from ..diffusion.timestep_samplers import make_timestep_sampler
 from ..errors import CheckpointError, ConfigError
-from ..models import registry
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_gather_cat, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
 from .logging import MetricsCSV, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, lr_factor, set_lr
+from .task import make_task
 
 STATE_FILE = "state.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -93,7 +88,10 @@ class BatchPlan:
 
 
 class Trainer:
-    """Train a diffusion model on an image folder (or the built-in set) into ``runs_dir/run``.
+    """Train a model on an image folder (or the built-in set) into ``runs_dir/run``.
+
+    What is trained (a diffusion model, a VAE, a noisy classifier) is the config's ``task``
+    (see :mod:`difforge.train.task`); this loop is the same for all of them.
 
     ``Trainer(config, **overrides)`` or ``Trainer(data="folder", run="x", max_steps=1000)``;
     ``resume=RUN_DIR`` continues a run from its last checkpoint (its config.yaml is used, with
@@ -140,31 +138,21 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _build(self, data: TrainingImages):
-        c = self.config
-        dc, mc, fc, tc = c.data, c.model, c.diffusion, c.train
+        tc = self.config.train
         self.device = resolve_device(device_for(self.dist, tc.device))
         self.precision = resolve_precision(tc.precision, self.device)
         self.autocast = autocast_factory(self.precision, self.device)
-        options = dict(mc.network_options)
-        options.update(
-            image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma
-        )
-        registry.check_image_size(mc.network, options, dc.image_size)
         torch.manual_seed(_mix(tc.seed, 0, 0))  # the initial weights depend on the seed only
-        self.net = registry.build(mc.network, **options).to(self.device)
+        self.net = self.task.build(data, self.device)
         if tc.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
-        self.objective = Objective.from_config(self.schedule, fc, learn_sigma=mc.learn_sigma)
-        self.timestep_sampler = make_timestep_sampler(fc.schedule_sampler, fc.diffusion_steps)
         self.optimizer = build_optimizer(self.net.parameters(), tc.optimizer, tc.lr, tc.weight_decay, self.device)
         self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.model_meta = {
-            "network": {"name": mc.network, "config": self.net.config},
-            "diffusion": dict(dataclasses.asdict(fc), learn_sigma=mc.learn_sigma),  # every resolved setting
-            "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": data.class_names},
-        }
+
+    @property
+    def model_meta(self):
+        return self.task.meta
 
     def _total_steps(self, per_epoch: int) -> int:
         tc = self.config.train
@@ -191,7 +179,7 @@ class Trainer:
             model=self.net.state_dict(),
             ema=self.ema.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            extra_tensors={f"timestep_sampler/{k}": v for k, v in self.timestep_sampler.state_dict().items()},
+            extra_tensors=self.task.state_tensors(),
             model_meta=dict(meta, weights="ema"),
             loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict()},
         )
@@ -209,8 +197,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state["loop"].get("scaler"):
             self.scaler.load_state_dict(state["loop"]["scaler"])
-        prefix = "timestep_sampler/"
-        self.timestep_sampler.load_state_dict({k[len(prefix):]: v for k, v in state["extra"].items() if k.startswith(prefix)})
+        self.task.load_state_tensors(state["extra"])
         return int(state["loop"]["step"])
 
     def _load_pretrained(self) -> None:
@@ -218,44 +205,6 @@ class Trainer:
         ckpt.load_weights_into(self.net, tensors, self.pretrain)
         self.ema.shadow.load_state_dict(self.net.state_dict())
         self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
-
-    # -- previews -------------------------------------------------------------------------
-    def _ema_denoiser(self, data: TrainingImages) -> Denoiser:
-        """The EMA network as a sampler sees it (CFG 3 for conditional models), for previews and eval."""
-        return Denoiser(
-            self.ema.shadow,
-            self.schedule,
-            target=self.config.diffusion.target,
-            learn_sigma=self.config.model.learn_sigma,
-            num_classes=data.num_classes,
-            cfg_scale=3.0 if data.num_classes else 1.0,
-            autocast=self.autocast,
-        )
-
-    def _preview(self, step: int, data: TrainingImages) -> Path:
-        from ..data.io import make_grid, save_image, to_uint8
-
-        tc, dc = self.config.train, self.config.data
-        n = tc.preview_num
-        labels = None
-        if data.num_classes:
-            labels = torch.arange(n) % data.num_classes
-            labels = labels.sort(stable=True).values
-        den = self._ema_denoiser(data)
-        x = sample_images(
-            den,
-            shape=(dc.channels, dc.image_size, dc.image_size),
-            seeds=list(range(n)),
-            labels=labels,
-            sampler=tc.preview_sampler,
-            steps=tc.preview_steps,
-            batch_size=max(n, 1),
-            device=self.device,
-        )
-        nrow = n // data.num_classes if data.num_classes and n % data.num_classes == 0 else None
-        path = self.run_dir / "samples" / f"step_{step:07d}.{tc.image_format}"
-        save_image(make_grid(to_uint8(x).numpy(), nrow=nrow), path)
-        return path
 
     # -- the loop -------------------------------------------------------------------------
     def _install_signal_handlers(self):
@@ -279,9 +228,9 @@ class Trainer:
         set_threads()
         self.dist = init_from_env(tc.device)
         main = self.dist.is_main
+        self.task = make_task(c, self.dist)
         data = load_training_images(dc, progress=self.progress and main)
-        if data.num_classes == 1:
-            raise ConfigError("a conditional model needs at least two classes; add class folders or use --no-conditional")
+        self.task.check_data(data)
         self._build(data)
         if main:
             self._prepare_run_dir()
@@ -333,8 +282,7 @@ class Trainer:
             f"{c.data.image_size}px x {c.data.channels} channel(s)"
         )
         self.log.info(
-            f"model: {c.model.network} {n_params / 1e6:.2f}M params; {c.diffusion.noise_schedule} schedule, "
-            f"T={c.diffusion.diffusion_steps}, target {c.diffusion.target}, loss {c.diffusion.loss}"
+            f"model: {c.model.network} {n_params / 1e6:.2f}M params; {self.task.describe()}"
         )
         self.log.info(
             f"train: {total} steps, batch {c.train.batch_size} x accum {c.train.grad_accum} x {self.dist.world_size} process(es) "
@@ -344,7 +292,7 @@ class Trainer:
 
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> float:
         """One optimizer step. Random draws cover the global batch; this rank keeps its slice."""
-        tc, fc = self.config.train, self.config.diffusion
+        tc = self.config.train
         g = torch.Generator().manual_seed(_mix(tc.seed, step, 2))
         torch.manual_seed(_mix(tc.seed, step, 3))  # dropout and any other global-RNG use
         mine = plan.local_slice()
@@ -354,28 +302,17 @@ class Trainer:
             m = step * tc.grad_accum + micro
             gidx = plan.global_indices(m)
             idx = gidx[mine]
-            x = data.images[idx].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
             flip = (torch.rand(gb, generator=g) < 0.5)[mine]
-            if self.config.data.hflip:
-                x[flip.to(self.device)] = x[flip.to(self.device)].flip(-1)
+            x = self.task.inputs(data, idx, flip, self.device)
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = None
-            if data.labels is not None:
-                y = drop_labels(data.labels[gidx], fc.label_dropout, data.num_classes, g)[mine].to(self.device)
-            t_all, w_all = self.timestep_sampler.sample(gb, g)
-            t, weights = t_all[mine].to(self.device), w_all[mine].to(self.device)
-            noise = torch.randn((gb, *x.shape[1:]), generator=g)[mine].to(self.device)
+            labels = data.labels[gidx] if data.labels is not None else None
             sync = contextlib.nullcontext()
             if self.dist.enabled and micro < tc.grad_accum - 1:
                 sync = self.train_net.no_sync()  # all-reduce only on the last micro-batch
             with sync:
-                with self.autocast():
-                    terms = self.objective(self.train_net, x, t, noise, y)
-                loss = (terms["loss"] * weights).mean()
+                loss = self.task.loss(self.train_net, x, labels, g, mine, gb, self.autocast)
                 self.scaler.scale(loss / tc.grad_accum).backward()
-            per_sample = all_gather_cat(terms["loss"].detach().float(), self.dist)
-            self.timestep_sampler.update(all_gather_cat(t, self.dist), per_sample)
             total_loss += loss.item() / tc.grad_accum
         if not math.isfinite(total_loss):
             raise FloatingPointError(
@@ -480,31 +417,18 @@ class Trainer:
             self._evaluate(step, data)
 
     def _evaluate(self, step: int, data: TrainingImages) -> None:
-        """FID/KID (or other metrics) of ``eval_num`` EMA samples, as extra columns of metrics.csv."""
-        from ..metrics import evaluate, load_extractor
-
-        tc, dc = self.config.train, self.config.data
-        if getattr(self, "_extractor", None) is None:
-            self._extractor = load_extractor(tc.eval_features, device=self.device)
-        real = tc.eval_real or data.images.permute(0, 2, 3, 1).numpy()
-        labels = None
-        if data.num_classes:
-            labels = torch.arange(tc.eval_num) % data.num_classes
-        t0 = time.perf_counter()
-        x = sample_images(
-            self._ema_denoiser(data), shape=(dc.channels, dc.image_size, dc.image_size), seeds=list(range(10**6, 10**6 + tc.eval_num)),
-            labels=labels, sampler=tc.preview_sampler, steps=tc.preview_steps, batch_size=64, device=self.device,
-        )
-        from ..data.io import to_uint8
-
-        result = evaluate(real, to_uint8(x).numpy(), tc.eval_metrics, self._extractor)
-        row = {k: round(float(v), 5) for k, v in result.items() if isinstance(v, (int, float)) and k not in ("num_real", "num_fake")}
-        self.log.info(f"eval at step {step} ({time.perf_counter() - t0:.0f} s): " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
-        MetricsCSV(self.run_dir / "metrics.csv").log({"step": step, **row})
+        """The task's evaluation numbers as extra columns of metrics.csv (rank 0 only)."""
+        was_training = self.net.training
+        try:
+            row = self.task.evaluate(self, step, data)
+        finally:
+            self.net.train(was_training)
+        if row:
+            MetricsCSV(self.run_dir / "metrics.csv").log({"step": step, **row})
 
     def _preview_safely(self, step: int, data: TrainingImages) -> Optional[Path]:
         was_training = self.net.training
         try:
-            return self._preview(step, data)
+            return self.task.preview(self, step, data)
         finally:
             self.net.train(was_training)

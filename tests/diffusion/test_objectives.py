@@ -170,7 +170,7 @@ def _fixed_eval(trainer, n=16, reps=2):
     data = load_training_images(trainer.config.data, progress=False)
     x = data.images[:n].float() / 127.5 - 1
     y = None if data.labels is None else data.labels[:n]
-    T = trainer.schedule.num_steps
+    T = trainer.task.schedule.num_steps
     g = torch.Generator().manual_seed(123)
     net = trainer.net
     was = net.training
@@ -180,7 +180,7 @@ def _fixed_eval(trainer, n=16, reps=2):
         for r in range(reps):
             t = (torch.arange(n) * T // n + r) % T
             noise = torch.randn(x.shape, generator=g)
-            total += trainer.objective(net, x, t, noise, y)["loss"].mean().item() / reps
+            total += trainer.task.objective(net, x, t, noise, y)["loss"].mean().item() / reps
     net.train(was)
     return total
 
@@ -210,7 +210,7 @@ def test_training_lowers_each_objective(tmp_path, name, settings):
     end = _fixed_eval(trainer)
     assert math.isfinite(end) and end < 0.8 * seen["start"], (seen["start"], end)
     if settings.get("schedule_sampler"):
-        assert trainer.timestep_sampler.warmed_up()  # the importance weights were in use
+        assert trainer.task.timestep_sampler.warmed_up()  # the importance weights were in use
 
 
 def test_resume_with_loss_second_moment_is_exact(tmp_path):
@@ -228,7 +228,7 @@ def test_resume_with_loss_second_moment_is_exact(tmp_path):
 
     def stop_at_8(trainer, step, loss):
         if step == 8:
-            warm["at_stop"] = trainer.timestep_sampler.warmed_up()
+            warm["at_stop"] = trainer.task.timestep_sampler.warmed_up()
             trainer.request_stop()
 
     part = Trainer(progress=False, callbacks=[stop_at_8], **tiny_overrides(tmp_path, run="part", **kw)).fit()

@@ -99,3 +99,12 @@ def test_eval_every_records_fid_and_kid_in_metrics_csv(tmp_path):
         rows = [row for row in csv.DictReader(f) if row.get("fid")]
     assert [int(row["step"]) for row in rows] == [2, 4]
     assert all(float(row["fid"]) > 0 and row["kid"] != "" for row in rows)
+
+
+def test_every_config_task_has_a_task_module():
+    from difforge.config import TASKS
+    from difforge.train.task import TASK_MODULES
+
+    assert set(TASKS) == set(TASK_MODULES)
+    with pytest.raises(ConfigError, match="task='gan'"):
+        Trainer(task="gan")
