@@ -40,23 +40,47 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def train_classifier(size: int, channels: int, per_class: int = 300, epochs: int = 6, seed: int = 1):
+def augment(xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Flips and colour jitter (channel shuffles, gains, offsets, grey mixes).
+
+    The judge must recognise a defect by its shape, not by the background colour of the images it
+    was trained on: samples of a young model often have off colours, and a colour-bound judge
+    would then report noise instead of class fidelity.
+    """
+    n, c = xb.shape[:2]
+    flip = torch.rand(n, generator=g) < 0.5
+    xb[flip] = xb[flip].flip(-1)
+    vflip = torch.rand(n, generator=g) < 0.5
+    xb[vflip] = xb[vflip].flip(-2)
+    if c == 3:
+        perm = torch.stack([torch.randperm(3, generator=g) for _ in range(n)])
+        xb = torch.gather(xb, 1, perm[:, :, None, None].expand_as(xb))
+        grey = xb.mean(1, keepdim=True)
+        mix = torch.rand(n, 1, 1, 1, generator=g)
+        xb = mix * grey + (1 - mix) * xb
+    gain = 0.5 + torch.rand(n, c, 1, 1, generator=g)
+    offset = 0.6 * (torch.rand(n, c, 1, 1, generator=g) - 0.5)
+    return (xb * gain + offset).clamp(-1, 1)
+
+
+def train_classifier(size: int, channels: int, per_class: int = 400, epochs: int = 8, seed: int = 1):
     imgs, labels, names = generate_arrays(size=size, per_class=per_class, seed=seed, channels=channels)
     x, y = to_float(imgs), torch.as_tensor(labels).long()
     torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     net = SmallCNN(channels, len(names))
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * ((len(x) + 63) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     for _ in range(epochs):
-        perm = torch.randperm(len(x))
+        perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 64):
             idx = perm[i : i + 64]
-            xb = x[idx]
-            flip = torch.rand(len(idx)) < 0.5
-            xb[flip] = xb[flip].flip(-1)
-            loss = F.cross_entropy(net(xb), y[idx])
+            loss = F.cross_entropy(net(augment(x[idx].clone(), g)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
     return net.eval(), names
 
 
