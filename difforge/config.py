@@ -1,7 +1,8 @@
 """Settings as dataclasses: defaults, validation and YAML round trip.
 
-Four sections, each a dataclass. Field names are unique across sections, so a flat keyword
-(``Trainer(batch_size=8)``, ``--batch-size 8``) finds its section without qualification.
+Five sections (data, model, diffusion, train, latent), each a dataclass. Field names are unique
+across sections, so a flat keyword (``Trainer(batch_size=8)``, ``--batch-size 8``) finds its
+section without qualification.
 Validation names the field, the bad value and the allowed values.
 """
 
@@ -112,7 +113,23 @@ class TrainConfig:
     eval_features: str = "inception"  # or a TorchScript feature extractor .pt
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+@dataclass
+class LatentConfig:
+    """Latent diffusion (``train --latent --vae FILE``) and the VAE that makes its latent space (``train-vae``)."""
+
+    latent: bool = False  # diffuse in the latent space of the VAE file ``vae``
+    vae: Optional[str] = None  # VAE model file (from `difforge train-vae`)
+    latent_cache: bool = True  # also keep the encoded training set in the run folder (reused on resume)
+    latent_channels: int = 4  # train-vae: channels of z
+    downsample: int = 8  # train-vae: z is image_size / downsample wide
+    kl_weight: float = 1e-4  # train-vae: weight of KL(q(z|x) || N(0, I)) per pixel value (IDDM's mse_kl)
+    recon_loss: str = "mse"  # train-vae: mse or l1
+    val_data: Optional[str] = None  # train-vae: validation folder (default: fresh built-in images, or the training images)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "latent": LatentConfig}
+VAE_DOWNSAMPLE = (2, 4, 8, 16)
+RECON_LOSSES = ("mse", "l1")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -136,6 +153,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -242,6 +260,22 @@ class Config:
             raise ConfigError(f"min_lr_ratio={tc.min_lr_ratio} must be in [0, 1]")
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
+        self._validate_latent()
+
+    def _validate_latent(self) -> None:
+        lc, tc = self.latent, self.train
+        for name in ("latent", "latent_cache"):
+            if not isinstance(getattr(lc, name), bool):
+                raise ConfigError(f"{name}={getattr(lc, name)!r} must be true or false")
+        if lc.latent and not lc.vae:
+            raise ConfigError("latent=true needs vae: the VAE model file (--vae FILE; train one with `difforge train-vae`)")
+        if lc.latent and tc.task != "diffusion":
+            raise ConfigError(f"latent=true applies to diffusion training, not task={tc.task!r}")
+        if isinstance(lc.latent_channels, bool) or not isinstance(lc.latent_channels, int) or lc.latent_channels < 1:
+            raise ConfigError(f"latent_channels={lc.latent_channels!r} must be an integer >= 1 (e.g. 4 or 8)")
+        _choice("downsample", lc.downsample, VAE_DOWNSAMPLE)
+        _choice("recon_loss", lc.recon_loss, RECON_LOSSES)
+        _positive("kl_weight", lc.kl_weight, allow_zero=True)
 
 
 def field_sections() -> Dict[str, str]:

@@ -49,9 +49,33 @@ def run(args) -> int:
     if not args.model:
         raise UserError("give a model file, or --network NAME (see --networks)")
     from ..pipeline import Pipeline
+    from ..train.checkpoint import read_metadata
 
+    if read_metadata(args.model).get("kind") == "vae":
+        _print(_describe_vae(args.model), args.json)
+        return 0
     _print(Pipeline.from_checkpoint(args.model, device="cpu", precision="fp32").describe(), args.json)
     return 0
+
+
+def _describe_vae(path) -> dict:
+    from ..latent import load_vae
+
+    vae, meta = load_vae(path)
+    size = int(meta["data"]["image_size"])
+    return {
+        "file": str(path),
+        "kind": "vae",
+        "network": meta["network"]["name"],
+        "parameters": sum(p.numel() for p in vae.parameters()),
+        "image_size": size,
+        "channels": meta["data"]["channels"],
+        "latent_shape": "x".join(map(str, vae.latent_shape(size))),
+        "network_config": meta["network"]["config"],
+        "training": {k: v for k, v in meta.get("vae", {}).items() if k != "val"},
+        "validation": meta.get("vae", {}).get("val", {}),
+        "trained": meta.get("train", {}),
+    }
 
 
 def _print(info: dict, as_json: bool) -> None:

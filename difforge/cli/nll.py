@@ -75,6 +75,8 @@ def run(args) -> int:
     if args.num < 1 or args.batch_size < 1:
         raise UserError("--num and --batch-size must be at least 1")
     pipe = Pipeline.from_checkpoint(args.model, device=args.device, precision=args.precision)
+    if pipe.codec is not None:
+        raise UserError(f"{args.model} is a latent diffusion model: its likelihood is of VAE latents, so pixel bits/dim is not defined for it")
     if args.variance == "learned" and not pipe.learn_sigma:
         raise UserError(f"{args.model} was trained without learn_sigma; use --variance fixed_large or fixed_small")
     variance = args.variance or ("learned" if pipe.learn_sigma else "fixed_large")

@@ -48,8 +48,28 @@ def value_bool_flag(p, flag: str, dest: str, help: str):
 
 
 def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of `difforge train`; the pieces serve the other trainers (train-vae, ...)."""
+    add_data_flags(p)
+    add_network_flags(p)
+    add_diffusion_flags(p)
+    add_latent_flags(p)
+    add_loop_flags(p)
+
+
+def add_latent_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("latent diffusion (see `difforge train-vae`)")
+    bool_flag(g, "--latent", "latent", "diffuse in the latent space of a VAE (needs --vae; --vae alone implies it)")
+    add(g, "--vae", dest="vae", metavar="VAE_FILE", help="the VAE model file (from difforge train-vae); --image-size stays in pixels")
+    g.add_argument("--autoencoder_network", dest="autoencoder_network", default=None, choices=("vae",),
+                   help="IDDM: the autoencoder kind (the VAE file names its own architecture)")
+    bool_flag(g, "--latent-cache", "latent_cache", "keep the encoded training set in the run folder, reused on resume (default on)")
+
+
+def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
+    """Data flags; ``data_names`` are extra names of ``--data`` (train-vae's ``--train``)."""
     g = p.add_argument_group("data")
-    add(g, "--data", dest="data", metavar="DIR", help="image folder: class sub-folders (conditional) or flat; default: the built-in defect set")
+    g.add_argument(*data_names, *option_strings("--data"), dest="data", default=None, metavar="DIR",
+                   help="image folder: class sub-folders (conditional) or flat; default: the built-in defect set")
     add(g, "--image-size", dest="image_size", type=int, help="train resolution in pixels (default 64)")
     add(g, "--channels", dest="channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB")
     bool_flag(g, "--conditional", "conditional", "force class-conditional (or not); default: class sub-folders decide")
@@ -58,6 +78,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")
     add(g, "--builtin-seed", dest="builtin_seed", type=int, help="built-in set: seed")
 
+
+def add_network_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
     add(g, "--network", dest="network", help="network name (see `difforge info --networks`)")
     for key, (flag, typ, text) in NETWORK_FLAGS.items():
@@ -65,6 +87,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--network-option", dest="network_option", action="append", metavar="KEY=VALUE", help="any other network setting (repeatable)")
     value_bool_flag(g, "--learn-sigma", "learn_sigma", "network also predicts the variance (2C outputs), trained by the hybrid loss")
 
+
+def add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("diffusion")
     add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="T, the number of noise levels (default 1000)")
     add(g, "--noise-schedule", dest="noise_schedule", help="linear, cosine, sqrt_linear or sqrt")
@@ -81,6 +105,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--p2-k", dest="p2_k", type=float, help="P2 weighting k (default 1)")
     add(g, "--snr-gamma", dest="snr_gamma", type=float, help="Min-SNR gamma (default 5)")
 
+
+def add_loop_flags(p: argparse.ArgumentParser) -> None:
+    """The shared loop's flags: run folder, optimisation, precision, checkpoints, previews, DDP, --config."""
     g = p.add_argument_group("training")
     add(g, "--run", dest="run", help="run name: files go to RUNS_DIR/RUN (default 'default')")
     add(g, "--runs-dir", dest="runs_dir", help="folder of runs (default ./runs)")
@@ -165,6 +192,8 @@ def overrides_from_args(args) -> dict:
         options[k.strip().replace("-", "_")] = _parse_value(v)
     if options:
         out["network_options"] = options
+    if out.get("vae") and "latent" not in out:  # --vae FILE alone means latent diffusion
+        out["latent"] = True
     return out
 
 

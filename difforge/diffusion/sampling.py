@@ -40,9 +40,12 @@ def sample_images(
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
     callback: Optional[Callable] = None,
+    clamp: bool = True,
     **opts,
 ) -> torch.Tensor:
     """Return float samples (N, C, H, W) in [-1, 1] for ``len(seeds)`` images.
+
+    ``clamp=False`` returns them unclamped (latents of a latent model are not bounded).
 
     ``callback(done_images, total_images, step, num_steps)`` reports progress across batches.
     ``steps=None`` means every training step (DDPM's 1000).
@@ -67,6 +70,7 @@ def sample_images(
                     callback(_start, n, i, len(timesteps))
 
             x0 = fn(denoiser, x, schedule, timesteps, y=y, generator=gens, callback=step_cb, **opts)
-            out.append(x0.float().clamp(-1, 1).cpu())
+            x0 = x0.float()
+            out.append((x0.clamp(-1, 1) if clamp else x0).cpu())
     bar.close()
     return torch.cat(out)

@@ -77,6 +77,9 @@ class MetricsCSV:
         self.columns = list(columns)
 
     def log(self, row: Dict[str, object]) -> None:
+        if self.path.exists():  # another writer (the evaluation's) may have added columns or rows
+            with open(self.path, newline="") as f:
+                self.columns = next(csv.reader(f), None)
         if self.columns is None:
             self.columns = list(row)
             with open(self.path, "w", newline="") as f:

@@ -123,7 +123,15 @@ class DiffusionTask(Task):
         dc, mc, fc = c.data, c.model, c.diffusion
         options = dict(mc.network_options)
         options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
-        registry.check_image_size(mc.network, options, dc.image_size)
+        self.latents = None
+        if c.latent.latent:  # the network sees the VAE's scaled latents (difforge/latent.py)
+            from ..latent import LatentTraining
+            from .logging import get_logger
+
+            self.latents = LatentTraining.prepare(c, data, device, main=self.dist.is_main, log=get_logger())
+            options = self.latents.network_options(mc.network, options, mc.network_options, log=get_logger())
+        else:
+            registry.check_image_size(mc.network, options, dc.image_size)
         net = registry.build(mc.network, **options).to(device)
         self.num_classes = data.num_classes
         self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
@@ -135,10 +143,20 @@ class DiffusionTask(Task):
             "diffusion": dict(dataclasses.asdict(fc), learn_sigma=mc.learn_sigma),  # every resolved setting
             "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": data.class_names},
         }
+        if self.latents is not None:  # data.image_size stays in pixels; this links the VAE
+            self.meta["latent"] = self.latents.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")
         return net
+
+    def inputs(self, data, idx, flip, device):
+        """Pixels in [-1, 1]; for a latent run the cached posterior (mean, std) stacked on channels."""
+        if self.latents is None:
+            return super().inputs(data, idx, flip, device)
+        return self.latents.inputs(idx, flip, device)
 
     def loss(self, net, x, labels, g, mine, global_batch, autocast) -> torch.Tensor:
         fc = self.config.diffusion
+        if self.latents is not None:  # a fresh posterior sample s * z per step
+            x = self.latents.sample(x, g, mine, global_batch)
         y = None
         if labels is not None:
             y = drop_labels(labels, fc.label_dropout, self.num_classes, g)[mine].to(x.device)
@@ -160,8 +178,13 @@ class DiffusionTask(Task):
 
     def describe(self) -> str:
         c = self.config
-        return (f"{c.diffusion.noise_schedule} schedule, T={c.diffusion.diffusion_steps}, "
+        text = (f"{c.diffusion.noise_schedule} schedule, T={c.diffusion.diffusion_steps}, "
                 f"target {c.diffusion.target}, loss {c.diffusion.loss}")
+        if self.latents is not None:
+            ch, h, w = self.latents.shape
+            text += (f"; latent {ch}x{h}x{w} of the VAE {self.latents.codec.path} "
+                     f"(scale factor {self.latents.codec.scale_factor:.4g})")
+        return text
 
     # -- sampling from the EMA network ----------------------------------------------------------
     def ema_denoiser(self, trainer) -> Denoiser:
@@ -173,22 +196,25 @@ class DiffusionTask(Task):
             learn_sigma=self.config.model.learn_sigma,
             num_classes=self.num_classes,
             cfg_scale=3.0 if self.num_classes else 1.0,
+            clip_x0=self.latents is None,  # latents are not bounded to [-1, 1]
             autocast=trainer.autocast,
         )
 
     def sample(self, trainer, seeds, labels, batch_size: int) -> torch.Tensor:
         """EMA samples as floats in [-1, 1], (N, C, H, W) (what previews and evaluation look at)."""
         tc, dc = self.config.train, self.config.data
-        return sample_images(
+        x = sample_images(
             self.ema_denoiser(trainer),
-            shape=(dc.channels, dc.image_size, dc.image_size),
+            shape=self.latents.shape if self.latents is not None else (dc.channels, dc.image_size, dc.image_size),
             seeds=list(seeds),
             labels=labels,
             sampler=tc.preview_sampler,
             steps=tc.preview_steps,
             batch_size=batch_size,
             device=trainer.device,
+            clamp=self.latents is None,
         )
+        return x if self.latents is None else self.latents.codec.decode(x).cpu()
 
     def preview(self, trainer, step: int, data) -> Optional[Path]:
         from ..data.io import make_grid, save_image, to_uint8
