@@ -166,11 +166,33 @@ def trajectory_steps(schedule: Schedule, timesteps: Sequence[float], frames: int
     return picks
 
 
+GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model")
+
+
+def _guidable(method: Callable) -> Callable:
+    """Let ``method`` also take ``classifier=``, ``classifier_scale=`` and ``uncond_model=``: the
+    call then runs on :meth:`Pipeline.guided`'s view (same images, guided denoiser)."""
+    import functools
+
+    default_sampler = inspect.signature(method).parameters["sampler"].default
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        extra = {k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs}
+        if extra.get("classifier") is None and extra.get("uncond_model") is None:
+            return method(self, *args, **kwargs)
+        return method(self.guided(**extra, sampler=kwargs.get("sampler", default_sampler)), *args, **kwargs)
+
+    return call
+
+
 class Pipeline:
     """A loaded, ready-to-sample model: network + schedule + the description from its file."""
 
-    def __init__(self, net: torch.nn.Module, meta: Dict[str, Any], device: torch.device, precision: str = "fp32", source: str = ""):
+    def __init__(self, net: torch.nn.Module, meta: Dict[str, Any], device: torch.device, precision: str = "fp32", source: str = "",
+                 codec=None):
         self.net = net.eval().requires_grad_(False)
+        self.codec = codec  # a latent model's VAE (difforge.latent.LatentCodec): samplers run on latents, images are decoded
         self.meta = meta
         self.device = device
         self.precision = precision
@@ -186,7 +208,9 @@ class Pipeline:
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path, device: str = "auto", precision: str = "auto") -> "Pipeline":
+    def from_checkpoint(cls, path, device: str = "auto", precision: str = "auto", vae=None) -> "Pipeline":
+        """Load a model file. A latent model finds its VAE by itself (see :func:`difforge.latent.load_codec`);
+        ``vae`` gives the VAE file's new place when it moved."""
         tensors, meta = load_model_file(path)
         kind = meta.get("kind", "diffusion")
         if kind != "diffusion":
@@ -202,7 +226,26 @@ class Pipeline:
         prec = resolve_precision(precision, dev)
         if prec == "fp16":  # sampling in fp16 without loss scaling is risky; bf16/fp32 are safe
             prec = "fp32"
-        return cls(net.to(dev), meta, dev, prec, source=str(path))
+        codec = None
+        if meta.get("latent"):
+            from .latent import load_codec
+
+            codec = load_codec(meta["latent"], path, override=vae, device=dev)
+        elif vae is not None:
+            raise UserError(f"{path} is a pixel-space model; --vae applies to latent models only")
+        return cls(net.to(dev), meta, dev, prec, source=str(path), codec=codec)
+
+    # -- latent models: the sampler's space vs pixels -------------------------------------------
+    @property
+    def sample_shape(self) -> tuple:
+        """(C, H, W) of what the sampler draws: pixels, or a latent model's latents."""
+        if self.codec is not None:
+            return self.codec.latent_shape(self.image_size)
+        return (self.channels, self.image_size, self.image_size)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampler space -> float pixels in [-1, 1] (the VAE decodes a latent model's latents)."""
+        return x.float().clamp(-1, 1) if self.codec is None else self.codec.decode(x)
 
     # -- description ----------------------------------------------------------------------
     @property
@@ -237,20 +280,47 @@ class Pipeline:
         return torch.full((num,), self.resolve_class(class_label), dtype=torch.long)
 
     def denoiser(self, cfg: float = 3.0, clip_x0: bool = True, threshold: Optional[float] = None, cfg_rescale: float = 0.0) -> Denoiser:
-        return Denoiser(
+        """The network as samplers see it; on a :meth:`guided` view, with that guidance around it
+        (and then ``cfg`` is w of two-model guidance when it has an unconditional model)."""
+        if threshold is not None and self.codec is not None:
+            raise UserError("dynamic thresholding (--threshold) bounds pixel values; a latent model's latents are not bounded, leave it out")
+        net_classes = len(self.meta["data"].get("class_names") or [])  # a guided view may label by its classifier's classes
+        den = Denoiser(
             self.net,
             self.schedule,
             target=self.target,
             learn_sigma=self.learn_sigma,
-            num_classes=self.num_classes,
-            cfg_scale=cfg if self.num_classes else 1.0,
+            num_classes=net_classes,
+            cfg_scale=cfg if net_classes else 1.0,
             cfg_rescale=cfg_rescale,
-            clip_x0=clip_x0,
+            clip_x0=clip_x0 and self.codec is None,  # latents are not bounded to [-1, 1]
             threshold=threshold,
             autocast=autocast_factory(self.precision, self.device),
         )
+        guide = getattr(self, "_guide", None)
+        return den if guide is None else guide.wrap(den, cfg)
+
+    def guided(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None, sampler: str = "ddim") -> "Pipeline":
+        """A view of this pipeline whose denoiser is guided (see :mod:`difforge.pipeline_guidance`).
+
+        ``classifier``: a noisy-classifier file (``difforge train-classifier``) or a loaded
+        ``(net, meta)``, with ``classifier_scale`` s (Dhariwal & Nichol 2021; the ddpm sampler
+        gets the mean shift of their Alg. 1, the others the eps shift of Alg. 2). On an
+        unconditional model the view's classes are the classifier's. ``uncond_model``: a model file
+        or Pipeline for two-model classifier-free guidance; the request's ``cfg`` is then w of
+        eps = (1 + w) eps_c - w eps_u (built-in CFG's scale s = 1 + w). ``generate``,
+        ``trajectory`` and ``interpolate`` take the same keywords and call this.
+        """
+        from .pipeline_guidance import make_guide
+
+        guide, names = make_guide(self, classifier, classifier_scale, uncond_model, sampler)
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._guide, view.class_names = guide, names
+        return view
 
     # -- generation -----------------------------------------------------------------------
+    @_guidable
     def generate(
         self,
         num: int = 16,
@@ -275,7 +345,8 @@ class Pipeline:
 
         ``class_label``: a name or index, ``"all"`` (``num`` images of every class) or None
         (classes in turn for a conditional model). ``cfg`` is the classifier-free guidance scale
-        (1 = plain conditional). ``steps=None`` runs every training step.
+        (1 = plain conditional). ``steps=None`` runs every training step. ``classifier``,
+        ``classifier_scale``, ``uncond_model``: guidance from other files, see :meth:`guided`.
         """
         labels, seeds = self._request(num, class_label, seed, seeds)
         if eta is not None:
@@ -325,18 +396,18 @@ class Pipeline:
                 x0 = fn(denoiser, x_T, self.schedule, timesteps, y=y, generator=generators, callback=callback, **opts)
             except ValueError as e:  # a sampler / option that does not fit: the user's to fix
                 raise UserError(str(e)) from None
-        return x0.float().clamp(-1, 1).cpu()
+        return self.to_pixels(x0).cpu()
 
     def _noise(self, seeds: Sequence[int]):
         """x_T and the per-image generators (advanced past x_T) for ``seeds``, as in :func:`sample_images`."""
         gens = make_generators(seeds, self.device)
-        x = randn_like(torch.empty((len(seeds), self.channels, self.image_size, self.image_size), device=self.device), gens)
+        x = randn_like(torch.empty((len(seeds), *self.sample_shape), device=self.device), gens)
         return x, gens
 
     def _sample(self, labels, seeds, sampler, steps, spacing, cfg, cfg_rescale, clip_x0, threshold, batch_size, progress, callback, sampler_opts):
-        return sample_images(
+        x = sample_images(
             self.denoiser(cfg, clip_x0, threshold, cfg_rescale),
-            shape=(self.channels, self.image_size, self.image_size),
+            shape=self.sample_shape,
             seeds=seeds,
             labels=labels,
             sampler=sampler,
@@ -346,10 +417,13 @@ class Pipeline:
             device=self.device,
             progress=progress,
             callback=callback,
+            clamp=self.codec is None,
             **sampler_opts,
         )
+        return x if self.codec is None else self.to_pixels(x)
 
     # -- denoising-progress pictures ------------------------------------------------------
+    @_guidable
     def trajectory(
         self,
         num: int = 4,
@@ -398,7 +472,7 @@ class Pipeline:
             def record(i, x_t, x0, _kept=kept, _b=len(batch)):
                 bar.update(_b)
                 if i in wanted:
-                    _kept[i] = (to_uint8(x_t), to_uint8(x0))
+                    _kept[i] = (to_uint8(self.to_pixels(x_t)), to_uint8(self.to_pixels(x0)))
 
             finals.append(self._run(sampler, den, x, timesteps, y, gens, record, sampler_opts))
             xts.append(torch.stack([kept[i][0] for i in picks]))
@@ -408,6 +482,7 @@ class Pipeline:
         return Trajectory(torch.cat(xts, dim=1), torch.cat(x0s, dim=1), picks, [float(timesteps[i]) for i in picks], final)
 
     # -- interpolation --------------------------------------------------------------------
+    @_guidable
     def interpolate(
         self,
         images: Optional[Sequence[Any]] = None,
@@ -483,6 +558,8 @@ class Pipeline:
             src = np.stack([self._load_source(im) for im in images])
             sources = torch.from_numpy(src)
             x0 = sources.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
+            if self.codec is not None:  # interpolate the images' latents (posterior means, scaled)
+                x0 = self.codec.encode(x0)
             noise = randn_like(x0[:1], make_generators([seed], self.device)[0]).expand_as(x0)
             x_t = q_sample(self.schedule, x0, torch.full((2,), t, dtype=torch.long, device=self.device), noise)
             x_mix = torch.stack([lerp(x_t[0], x_t[1], lam) for lam in lambdas])
@@ -533,6 +610,7 @@ class Pipeline:
             "network_config": self.meta["network"]["config"],
             "trained": self.meta.get("train", {}),
             "weights": self.meta.get("weights", "?"),
+            **({"latent": dict(self.meta["latent"], vae_file=str(self.codec.path))} if self.codec is not None else {}),
         }
 
 

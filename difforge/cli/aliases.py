@@ -49,6 +49,18 @@ ALIASES = {
     "--out": ["--generate_name"],
     "--steps": ["--timestep_respacing", "--sample_steps"],
     "--clip-x0": ["--clip_denoised"],
+    # VAE and latent diffusion
+    "--train": ["--train_dataset_path"],
+    "--val": ["--val_dataset_path"],
+    "--latent-channels": ["--latent_channels"],
+    "--vae": ["--autoencoder_ckpt"],
+    # classifier guidance (guided-diffusion)
+    "--classifier": ["--classifier_path"],
+    "--classifier-scale": ["--classifier_scale"],
+    "--classifier-width": ["--classifier_width"],
+    "--classifier-depth": ["--classifier_depth"],
+    "--classifier-attention-resolutions": ["--classifier_attention_resolutions"],
+    "--max-steps": ["--iterations"],
 }
 
 

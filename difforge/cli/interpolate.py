@@ -53,7 +53,7 @@ def run(args) -> int:
         for path in args.images:
             if not Path(path).is_file():
                 raise UserError(f"image {path} does not exist; check the path")
-    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision)
+    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae)
     result = pipe.interpolate(
         images=args.images,
         seeds=tuple(args.seeds) if args.seeds else (0, 1),

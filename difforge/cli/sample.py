@@ -16,7 +16,9 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--eta", type=float, default=None, help="noise of ddim (0 deterministic .. 1 DDPM-like) and dpm++2m-sde")
     p.add_argument("--variance", default=None, choices=("fixed_small", "fixed_large", "learned"),
                    help="ddpm: reverse-step variance (default: learned if the model predicts it, else fixed_small)")
-    p.add_argument(*option_strings("--cfg"), dest="cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off; default 3)")
+    p.add_argument(*option_strings("--cfg"), dest="cfg", type=float, default=None,
+                   help="classifier-free guidance scale s of eps_u + s (eps_c - eps_u) (1 = off; default 3); "
+                   "with --uncond-model it is w of (1 + w) eps_c - w eps_u, i.e. w = s - 1 (default 2)")
     p.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale phi in [0, 1]")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
@@ -24,7 +26,16 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument(*option_strings("--vae"), dest="vae", default=None, metavar="VAE_FILE",
+                   help="latent models: the VAE file, if it moved since training (the model file records where it was)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("guidance from other model files")
+    g.add_argument(*option_strings("--classifier"), dest="classifier", default=None, metavar="FILE",
+                   help="noisy classifier (from `difforge train-classifier`, same schedule) guiding toward each image's class")
+    g.add_argument(*option_strings("--classifier-scale"), dest="classifier_scale", type=float, default=1.0,
+                   help="classifier guidance scale s: sample p(x_t) p(y|x_t)^s (default 1)")
+    g.add_argument("--uncond-model", "--uncond_model", dest="uncond_model", default=None, metavar="FILE",
+                   help="unconditional model for two-model classifier-free guidance with the conditional MODEL_FILE; --cfg is then w")
 
 
 def add_parser(sub) -> None:
@@ -92,15 +103,23 @@ def sampling_kwargs(args) -> dict:
         steps=respacing or steps,  # a respacing string decides the timesteps by itself
         spacing=args.spacing,
         eta=args.eta,
-        cfg=args.cfg,
+        cfg=args.cfg if args.cfg is not None else (2.0 if getattr(args, "uncond_model", None) else 3.0),
         cfg_rescale=args.cfg_rescale,
         clip_x0=args.clip_x0,
         threshold=args.threshold,
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        **guidance_kwargs(args),
         **sampler_opts(args),
     )
+
+
+def guidance_kwargs(args) -> dict:
+    """classifier / classifier_scale / uncond_model, when given (Pipeline.guided)."""
+    if getattr(args, "classifier", None) is None and getattr(args, "uncond_model", None) is None:
+        return {}
+    return dict(classifier=args.classifier, classifier_scale=args.classifier_scale, uncond_model=args.uncond_model)
 
 
 def run(args) -> int:
@@ -111,7 +130,7 @@ def run(args) -> int:
         raise UserError("give the model file to sample from, e.g. difforge sample runs/default/checkpoints/ema.safetensors")
     if args.trajectory_frames < 1:
         raise UserError(f"--trajectory-frames must be >= 1, got {args.trajectory_frames}")
-    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision)
+    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae)
     out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
     if args.out_name:
         out_dir = out_dir / args.out_name

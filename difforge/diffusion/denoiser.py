@@ -24,11 +24,19 @@ class Prediction:
 
     ``var_frac`` is the learned-variance interpolation weight v in [0, 1] of improved DDPM
     (log var = v log beta_t + (1 - v) log beta~_t), or None when the network predicts no variance.
+
+    ``mean_grad`` is an optional gradient g = grad_x log f(x_t) of an extra factor f of the density
+    to sample (classifier guidance: f = p(y | x_t)^s). An ancestral (DDPM) sampler adds
+    Sigma_t g to its reverse-step mean, Sigma_t being the variance of the step it takes
+    (Sohl-Dickstein et al. 2015; Dhariwal & Nichol 2021, Alg. 1); ``eps`` / ``x0`` then carry no
+    such guidance. A denoiser sets it only for samplers that read it (ddpm): the others get the
+    guidance folded into ``eps`` instead (:mod:`difforge.diffusion.guidance`).
     """
 
     eps: torch.Tensor
     x0: torch.Tensor
     var_frac: Optional[torch.Tensor] = None
+    mean_grad: Optional[torch.Tensor] = None
 
 
 def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,28 @@ class GaussianMixture:
         x0 = r @ self._mu_rep + a * ((r * w * self._lam) @ self._u.T)
         return eps, x0
 
+    # -- the exact noisy classifier (for guidance) --------------------------------------------
+    def classifier(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        """Logits of the exact posterior p(k | x_t): log w_k + log N(x_t; a mu_k, C_k) (+ a constant).
+
+        log_softmax of them is log p(y=k | x_t), the noisy classifier that guidance uses; the
+        terms are differentiable (autograd gives grad_x log p(y | x_t)). float64 in and out.
+        """
+        t = torch.as_tensor(t)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        ab = alpha_bar_at(self.schedule, t.cpu()).to(torch.float64)
+        x = x_t.reshape(x_t.shape[0], -1).to(torch.float64).cpu()
+        a, s2 = ab.sqrt()[:, None], (1.0 - ab)[:, None]
+        d = a**2 * self._lam + s2
+        z = x @ self._u - a * self._mu_u
+        logits = self.weights.log() - 0.5 * ((z * z / d) @ self._group) - 0.5 * (d.log() @ self._group)
+        return logits.to(x_t.device)
+
+    def component(self, k: int) -> "GaussianMixture":
+        """The exact denoiser of component k alone: the data given class y = k."""
+        return GaussianMixture(self.schedule, self.means[k : k + 1], self.covs[k : k + 1], [1.0])
+
     def x0_at_sigma(self, x_ve: np.ndarray, sigma: float) -> np.ndarray:
         """The ideal denoiser D(x, sigma) of the variance-exploding view x = x_t / a (for ODE references)."""
         ab = 1.0 / (1.0 + sigma**2)
@@ -119,6 +141,37 @@ class GaussianMixture:
         if not hasattr(self, "_truth_fracs"):
             self._truth_fracs = self.mode_fractions(self.sample(400_000, torch.Generator().manual_seed(1234)))
         return self._truth_fracs
+
+
+class ClassConditional:
+    """Exact class-conditional denoiser of a mixture: sample i is denoised by component y_i alone.
+
+    With y=None it is the whole mixture's (unconditional) denoiser, like a null class.
+    """
+
+    def __init__(self, mixture: GaussianMixture):
+        self.mixture = mixture
+        self.schedule = mixture.schedule
+        self.parts = [mixture.component(k) for k in range(len(mixture.weights))]
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y=None) -> Prediction:
+        if y is None:
+            return self.mixture(x_t, t)
+        t = torch.as_tensor(t)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        eps, x0 = torch.empty_like(x_t), torch.empty_like(x_t)
+        for k, part in enumerate(self.parts):
+            sel = y == k
+            if bool(sel.any()):
+                p = part(x_t[sel], t[sel])
+                eps[sel], x0[sel] = p.eps, p.x0
+        return Prediction(eps=eps, x0=x0)
+
+
+def overlapping_pair(schedule: Schedule) -> GaussianMixture:
+    """Two overlapping isotropic 2-D components: a class's share of samples can grow over a range of guidance."""
+    return GaussianMixture(schedule, [[-0.5, 0.0], [0.5, 0.0]], [[[0.25, 0.0], [0.0, 0.25]]] * 2, [0.7, 0.3])
 
 
 def frechet_distance(m1, c1, m2, c2) -> float:

@@ -36,7 +36,8 @@ def ddpm(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback
     ``variance``: ``fixed_small`` = beta~' (the posterior's), ``fixed_large`` = beta',
     ``learned`` = exp(v log beta' + (1 - v) log beta~') with v = ``Prediction.var_frac``
     (improved DDPM eq. 15, over the respaced betas); None = ``learned`` when the denoiser
-    predicts variance, else ``fixed_small``. The last step returns the predicted x0.
+    predicts variance, else ``fixed_small``. A ``Prediction.mean_grad`` g shifts the mean by
+    var * g (Dhariwal & Nichol 2021, Alg. 1). The last step returns the predicted x0.
     """
     if variance is not None and variance not in VARIANCES:
         raise ValueError(f"ddpm: unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
@@ -62,6 +63,8 @@ def ddpm(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback
                 std = torch.exp(0.5 * (v * math.log(beta) + (1.0 - v) * math.log(post_var)))
             else:
                 std = math.sqrt(beta if variance == "fixed_large" else post_var)
+            if pred.mean_grad is not None:  # the contract's generic hook: mean + Sigma g (Prediction docs)
+                mean = mean + std**2 * pred.mean_grad
             x = mean + std * randn_like(x, generator)
         if callback is not None:
             callback(i, x, pred.x0)

@@ -1,0 +1,80 @@
+"""`difforge train-classifier`: a noisy classifier for classifier guidance, through the shared loop."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import Config
+from .aliases import option_strings
+from .train import add, add_data_flags, add_loop_flags, overrides_from_args
+
+# guided-diffusion's classifier flags -> options of the classifier networks
+CLASSIFIER_FLAGS = {
+    "num_channels": ("--classifier-width", int, "channels of the first level (default: the preset's)"),
+    "num_res_blocks": ("--classifier-depth", int, "residual blocks per level"),
+    "attention_resolutions": ("--classifier-attention-resolutions", str, "feature-map widths with attention, e.g. 16,8"),
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train-classifier",
+        help="train a noisy classifier p(y | x_t) for classifier guidance",
+        description="Train a time-conditioned classifier on noised images x_t (ADM's encoder with attention pooling) "
+        "for `difforge sample MODEL --classifier FILE --classifier-scale S`. Use the same --noise-schedule and "
+        "--diffusion-steps as the diffusion model it will guide. Reports accuracy by noise level.",
+    )
+    add_data_flags(p)
+    g = p.add_argument_group("classifier")
+    add(g, "--network", dest="network", help="classifier-tiny, classifier-small (default) or classifier (guided-diffusion's size)")
+    for key, (flag, typ, text) in CLASSIFIER_FLAGS.items():
+        add(g, flag, dest=f"clf_{key}", type=typ, help=text)
+    add(g, "--network-option", dest="network_option", action="append", metavar="KEY=VALUE", help="any other classifier setting (repeatable)")
+    g = p.add_argument_group("the diffusion model to guide")
+    add(g, "--noise-schedule", dest="noise_schedule", help="its schedule: linear, cosine, sqrt_linear or sqrt (default linear)")
+    add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="its T (default 1000)")
+    add_loop_flags(p)
+    p.set_defaults(func=run)
+
+
+def classifier_overrides(args) -> dict:
+    """Config overrides of `train-classifier`: train.task = classifier and the classifier's options."""
+    from ..config import parse_int_tuple
+
+    out = overrides_from_args(args)
+    out["task"] = "classifier"
+    options = dict(out.get("network_options", {}))
+    for key in CLASSIFIER_FLAGS:
+        value = getattr(args, f"clf_{key}", None)
+        if value is not None:
+            options[key] = list(parse_int_tuple(value, key)) if key == "attention_resolutions" else value
+    if options:
+        out["network_options"] = options
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from ..train.trainer import Trainer
+    from .train import _launch_distributed
+
+    if args.distributed and "WORLD_SIZE" not in os.environ:
+        return _launch_distributed(args)
+    overrides = classifier_overrides(args)
+    base = Config.load(args.config) if args.config else None
+    if base is not None and "network_options" in overrides:
+        overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
+    resume = args.resume
+    if resume is True:
+        cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
+        resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
+    trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
+    result = trainer.fit()
+    if not trainer.dist.is_main:
+        return 130 if result.interrupted else 0
+    print(f"run folder: {result.run_dir}")
+    print(f"classifier: {result.model_file}")
+    print(f"guide:      difforge sample MODEL_FILE --classifier {result.model_file} --classifier-scale 1")
+    return 130 if result.interrupted else 0

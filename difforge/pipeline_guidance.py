@@ -1,0 +1,131 @@
+"""Guidance that needs a second file: a noisy classifier, or an unconditional model for two-model CFG.
+
+:meth:`difforge.pipeline.Pipeline.guided` loads and checks the files here and gets back a
+:class:`Guide`, which wraps the pipeline's denoiser (:mod:`difforge.diffusion.guidance`):
+
+- ``classifier`` (a ``difforge train-classifier`` file, or an ``(net, meta)`` pair already
+  loaded) with ``classifier_scale`` s: sample p(x_t) p(y | x_t)^s. It must have been trained on
+  the model's schedule (same T and alphas_cumprod), image size and channels, and have the model's
+  classes when the model is conditional; an unconditional model takes the classifier's classes.
+- ``uncond_model`` (a model file, or a loaded Pipeline): eps = (1 + w) eps_c - w eps_u with w the
+  request's ``cfg``. The main model must be conditional and this one unconditional, with the
+  same schedule and image shape. Built-in CFG's scale s is 1 + w.
+
+Both may be combined (two-model CFG, then classifier guidance on top). Every mismatch is one
+:class:`~difforge.errors.UserError` line naming both files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+
+from .diffusion.guidance import ClassifierGuided, TwoModelCFG, guidance_mode, same_schedule
+from .diffusion.schedule import Schedule
+from .errors import CheckpointError, UserError
+
+
+def load_classifier(path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """A noisy classifier file -> (network in eval mode without gradients on ``device``, its metadata)."""
+    from .models import registry
+    from .train.checkpoint import load_model_file, load_weights_into
+
+    tensors, meta = load_model_file(path)
+    if meta.get("kind") != "classifier":
+        raise UserError(f"{path} is a {meta.get('kind', 'diffusion')} model file, not a noisy classifier; train one with `difforge train-classifier`")
+    try:
+        net = registry.build(meta["network"]["name"], **meta["network"]["config"])
+        meta["diffusion"]["noise_schedule"], meta["diffusion"]["diffusion_steps"], meta["data"]["class_names"]
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks the {e} entry of a difforge classifier description") from None
+    load_weights_into(net, tensors, path)
+    return net.to(device).eval().requires_grad_(False), meta
+
+
+@dataclass
+class Guide:
+    """What a guided request adds to the plain denoiser; see the module docstring."""
+
+    classifier: Optional[torch.nn.Module] = None
+    classifier_scale: float = 1.0
+    uncond: Any = None  # a Pipeline
+    mode: str = "eps"
+    autocast: Callable = None
+
+    def wrap(self, den, cfg: float):
+        """The pipeline's denoiser ``den`` with this guidance; ``cfg`` is w when an unconditional model is given."""
+        if self.uncond is not None:
+            u = self.uncond.denoiser(cfg=1.0, clip_x0=den.clip_x0, threshold=den.threshold)
+            den = TwoModelCFG(den, u, cfg)
+        if self.classifier is not None:
+            den = ClassifierGuided(den, self.classifier, self.classifier_scale, mode=self.mode, autocast=self.autocast)
+        return den
+
+
+def make_guide(pipe, classifier=None, classifier_scale: float = 1.0, uncond_model=None, sampler: str = "ddim") -> Tuple[Guide, list]:
+    """Load and check the files of a guided request on ``pipe``: (the Guide, the request's class names)."""
+    from .runtime import autocast_factory
+
+    name = pipe.source or "the model"
+    class_names = list(pipe.class_names)
+    guide = Guide(mode=guidance_mode(sampler), autocast=autocast_factory(pipe.precision, pipe.device))
+    if uncond_model is not None:
+        guide.uncond = _uncond_pipeline(pipe, uncond_model, name)
+    if classifier is not None:
+        if pipe.codec is not None:
+            raise UserError(f"{name} is a latent model; a noisy classifier guides pixel-space models only")
+        scale = float(classifier_scale)
+        if scale != scale or scale in (float("inf"), float("-inf")):
+            raise UserError(f"classifier_scale (--classifier-scale) must be a finite number, got {classifier_scale}")
+        if isinstance(classifier, tuple):
+            net, meta, cname = classifier[0], classifier[1], "the classifier"
+        else:
+            net, meta = load_classifier(classifier, pipe.device)
+            cname = str(classifier)
+        _check_classifier(pipe, meta, name, cname)
+        guide.classifier, guide.classifier_scale = net, scale
+        class_names = class_names or list(meta["data"]["class_names"])
+    return guide, class_names
+
+
+def _check_classifier(pipe, meta, name: str, cname: str) -> None:
+    d, data = meta["diffusion"], meta["data"]
+    sched = Schedule.named(d["noise_schedule"], int(d["diffusion_steps"]))
+    if not same_schedule(sched, pipe.schedule):
+        md = pipe.meta["diffusion"]
+        raise UserError(
+            f"{cname} was trained on the {d['noise_schedule']} schedule with T={d['diffusion_steps']} but {name} uses "
+            f"{md['noise_schedule']} with T={md['diffusion_steps']}; train the classifier with --noise-schedule "
+            f"{md['noise_schedule']} --diffusion-steps {md['diffusion_steps']}"
+        )
+    if (int(data["image_size"]), int(data["channels"])) != (pipe.image_size, pipe.channels):
+        raise UserError(
+            f"{cname} classifies {data['image_size']}px images with {data['channels']} channel(s) but {name} makes "
+            f"{pipe.image_size}px with {pipe.channels}; train the classifier with --image-size {pipe.image_size} --channels {pipe.channels}"
+        )
+    if pipe.class_names and list(data["class_names"]) != list(pipe.class_names):
+        raise UserError(
+            f"{cname} has classes {', '.join(data['class_names'])} but {name} has {', '.join(pipe.class_names)}; "
+            "they must be the same classes in the same order"
+        )
+
+
+def _uncond_pipeline(pipe, uncond_model, name: str):
+    from .pipeline import Pipeline
+
+    u = uncond_model if isinstance(uncond_model, Pipeline) else Pipeline.from_checkpoint(uncond_model, device=str(pipe.device), precision=pipe.precision)
+    uname = u.source or "the unconditional model"
+    if not pipe.class_names:
+        raise UserError(f"two-model guidance (--uncond-model) needs a class-conditional main model; {name} is unconditional")
+    if u.class_names:
+        raise UserError(f"{uname} is class-conditional ({', '.join(u.class_names)}); --uncond-model takes an unconditional model")
+    if not same_schedule(u.schedule, pipe.schedule):
+        raise UserError(f"{uname} and {name} have different noise schedules (T={u.schedule.num_steps} vs {pipe.schedule.num_steps} or other betas); two-model guidance needs the same one")
+    if u.sample_shape != pipe.sample_shape or u.meta.get("latent") != pipe.meta.get("latent"):
+        raise UserError(f"{uname} makes {u.sample_shape} samples and {name} {pipe.sample_shape} (or another VAE); the two models must match")
+    return u
+
+
+__all__ = ["Guide", "load_classifier", "make_guide"]
