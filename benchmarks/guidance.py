@@ -36,7 +36,7 @@ def train_models(args) -> dict:
     """A conditional model, an unconditional one and a noisy classifier, on the same schedule."""
     from difforge.train.trainer import Trainer
 
-    common = dict(runs_dir=args.runs_dir, image_size=args.size, builtin_per_class=args.per_class, noise_schedule="cosine",
+    common = dict(runs_dir=args.runs_dir, image_size=args.size, builtin_per_class=args.per_class, noise_schedule="cosine", target="v",
                   batch_size=16, lr_schedule="warmup_cosine", ema_decay=0.995, checkpoint_every=100_000, log_every=50, seed=0)
     jobs = {
         "model": dict(run="guidance-cond", network_options=dict(NET), lr=1e-3, max_minutes=args.minutes),
