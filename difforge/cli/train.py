@@ -198,7 +198,6 @@ def overrides_from_args(args) -> dict:
 
 
 def _launch_distributed(args) -> int:
-    import os
     import sys
 
     import torch
@@ -211,15 +210,16 @@ def _launch_distributed(args) -> int:
     return launch(argv, n)
 
 
-def run(args) -> int:
-    import os
+def fit_from_args(args, overrides: dict, defaults: dict = None):
+    """Config file + flag overrides -> a finished run; ``(trainer, result)``.
 
+    Shared by ``train``, ``train-vae`` and ``train-classifier``: ``--config`` is the base, flags
+    override it (network options merge), ``--resume`` alone names the run by ``--run``/``--runs-dir``
+    as IDDM does, and ``defaults`` (e.g. the task's network) apply to a new run only: a resumed run
+    keeps its own config.yaml.
+    """
     from ..train.trainer import Trainer
 
-    if args.distributed and "WORLD_SIZE" not in os.environ:
-        return _launch_distributed(args)
-
-    overrides = overrides_from_args(args)
     base = Config.load(args.config) if args.config else None
     if base is not None and "network_options" in overrides:
         overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
@@ -227,8 +227,19 @@ def run(args) -> int:
     if resume is True:  # IDDM style: --resume with --run/--runs-dir naming the run
         cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
         resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
+    if not resume:
+        for key, value in (defaults or {}).items():
+            overrides.setdefault(key, value)
     trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
-    result = trainer.fit()
+    return trainer, trainer.fit()
+
+
+def run(args) -> int:
+    import os
+
+    if args.distributed and "WORLD_SIZE" not in os.environ:
+        return _launch_distributed(args)
+    trainer, result = fit_from_args(args, overrides_from_args(args))
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0
     print(f"run folder: {result.run_dir}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import Config
-from .aliases import option_strings
 from .train import add, add_data_flags, add_loop_flags, overrides_from_args
 
 # guided-diffusion's classifier flags -> options of the classifier networks
@@ -55,23 +53,12 @@ def classifier_overrides(args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    from pathlib import Path
 
-    from ..train.trainer import Trainer
-    from .train import _launch_distributed
+    from .train import _launch_distributed, fit_from_args
 
     if args.distributed and "WORLD_SIZE" not in os.environ:
         return _launch_distributed(args)
-    overrides = classifier_overrides(args)
-    base = Config.load(args.config) if args.config else None
-    if base is not None and "network_options" in overrides:
-        overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
-    resume = args.resume
-    if resume is True:
-        cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
-        resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
-    trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
-    result = trainer.fit()
+    trainer, result = fit_from_args(args, classifier_overrides(args))
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0
     print(f"run folder: {result.run_dir}")

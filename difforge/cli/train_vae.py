@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from ..config import VAE_DOWNSAMPLE, Config
+from ..config import VAE_DOWNSAMPLE
 from .aliases import option_strings
 from .train import NETWORK_FLAGS, add, add_data_flags, add_loop_flags, bool_flag, overrides_from_args
 
@@ -41,8 +40,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import os
 
-    from ..train.trainer import Trainer
-    from .train import _launch_distributed
+    from .train import _launch_distributed, fit_from_args
 
     if args.distributed and "WORLD_SIZE" not in os.environ:
         return _launch_distributed(args)
@@ -52,19 +50,7 @@ def run(args) -> int:
         overrides["recon_loss"] = IDDM_LOSSES[args.iddm_loss]
     if args.vae_attention is not None:
         overrides["network_options"] = dict(overrides.get("network_options", {}), attention=args.vae_attention)
-    base = Config.load(args.config) if args.config else None
-    if base is not None and "network_options" in overrides:
-        overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
-    if base is None or base.model.network not in ("vae",):
-        overrides.setdefault("network", "vae")
-    resume = args.resume
-    if resume is True:
-        cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
-        resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
-    if resume:  # the run's config.yaml decides; only flags given on the command line override it
-        overrides.pop("network", None)
-    trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
-    result = trainer.fit()
+    trainer, result = fit_from_args(args, overrides, defaults={"network": "vae"})
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0
     size = trainer.config.data.image_size

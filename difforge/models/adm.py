@@ -194,6 +194,36 @@ def _mults(value: Any, image_size: int) -> List[float]:
     return [int(v) if float(v).is_integer() else float(v) for v in value]
 
 
+def trunk_options(net: str, image_size, in_channels, num_channels, num_res_blocks, channel_mult, attention_resolutions,
+                  num_heads, num_head_channels, use_scale_shift_norm, resblock_updown, use_new_attention_order,
+                  dropout) -> Dict[str, Any]:
+    """The validated options of ADM's trunk (shared by the denoiser and the noisy classifier, whose
+    encoder half is the same), with ``channel_mult`` resolved; a ConfigError names ``net``'s option."""
+    image_size = check_int(net, "image_size", image_size, 1)
+    channel_mult = _mults(channel_mult, image_size)
+    if isinstance(num_head_channels, bool) or not isinstance(num_head_channels, int) or not (
+        num_head_channels == -1 or num_head_channels >= 1
+    ):
+        raise ConfigError(f"{net} option num_head_channels must be -1 or an integer >= 1, got {num_head_channels!r}")
+    error = size_error(f"{net} with {len(channel_mult)} levels", len(channel_mult) - 1, image_size)
+    if error:
+        raise ConfigError(error)
+    return dict(
+        image_size=image_size,
+        in_channels=check_int(net, "in_channels", in_channels, 1),
+        num_channels=check_int(net, "num_channels", num_channels, 1),
+        num_res_blocks=check_int(net, "num_res_blocks", num_res_blocks, 1),
+        channel_mult=channel_mult,
+        attention_resolutions=check_ints(net, "attention_resolutions", attention_resolutions, 1, nonempty=False),
+        num_heads=check_int(net, "num_heads", num_heads, 1),
+        num_head_channels=num_head_channels,
+        use_scale_shift_norm=check_bool(net, "use_scale_shift_norm", use_scale_shift_norm),
+        resblock_updown=check_bool(net, "resblock_updown", resblock_updown),
+        use_new_attention_order=check_bool(net, "use_new_attention_order", use_new_attention_order),
+        dropout=check_float(net, "dropout", dropout, 0.0, 1.0),
+    )
+
+
 @register("adm")
 class ADM(nn.Module):
     """OpenAI's UNetModel under difforge's contract: ``net(x, t, y=None) -> (B, out_channels, H, W)``.
@@ -238,34 +268,18 @@ class ADM(nn.Module):
         timestep_scale: float = 1.0,
     ):
         super().__init__()
-        image_size = check_int(_NET, "image_size", image_size, 1)
-        channel_mult = _mults(channel_mult, image_size)
-        if isinstance(num_head_channels, bool) or not isinstance(num_head_channels, int) or not (
-            num_head_channels == -1 or num_head_channels >= 1
-        ):
-            raise ConfigError(f"adm option num_head_channels must be -1 or an integer >= 1, got {num_head_channels!r}")
         if isinstance(timestep_scale, bool) or not isinstance(timestep_scale, (int, float)) or timestep_scale <= 0:
             raise ConfigError(f"adm option timestep_scale must be a number > 0, got {timestep_scale!r}")
         self.config: Dict[str, Any] = dict(
-            image_size=image_size,
-            in_channels=check_int(_NET, "in_channels", in_channels, 1),
-            num_channels=check_int(_NET, "num_channels", num_channels, 1),
-            num_res_blocks=check_int(_NET, "num_res_blocks", num_res_blocks, 1),
-            channel_mult=channel_mult,
-            attention_resolutions=check_ints(_NET, "attention_resolutions", attention_resolutions, 1, nonempty=False),
-            num_heads=check_int(_NET, "num_heads", num_heads, 1),
-            num_head_channels=num_head_channels,
-            use_scale_shift_norm=check_bool(_NET, "use_scale_shift_norm", use_scale_shift_norm),
-            resblock_updown=check_bool(_NET, "resblock_updown", resblock_updown),
-            use_new_attention_order=check_bool(_NET, "use_new_attention_order", use_new_attention_order),
-            dropout=check_float(_NET, "dropout", dropout, 0.0, 1.0),
+            trunk_options(
+                _NET, image_size, in_channels, num_channels, num_res_blocks, channel_mult, attention_resolutions, num_heads,
+                num_head_channels, use_scale_shift_norm, resblock_updown, use_new_attention_order, dropout,
+            ),
             num_classes=check_int(_NET, "num_classes", num_classes, 0),
             learn_sigma=check_bool(_NET, "learn_sigma", learn_sigma),
             timestep_scale=float(timestep_scale),
         )
-        error = size_error(f"adm with {len(channel_mult)} levels", len(channel_mult) - 1, image_size)
-        if error:
-            raise ConfigError(error)
+        image_size, channel_mult = self.config["image_size"], self.config["channel_mult"]
         self.image_size = image_size
         self.in_channels = in_channels
         self.out_channels = in_channels * (2 if learn_sigma else 1)

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .adm import AttentionBlock, Downsample, ResBlock, TimestepEmbedSequential, _heads, _mults
-from .layers import check_bool, check_float, check_int, check_ints, group_norm, size_error, timestep_embedding
+from .adm import AttentionBlock, Downsample, ResBlock, TimestepEmbedSequential, _heads, _mults, trunk_options
+from .layers import check_int, group_norm, size_error, timestep_embedding
 from .registry import register
 
 _NET = "classifier"
@@ -96,30 +96,14 @@ class NoisyClassifier(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        image_size = check_int(_NET, "image_size", image_size, 1)
-        channel_mult = _mults(channel_mult, image_size)
-        if isinstance(num_head_channels, bool) or not isinstance(num_head_channels, int) or not (
-            num_head_channels == -1 or num_head_channels >= 1
-        ):
-            raise ConfigError(f"classifier option num_head_channels must be -1 or an integer >= 1, got {num_head_channels!r}")
         self.config: Dict[str, Any] = dict(
-            image_size=image_size,
-            in_channels=check_int(_NET, "in_channels", in_channels, 1),
+            trunk_options(
+                _NET, image_size, in_channels, num_channels, num_res_blocks, channel_mult, attention_resolutions, num_heads,
+                num_head_channels, use_scale_shift_norm, resblock_updown, use_new_attention_order, dropout,
+            ),
             num_classes=check_int(_NET, "num_classes", num_classes, 2),
-            num_channels=check_int(_NET, "num_channels", num_channels, 1),
-            num_res_blocks=check_int(_NET, "num_res_blocks", num_res_blocks, 1),
-            channel_mult=channel_mult,
-            attention_resolutions=check_ints(_NET, "attention_resolutions", attention_resolutions, 1, nonempty=False),
-            num_heads=check_int(_NET, "num_heads", num_heads, 1),
-            num_head_channels=num_head_channels,
-            use_scale_shift_norm=check_bool(_NET, "use_scale_shift_norm", use_scale_shift_norm),
-            resblock_updown=check_bool(_NET, "resblock_updown", resblock_updown),
-            use_new_attention_order=check_bool(_NET, "use_new_attention_order", use_new_attention_order),
-            dropout=check_float(_NET, "dropout", dropout, 0.0, 1.0),
         )
-        error = size_error(f"classifier with {len(channel_mult)} levels", len(channel_mult) - 1, image_size)
-        if error:
-            raise ConfigError(error)
+        image_size, channel_mult = self.config["image_size"], self.config["channel_mult"]
         self.image_size = image_size
         self.in_channels = in_channels
         self.num_classes = num_classes

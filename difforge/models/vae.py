@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .unet import Downsample, Upsample  # the same stride-2 conv / nearest x2 + conv as the UNet
 from .layers import Attention2d, check_bool, check_float, check_int, check_ints, group_norm, make_act
 
 _NET = "vae"
@@ -78,28 +78,6 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.skip(x) + self.body(x)
-
-
-class Downsample(nn.Module):
-    """Stride-2 3x3 conv: H x W -> H/2 x W/2 (H, W even)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2, then a 3x3 conv (no checkerboard artefacts of transposed convs)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 def _mid(ch: int, attention: bool, head_channels: int, act: str, dropout: float) -> nn.Sequential:

@@ -8,7 +8,6 @@ weights, EMA and optimizer state to continue *the same* run, bit for bit.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import threading
@@ -25,7 +24,7 @@ from ..data.source import TrainingImages, load_training_images
 from ..errors import CheckpointError, ConfigError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from . import checkpoint as ckpt
-from .distributed import DistInfo, all_gather_cat, all_reduce_mean, device_for, init_from_env, shutdown
+from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
 from .logging import MetricsCSV, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, lr_factor, set_lr
