@@ -32,6 +32,7 @@ task is one module plus one entry in :data:`TASK_MODULES`.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import importlib
 import time
@@ -67,8 +68,9 @@ def make_task(config: Config, dist: Optional[DistInfo] = None) -> "Task":
     return getattr(importlib.import_module(module), cls)(config, dist or DistInfo())
 
 
-class Task:
-    """Base class: pixel inputs, no extra state, no preview or evaluation."""
+class Task(abc.ABC):
+    """Base class: pixel inputs, no extra state, no preview or evaluation; a task must say how to
+    build its network and what its loss is."""
 
     name = "task"
 
@@ -80,8 +82,9 @@ class Task:
     def check_data(self, data) -> None:
         pass
 
+    @abc.abstractmethod
     def build(self, data, device: torch.device) -> torch.nn.Module:
-        raise NotImplementedError
+        """The network to train, on ``device``; also sets ``self.meta``."""
 
     def inputs(self, data, idx: torch.Tensor, flip: torch.Tensor, device: torch.device) -> torch.Tensor:
         x = data.images[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
@@ -90,8 +93,9 @@ class Task:
             x[f] = x[f].flip(-1)
         return x
 
+    @abc.abstractmethod
     def loss(self, net, x, labels, g, mine, global_batch, autocast: Callable) -> torch.Tensor:
-        raise NotImplementedError
+        """The scalar loss of one micro-batch (random draws from ``g`` over the global batch)."""
 
     def state_tensors(self) -> Dict[str, torch.Tensor]:
         return {}

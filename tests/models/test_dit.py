@@ -10,53 +10,16 @@ import torch.nn.functional as F
 from difforge.errors import ConfigError
 from difforge.models import build, count_parameters, forward_gflops, registry
 from difforge.models.dit import PRESETS, DiT, sincos_pos_embed
+from tests.models.netkit import inputs, perturb
 from difforge.train.checkpoint import load_model_file, load_weights_into, save_model_file
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, patch_size=4)
 
 
-def perturb(net, scale=0.05, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return net
-
-
 def make(**kw):
     torch.manual_seed(0)
     return perturb(DiT(**{**TINY, **kw}))
-
-
-def inputs(net, batch=2, size=None, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    size = size or net.image_size
-    x = torch.randn(batch, net.in_channels, size, size, generator=g)
-    t = torch.rand(batch, generator=g) * 999
-    y = torch.randint(0, net.num_classes, (batch,), generator=g) if net.num_classes else None
-    return x, t, y
-
-
-@pytest.mark.parametrize("size", [16, 32, 64])
-@pytest.mark.parametrize("channels", [1, 3, 4])
-@pytest.mark.parametrize("num_classes", [0, 5])
-@pytest.mark.parametrize("learn_sigma", [False, True])
-def test_output_shape(size, channels, num_classes, learn_sigma):
-    net = make(image_size=size, in_channels=channels, num_classes=num_classes, learn_sigma=learn_sigma,
-               patch_size=2 if size == 16 else 4)
-    x, t, y = inputs(net)
-    with torch.no_grad():
-        out = net(x, t, y)
-    assert out.shape == (2, channels * (2 if learn_sigma else 1), size, size) and torch.isfinite(out).all()
 
 
 def test_128px_and_other_grids():
