@@ -1,17 +1,14 @@
 import inspect
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from difforge.errors import ConfigError
 from difforge.models import build, count_parameters, forward_gflops, registry
 from difforge.models.dit import PRESETS, DiT, sincos_pos_embed
 from tests.models.netkit import inputs, perturb
-from difforge.train.checkpoint import load_model_file, load_weights_into, save_model_file
 
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, patch_size=4)
@@ -96,27 +93,6 @@ def test_unpatchify_matches_dit_einsum():
     assert torch.equal(out, ref)
 
 
-def test_untrained_net_predicts_zero_and_none_is_null_class():
-    net = DiT(image_size=16, num_classes=3, **TINY)
-    x, t, _ = inputs(net)
-    assert net(x, t).abs().max() == 0
-    net = make(image_size=16, num_classes=3)
-    with torch.no_grad():
-        assert torch.equal(net(x, t), net(x, t, torch.tensor([3, 3])))
-        assert (net(x, t, torch.tensor([0, 0])) - net(x, t, torch.tensor([1, 1]))).abs().max() > 1e-3
-
-
-def test_fractional_timesteps():
-    net = make(image_size=16)
-    x, _, _ = inputs(net, batch=1)
-    with torch.no_grad():
-        out = {t: net(x, torch.tensor([t])) for t in (10.0, 10.5, 11.0)}
-        assert torch.equal(net(x, torch.tensor([10])), out[10.0])
-        assert not torch.allclose(out[10.5], out[10.0]) and not torch.allclose(out[10.5], out[11.0])
-        mid = (out[10.0] + out[11.0]) / 2
-        assert (out[10.5] - mid).abs().max() < (out[11.0] - out[10.0]).abs().max()
-
-
 @pytest.mark.parametrize(
     "key,value",
     [("patch_size", 0), ("depth", 0), ("num_heads", 3), ("mlp_ratio", 0), ("learn_sigma", 1), ("num_classes", -2)],
@@ -132,35 +108,3 @@ def test_image_size_must_fit_patches():
     registry.check_image_size("dit-s/8", {}, 64)
 
 
-def test_training_reduces_loss():
-    torch.manual_seed(0)
-    net = DiT(image_size=16, **{**TINY, "patch_size": 2})
-    opt = torch.optim.Adam(net.parameters(), lr=5e-3)  # adaLN-Zero starts every block at the identity
-    g = torch.Generator().manual_seed(0)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
-    x0 = torch.stack([torch.sin(3 * xx + k) * torch.cos(2 * yy - k) for k in range(8)])[:, None].expand(8, 3, 16, 16)
-    losses = []
-    for _ in range(15):
-        t = torch.randint(0, 1000, (8,), generator=g)
-        ab = torch.cos((t.float() / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
-        noise = torch.randn(x0.shape, generator=g)
-        xt = ab.sqrt()[:, None, None, None] * x0 + (1 - ab).sqrt()[:, None, None, None] * noise
-        loss = F.mse_loss(net(xt, t), noise)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:3]) / 3
-
-
-def test_model_file_round_trip(tmp_path):
-    net = make(image_size=16, in_channels=4, num_classes=3, learn_sigma=True)
-    meta = {"network": {"name": "dit-s/4", "config": net.config}, "diffusion": {}, "data": {}}
-    save_model_file(tmp_path / "m.safetensors", net.state_dict(), meta)
-    tensors, meta2 = load_model_file(tmp_path / "m.safetensors")
-    assert "pos_embed" in tensors
-    again = registry.build(meta2["network"]["name"], **meta2["network"]["config"])
-    load_weights_into(again, tensors, "m.safetensors")
-    x, t, y = inputs(net)
-    with torch.no_grad():
-        assert torch.equal(again(x, t, y), net(x, t, y))
