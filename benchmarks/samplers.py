@@ -236,7 +236,7 @@ def model_problem(path: str, num: int, cfg: float = 3.0, device: str = "cpu", pr
         f"T={pipe.schedule.num_steps}, {len(real)} samples vs the built-in set (seed 1); "
         f"FD of 112-dim random-conv features; device {pipe.device}, {pipe.precision}"
     )
-    return dict(make_denoiser=lambda: pipe.denoiser(cfg), schedule=pipe.schedule, x_shape=shape, evaluate=evaluate,
+    return dict(make_denoiser=lambda: pipe.denoiser(cfg=cfg), schedule=pipe.schedule, x_shape=shape, evaluate=evaluate,
                 y=y, data_row=data_row, device=pipe.device, describe=describe)
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 from difforge.diffusion.interpolation import lerp, mix_lambdas, slerp, timesteps_from
 from difforge.diffusion.schedule import Schedule
 from difforge.errors import UserError
-from difforge.pipeline import Pipeline, save_interpolation
+from difforge.data.outputs import save_interpolation
+from difforge.pipeline import Pipeline
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from difforge.errors import UserError
-from difforge.pipeline import Pipeline, save_generated
+from difforge.data.outputs import save_generated
+from difforge.pipeline import Pipeline
 
 
 def test_generate_shapes_classes_and_files(tiny_model, tmp_path):

@@ -13,7 +13,8 @@ from PIL import Image
 from difforge.diffusion.schedule import Schedule
 from difforge.diffusion.timesteps import sampling_timesteps
 from difforge.errors import UserError
-from difforge.pipeline import Pipeline, check_sampler_options, sampler_options, save_trajectory, trajectory_steps
+from difforge.data.outputs import save_trajectory
+from difforge.pipeline import Pipeline, check_sampler_options, sampler_options, trajectory_steps
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pipeline.config import SampleConfig
+
+DEFAULTS = SampleConfig()
 DEMO_NETWORK = {
     "base_channels": 32,
     "channel_mult": [1, 2, 2],
@@ -33,9 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num", type=int, default=16, help="samples per class")
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--sampler", default=DEFAULTS.sampler, help=f"default {DEFAULTS.sampler}")
+    p.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"default {DEFAULTS.steps}")
+    p.add_argument("--cfg", type=float, default=DEFAULTS.cfg, help=f"default {DEFAULTS.cfg:g}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
@@ -65,7 +68,8 @@ def demo_config(args):
 
 
 def run(args) -> int:
-    from ..pipeline import Pipeline, save_generated
+    from ..data.outputs import save_generated
+    from ..pipeline import Pipeline
     from ..train.trainer import Trainer
 
     run_dir = Path(args.runs_dir) / args.run
@@ -76,8 +80,8 @@ def run(args) -> int:
         shutil.rmtree(run_dir)
     result = Trainer(demo_config(args), progress=not args.quiet).fit()
     pipe = Pipeline.from_checkpoint(result.model_file)
-    out = pipe.generate(num=args.num, class_label="all", sampler=args.sampler, steps=args.steps, cfg=args.cfg,
-                        seed=args.seed, batch_size=64, progress=not args.quiet)
+    config = DEFAULTS.replace(sampler=args.sampler, steps=args.steps, cfg=args.cfg, batch_size=64)
+    out = pipe.generate(num=args.num, class_label="all", config=config, seed=args.seed, progress=not args.quiet)
     written = save_generated(out, run_dir / "samples" / "demo", grid=True)
     print()
     print(f"trained {result.steps} steps ({result.epochs_done:.1f} epochs) on the built-in defect dataset")

@@ -44,7 +44,8 @@ def default_out_dir(model: Path) -> Path:
 
 
 def run(args) -> int:
-    from ..pipeline import Pipeline, save_interpolation
+    from ..data.outputs import save_interpolation
+    from ..pipeline import Pipeline
 
     model = args.model or args.model_flag
     if not model:

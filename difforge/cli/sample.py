@@ -5,27 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..pipeline.config import SampleConfig
 from .aliases import option_strings
+
+DEFAULTS = SampleConfig()
 
 
 def add_sampling_flags(p) -> None:
-    p.add_argument(*option_strings("--sampler"), dest="sampler", default="ddim", help="sampler name (see `difforge info --samplers`; default ddim)")
+    p.add_argument(*option_strings("--sampler"), dest="sampler", default=DEFAULTS.sampler,
+                   help=f"sampler name (see `difforge info --samplers`; default {DEFAULTS.sampler})")
     p.add_argument(*option_strings("--steps"), dest="steps", default=None,
-                   help="network evaluations: a number (default 50; ddpm: all), or a respacing string such as ddim50 or 10,15,20")
+                   help=f"network evaluations: a number (default {DEFAULTS.steps}; ddpm: all), or a respacing string such as ddim50 or 10,15,20")
     p.add_argument("--spacing", default=None, help="timestep spacing: uniform, logsnr or karras (default: per sampler)")
     p.add_argument("--eta", type=float, default=None, help="noise of ddim (0 deterministic .. 1 DDPM-like) and dpm++2m-sde")
     p.add_argument("--variance", default=None, choices=("fixed_small", "fixed_large", "learned"),
                    help="ddpm: reverse-step variance (default: learned if the model predicts it, else fixed_small)")
     p.add_argument(*option_strings("--cfg"), dest="cfg", type=float, default=None,
-                   help="classifier-free guidance scale s of eps_u + s (eps_c - eps_u) (1 = off; default 3); "
-                   "with --uncond-model it is w of (1 + w) eps_c - w eps_u, i.e. w = s - 1 (default 2)")
-    p.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescale phi in [0, 1]")
+                   help=f"classifier-free guidance scale s of eps_u + s (eps_c - eps_u) (1 = off; default {DEFAULTS.cfg:g}); "
+                   f"with --uncond-model it is w of (1 + w) eps_c - w eps_u, i.e. w = s - 1 (default {DEFAULTS.two_model_cfg:g})")
+    p.add_argument("--cfg-rescale", type=float, default=DEFAULTS.cfg_rescale, help="guidance rescale phi in [0, 1]")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed+i, whatever the batch size")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--precision", default=DEFAULTS.precision, choices=("auto", "fp32", "bf16"))
     p.add_argument(*option_strings("--vae"), dest="vae", default=None, metavar="VAE_FILE",
                    help="latent models: the VAE file, if it moved since training (the model file records where it was)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -93,37 +97,41 @@ def sampler_opts(args) -> dict:
     return opts
 
 
-def sampling_kwargs(args) -> dict:
-    """Keyword arguments shared by Pipeline.generate / trajectory / interpolate."""
+def sample_config(args) -> SampleConfig:
+    """The SampleConfig of the command line: the defaults with what the user set."""
     steps, respacing = parse_steps(args.steps)
     if steps is None and respacing is None and args.sampler != "ddpm":
-        steps = 50
-    return dict(
+        steps = DEFAULTS.steps
+    two_model = getattr(args, "uncond_model", None) is not None
+    return DEFAULTS.replace(
         sampler=args.sampler,
-        steps=respacing or steps,  # a respacing string decides the timesteps by itself
+        steps=respacing or steps,  # a respacing string decides the timesteps by itself; None: every step (ddpm)
         spacing=args.spacing,
         eta=args.eta,
-        cfg=args.cfg if args.cfg is not None else (2.0 if getattr(args, "uncond_model", None) else 3.0),
+        cfg=args.cfg if args.cfg is not None else (DEFAULTS.two_model_cfg if two_model else DEFAULTS.cfg),
         cfg_rescale=args.cfg_rescale,
         clip_x0=args.clip_x0,
         threshold=args.threshold,
-        seed=args.seed,
         batch_size=args.batch_size,
-        progress=not args.quiet,
-        **guidance_kwargs(args),
-        **sampler_opts(args),
+        precision=args.precision,
     )
 
 
+def sampling_kwargs(args) -> dict:
+    """Keyword arguments shared by Pipeline.generate / trajectory / interpolate."""
+    return dict(config=sample_config(args), seed=args.seed, progress=not args.quiet, **guidance_kwargs(args), **sampler_opts(args))
+
+
 def guidance_kwargs(args) -> dict:
-    """classifier / classifier_scale / uncond_model, when given (Pipeline.guided)."""
+    """classifier / classifier_scale / uncond_model, when given (Pipeline.with_guidance)."""
     if getattr(args, "classifier", None) is None and getattr(args, "uncond_model", None) is None:
         return {}
     return dict(classifier=args.classifier, classifier_scale=args.classifier_scale, uncond_model=args.uncond_model)
 
 
 def run(args) -> int:
-    from ..pipeline import Pipeline, save_generated, save_trajectory
+    from ..data.outputs import save_generated, save_trajectory
+    from ..pipeline import Pipeline
 
     model = args.model or args.model_flag
     if not model:

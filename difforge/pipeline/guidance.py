@@ -1,7 +1,8 @@
 """Guidance that needs a second file: a noisy classifier, or an unconditional model for two-model CFG.
 
-:meth:`difforge.pipeline.Pipeline.guided` loads and checks the files here and gets back a
-:class:`Guide`, which wraps the pipeline's denoiser (:mod:`difforge.diffusion.guidance`):
+:meth:`difforge.pipeline.Pipeline.with_guidance` loads and checks the files here and gets back a
+:class:`Guide`, which wraps the pipeline's denoiser (:mod:`difforge.diffusion.guidance`) for
+each request, in the mode its sampler declares (mean shift for ddpm, eps shift otherwise):
 
 - ``classifier`` (a ``difforge train-classifier`` file, or an ``(net, meta)`` pair already
   loaded) with ``classifier_scale`` s: sample p(x_t) p(y | x_t)^s. It must have been trained on
@@ -22,15 +23,15 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .diffusion.guidance import ClassifierGuided, TwoModelCFG, guidance_mode, same_schedule
-from .diffusion.schedule import Schedule
-from .errors import CheckpointError, UserError
+from ..diffusion.guidance import ClassifierGuided, TwoModelCFG, same_schedule
+from ..diffusion.schedule import Schedule
+from ..errors import CheckpointError, UserError
 
 
 def load_classifier(path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """A noisy classifier file -> (network in eval mode without gradients on ``device``, its metadata)."""
-    from .models import registry
-    from .train.checkpoint import load_model_file, load_weights_into
+    from ..train.checkpoint import load_model_file, load_weights_into  # TEMP
+    from ..models import registry
 
     tensors, meta = load_model_file(path)
     if meta.get("kind") != "classifier":
@@ -51,26 +52,26 @@ class Guide:
     classifier: Optional[torch.nn.Module] = None
     classifier_scale: float = 1.0
     uncond: Any = None  # a Pipeline
-    mode: str = "eps"
     autocast: Callable = None
 
-    def wrap(self, den, cfg: float):
-        """The pipeline's denoiser ``den`` with this guidance; ``cfg`` is w when an unconditional model is given."""
+    def wrap(self, den, cfg: float, mode: str = "eps"):
+        """The pipeline's denoiser ``den`` with this guidance; ``cfg`` is w when an unconditional
+        model is given; ``mode`` is how the request's sampler takes classifier guidance."""
         if self.uncond is not None:
             u = self.uncond.denoiser(cfg=1.0, clip_x0=den.clip_x0, threshold=den.threshold)
             den = TwoModelCFG(den, u, cfg)
         if self.classifier is not None:
-            den = ClassifierGuided(den, self.classifier, self.classifier_scale, mode=self.mode, autocast=self.autocast)
+            den = ClassifierGuided(den, self.classifier, self.classifier_scale, mode=mode, autocast=self.autocast)
         return den
 
 
-def make_guide(pipe, classifier=None, classifier_scale: float = 1.0, uncond_model=None, sampler: str = "ddim") -> Tuple[Guide, list]:
+def make_guide(pipe, classifier=None, classifier_scale: float = 1.0, uncond_model=None) -> Tuple[Guide, list]:
     """Load and check the files of a guided request on ``pipe``: (the Guide, the request's class names)."""
-    from .runtime import autocast_factory
+    from ..runtime import autocast_factory
 
     name = pipe.source or "the model"
     class_names = list(pipe.class_names)
-    guide = Guide(mode=guidance_mode(sampler), autocast=autocast_factory(pipe.precision, pipe.device))
+    guide = Guide(autocast=autocast_factory(pipe.precision, pipe.device))
     if uncond_model is not None:
         guide.uncond = _uncond_pipeline(pipe, uncond_model, name)
     if classifier is not None:
@@ -113,9 +114,8 @@ def _check_classifier(pipe, meta, name: str, cname: str) -> None:
 
 
 def _uncond_pipeline(pipe, uncond_model, name: str):
-    from .pipeline import Pipeline
-
-    u = uncond_model if isinstance(uncond_model, Pipeline) else Pipeline.from_checkpoint(uncond_model, device=str(pipe.device), precision=pipe.precision)
+    # a loaded pipeline, or a file loaded like ``pipe`` (same device and precision)
+    u = uncond_model if isinstance(uncond_model, type(pipe)) else type(pipe).from_checkpoint(uncond_model, device=str(pipe.device), precision=pipe.precision)
     uname = u.source or "the unconditional model"
     if not pipe.class_names:
         raise UserError(f"two-model guidance (--uncond-model) needs a class-conditional main model; {name} is unconditional")

@@ -1,0 +1,114 @@
+"""SampleConfig: every sampling default, written once.
+
+The CLI (``sample``, ``interpolate``, ``demo``), the server, the trainer's previews and the
+benchmarks all start from ``SampleConfig()`` and change what the user asked for, so a default
+(sampler, steps, CFG scale, ...) is defined here and nowhere else. Sampler-specific options
+(``variance`` of ddpm, ``s_churn`` of euler, ...) are not fields: each sampler declares them in
+its signature, and :func:`check_sampler_options` checks them against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+from ..diffusion.samplers import get_sampler
+from ..errors import UserError
+
+Steps = Union[int, str, None]
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample. ``steps``: network evaluations (an int), an improved-diffusion respacing
+    string (``"ddim50"``, ``"10,15,20"``), or None for every training step.
+
+    ``cfg`` is the built-in classifier-free guidance scale s of eps_u + s (eps_c - eps_u)
+    (1 = plain conditional). With a second, unconditional model (two-model guidance) the scale is
+    w of (1 + w) eps_c - w eps_u; w = s - 1 gives the same strength, so its default is
+    :attr:`two_model_cfg`. ``precision`` is used when a pipeline is loaded for this config.
+    """
+
+    sampler: str = "ddim"
+    steps: Steps = 50
+    spacing: Optional[str] = None
+    eta: Optional[float] = None
+    cfg: float = 3.0
+    cfg_rescale: float = 0.0
+    clip_x0: bool = True
+    threshold: Optional[float] = None
+    batch_size: int = 16
+    precision: str = "auto"
+
+    @property
+    def two_model_cfg(self) -> float:
+        """The two-model guidance weight w as strong as built-in CFG at ``cfg`` (w = s - 1)."""
+        return self.cfg - 1.0
+
+    def replace(self, **changes) -> "SampleConfig":
+        """A copy with ``changes``; None values keep the current setting where None is not a choice."""
+        return dataclasses.replace(self, **changes)
+
+    def check(self) -> "SampleConfig":
+        """A UserError naming the field for a value no sampler can use; returns self."""
+        for name in ("cfg", "cfg_rescale"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise UserError(f"{name} (--{name.replace('_', '-')}) must be a finite number, got {v!r}")
+        if not 0.0 <= self.cfg_rescale <= 1.0:
+            raise UserError(f"cfg_rescale (--cfg-rescale) must be in [0, 1], got {self.cfg_rescale}")
+        if self.eta is not None and not (math.isfinite(self.eta) and self.eta >= 0):
+            raise UserError(f"eta (--eta) must be a finite number >= 0, got {self.eta}")
+        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+            raise UserError(f"threshold (--threshold) must be a percentile in (0, 1], got {self.threshold}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UserError(f"batch_size (--batch-size) must be a whole number >= 1, got {self.batch_size!r}")
+        if isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps < 1:
+            raise UserError(f"steps (--steps) must be >= 1 (or a respacing string such as ddim25), got {self.steps}")
+        return self
+
+    @classmethod
+    def split(cls, base: Optional["SampleConfig"] = None, **options) -> Tuple["SampleConfig", Dict[str, Any]]:
+        """(``base`` with the fields among ``options``, the remaining sampler-specific options).
+
+        ``eta`` is a field but also a sampler option: it goes to the sampler only when given.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in options.items() if k in names}
+        rest = {k: v for k, v in options.items() if k not in names}
+        config = (base or cls()).replace(**fields)
+        if config.eta is not None:
+            rest["eta"] = config.eta
+        return config, rest
+
+
+# arguments every sampler takes by contract; anything else keyword-only is a sampler option
+_CONTRACT_ARGS = {"denoiser", "x_T", "schedule", "timesteps", "y", "generator", "callback"}
+
+
+def sampler_options(name: str) -> Dict[str, Any]:
+    """The options sampler ``name`` accepts beyond the sampler contract, with their defaults."""
+    params = inspect.signature(get_sampler(name)).parameters.values()
+    return {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY and p.name not in _CONTRACT_ARGS}
+
+
+def check_sampler_options(name: str, opts: Dict[str, Any]) -> None:
+    """A UserError naming the sampler and the options it does take when ``opts`` has one it does not."""
+    try:
+        fn = get_sampler(name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        return
+    accepted = sampler_options(name)
+    unknown = [k for k in opts if k not in accepted]
+    if unknown:
+        takes = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "no options"
+        given = ", ".join(f"{k} (--{k.replace('_', '-')})" for k in unknown)
+        raise UserError(f"sampler {name} does not take {given}; it takes {takes}")
+
+
+__all__ = ["SampleConfig", "sampler_options", "check_sampler_options"]

@@ -1,0 +1,329 @@
+"""Pipeline: a model file in, images out. The one way every consumer makes images.
+
+    pipe = Pipeline.from_checkpoint("runs/x/checkpoints/ema.safetensors")
+    out = pipe.generate(num=8, class_label="scratch", sampler="ddim", steps=50, seed=0)
+    out.images  # (8, H, W, C) uint8 tensor;  out.pil()  # list of PIL images
+
+    pipe.interpolate(seeds=(3, 4), class_label="crack")             # slerp between two x_T
+    pipe.interpolate(images=("a.png", "b.png"), t=500)               # DDPM-style, via x_t
+    pipe.trajectory(num=4, class_label="scratch", frames=10).grid()  # x_t / x0 over the steps
+
+A Pipeline is a loaded model (network, schedule, description, a latent model's VAE codec) plus
+:meth:`Pipeline.denoiser` and one batch core, :meth:`Pipeline.sample_batches`: every mode
+(``generate``, ``trajectory``, ``interpolate``, the trainer's previews) is a thin function over
+that core. Guidance from other files is a new Pipeline from :meth:`Pipeline.with_guidance`.
+Sampling settings come in a :class:`~difforge.pipeline.config.SampleConfig` (or as keywords
+that change its fields).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.guidance import guidance_mode
+from ..diffusion.samplers import get_sampler
+from ..diffusion.samplers.common import randn_like
+from ..diffusion.sampling import make_generators
+from ..diffusion.schedule import Schedule
+from ..diffusion.timesteps import default_spacing, sampling_timesteps
+from ..errors import CheckpointError, UserError
+from ..models import registry
+from ..train.checkpoint import load_model_file, load_weights_into  # TEMP until modelfile lands
+from ..runtime import autocast_factory, resolve_device, resolve_precision
+from .config import SampleConfig, check_sampler_options
+from .results import Generated
+
+ClassLabel = Union[None, int, str]
+GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model")
+
+
+class Pipeline:
+    """A loaded, ready-to-sample model: network + schedule + the description from its file.
+
+    ``codec``: a latent model's VAE (:class:`difforge.codec.LatentCodec`): samplers run on
+    latents, images are decoded. ``guide``: guidance from other files (see :meth:`with_guidance`).
+    """
+
+    def __init__(self, net: torch.nn.Module, meta: Dict[str, Any], device: torch.device, precision: str = "fp32", source: str = "",
+                 codec=None, guide=None, class_names: Optional[List[str]] = None):
+        self.net = net.eval().requires_grad_(False)
+        self.codec = codec
+        self.guide = guide
+        self.meta = meta
+        self.device = device
+        self.precision = precision
+        self.source = source
+        d = meta["diffusion"]
+        self.schedule = Schedule.named(d["noise_schedule"], d["diffusion_steps"])
+        self.target = d["target"]
+        self.learn_sigma = bool(d.get("learn_sigma", False))
+        data = meta["data"]
+        self.image_size = int(data["image_size"])
+        self.channels = int(data["channels"])
+        # a guided view may label by its classifier's classes; the network's own are in meta
+        self.class_names: List[str] = list(class_names if class_names is not None else (data.get("class_names") or []))
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "auto", precision: Optional[str] = None, vae=None) -> "Pipeline":
+        """Load a model file. A latent model finds its VAE by itself (see :func:`difforge.codec.load_codec`);
+        ``vae`` gives the VAE file's new place when it moved."""
+        tensors, meta = load_model_file(path)
+        kind = meta.get("kind", "diffusion")
+        if kind != "diffusion":
+            raise CheckpointError(f"{path} is a {kind} model file, not a diffusion model; give the diffusion model's file (e.g. runs/NAME/checkpoints/ema.safetensors)")
+        try:
+            net_meta = meta["network"]
+            net = registry.build(net_meta["name"], **net_meta["config"])
+            meta["diffusion"], meta["data"]
+        except KeyError as e:
+            raise CheckpointError(f"{path} lacks the {e} entry of a difforge model description") from None
+        load_weights_into(net, tensors, path)
+        dev = resolve_device(device)
+        prec = resolve_precision(precision or SampleConfig().precision, dev)
+        if prec == "fp16":  # sampling in fp16 without loss scaling is risky; bf16/fp32 are safe
+            prec = "fp32"
+        codec = None
+        if meta.get("latent"):
+            from ..latent import load_codec  # TEMP
+
+            codec = load_codec(meta["latent"], path, override=vae, device=dev)
+        elif vae is not None:
+            raise UserError(f"{path} is a pixel-space model; --vae applies to latent models only")
+        return cls(net.to(dev), meta, dev, prec, source=str(path), codec=codec)
+
+    # -- latent models: the sampler's space vs pixels -------------------------------------------
+    @property
+    def sample_shape(self) -> tuple:
+        """(C, H, W) of what the sampler draws: pixels, or a latent model's latents."""
+        if self.codec is not None:
+            return self.codec.latent_shape(self.image_size)
+        return (self.channels, self.image_size, self.image_size)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampler space -> float pixels in [-1, 1] (the VAE decodes a latent model's latents)."""
+        return x.float().clamp(-1, 1) if self.codec is None else self.codec.decode(x)
+
+    # -- description ----------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def resolve_class(self, label: ClassLabel) -> Optional[int]:
+        """A class name or index -> index; None for unconditional models or 'no class'."""
+        if label is None:
+            return None
+        if not self.class_names:
+            raise UserError("this model is unconditional; leave out --class")
+        if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
+            idx = int(label)
+            if not 0 <= idx < self.num_classes:
+                raise UserError(f"class index {idx} is out of range; the model has classes 0..{self.num_classes - 1}: {', '.join(self.class_names)}")
+            return idx
+        if label in self.class_names:
+            return self.class_names.index(label)
+        raise UserError(f"unknown class {label!r}; the model's classes are: {', '.join(self.class_names)}")
+
+    def labels_for(self, num: int, class_label: ClassLabel) -> Optional[torch.Tensor]:
+        """Labels of a request: one class, ``all`` (num per class, class-major) or random classes."""
+        if not self.class_names:
+            if class_label not in (None, "all"):
+                self.resolve_class(class_label)
+            return None
+        if class_label == "all":
+            return torch.arange(self.num_classes).repeat_interleave(num)
+        if class_label is None:
+            return torch.arange(num) % self.num_classes
+        return torch.full((num,), self.resolve_class(class_label), dtype=torch.long)
+
+    def describe(self) -> Dict[str, Any]:
+        n = sum(p.numel() for p in self.net.parameters())
+        return {
+            "file": self.source,
+            "network": self.meta["network"]["name"],
+            "parameters": n,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "classes": self.class_names,
+            "diffusion": self.meta["diffusion"],
+            "network_config": self.meta["network"]["config"],
+            "trained": self.meta.get("train", {}),
+            "weights": self.meta.get("weights", "?"),
+            **({"latent": dict(self.meta["latent"], vae_file=str(self.codec.path))} if self.codec is not None else {}),
+        }
+
+    # -- the denoiser and guidance ----------------------------------------------------------
+    def denoiser(self, config: Optional[SampleConfig] = None, **changes) -> Denoiser:
+        """The network as samplers see it (``config`` with ``changes``, e.g. ``denoiser(cfg=1.0)``);
+        on a guided pipeline with that guidance around it (``cfg`` is then w of two-model guidance
+        when it has an unconditional model)."""
+        config = (config or SampleConfig()).replace(**changes)
+        if config.threshold is not None and self.codec is not None:
+            raise UserError("dynamic thresholding (--threshold) bounds pixel values; a latent model's latents are not bounded, leave it out")
+        net_classes = len(self.meta["data"].get("class_names") or [])
+        den = Denoiser(
+            self.net,
+            self.schedule,
+            target=self.target,
+            learn_sigma=self.learn_sigma,
+            num_classes=net_classes,
+            cfg_scale=config.cfg if net_classes else 1.0,
+            cfg_rescale=config.cfg_rescale,
+            clip_x0=config.clip_x0 and self.codec is None,  # latents are not bounded to [-1, 1]
+            threshold=config.threshold,
+            autocast=autocast_factory(self.precision, self.device),
+        )
+        return den if self.guide is None else self.guide.wrap(den, config.cfg, guidance_mode(config.sampler))
+
+    def with_guidance(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None) -> "Pipeline":
+        """A new Pipeline of the same model whose denoiser is guided (see :mod:`difforge.pipeline.guidance`).
+
+        ``classifier``: a noisy-classifier file (``difforge train-classifier``) or a loaded
+        ``(net, meta)``, with ``classifier_scale`` s (Dhariwal & Nichol 2021; the ddpm sampler
+        gets the mean shift of their Alg. 1, the others the eps shift of Alg. 2). On an
+        unconditional model the new pipeline's classes are the classifier's. ``uncond_model``: a
+        model file or Pipeline for two-model classifier-free guidance; ``cfg`` is then w of
+        eps = (1 + w) eps_c - w eps_u (built-in CFG's scale s = 1 + w).
+        """
+        from .guidance import make_guide
+
+        guide, names = make_guide(self, classifier, classifier_scale, uncond_model)
+        return Pipeline(self.net, self.meta, self.device, self.precision, self.source, self.codec, guide=guide, class_names=names)
+
+    def guided(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None, sampler: Optional[str] = None) -> "Pipeline":
+        """:meth:`with_guidance` (``sampler`` is accepted for older callers; the mode now follows each request's sampler)."""
+        return self.with_guidance(classifier, classifier_scale, uncond_model)
+
+    def _for_request(self, guidance: Dict[str, Any]) -> "Pipeline":
+        """Self, or the guided pipeline when a request names a classifier or an unconditional model."""
+        if guidance.get("classifier") is None and guidance.get("uncond_model") is None:
+            return self
+        return self.with_guidance(**guidance)
+
+    # -- the batch core -------------------------------------------------------------------
+    def request(self, num: int, class_label: ClassLabel, seed: int, seeds: Optional[Sequence[int]]):
+        """(labels or None, one seed per image) of a request for ``num`` images."""
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise UserError(f"num must be >= 1, got {num!r}")
+        labels = self.labels_for(num, class_label)
+        total = len(labels) if labels is not None else num
+        if seeds is None:
+            seeds = [seed + i for i in range(total)]
+        elif len(seeds) != total:
+            raise UserError(f"got {len(seeds)} seeds for {total} images")
+        return labels, list(seeds)
+
+    def prepare(self, config: Optional[SampleConfig], options: Dict[str, Any]):
+        """(checked SampleConfig, sampler options) of a request: one clear line before any work."""
+        config, opts = SampleConfig.split(config, **options)
+        config.check()
+        check_sampler_options(config.sampler, opts)
+        if opts.get("variance") == "learned" and not self.learn_sigma:
+            raise UserError(
+                f"variance 'learned' (--variance learned) needs a model trained with learn_sigma; "
+                f"{self.source or 'this model'} predicts no variance: use fixed_small or fixed_large"
+            )
+        return config, opts
+
+    def timesteps(self, config: SampleConfig) -> list:
+        """The sampler's timesteps from T - 1 (a respacing string in ``steps`` decides by itself)."""
+        T = self.schedule.num_steps
+        try:
+            return sampling_timesteps(T, config.steps or T, config.spacing or default_spacing(config.sampler), schedule=self.schedule)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+    def noise(self, seeds: Sequence[int]):
+        """x_T and the per-image generators (advanced past x_T) for ``seeds``."""
+        gens = make_generators(seeds, self.device)
+        x = randn_like(torch.empty((len(seeds), *self.sample_shape), device=self.device), gens)
+        return x, gens
+
+    def sample_batches(self, seeds: Sequence[int], labels: Optional[torch.Tensor], config: SampleConfig, opts: Dict[str, Any], *,
+                       timesteps: Optional[list] = None, x_T: Optional[torch.Tensor] = None, progress: bool = False,
+                       desc: str = "sample", on_step: Optional[Callable] = None) -> torch.Tensor:
+        """The one batch core: float pixels (N, C, H, W) in [-1, 1] on the CPU.
+
+        Image i draws all of its noise from the generator seeded with ``seeds[i]``, so it depends
+        on its seed only, not on the batch size. ``x_T`` (N, *sample_shape), when given, replaces
+        the starting noise (the generators are still advanced past it, so the sampler noise is the
+        same as without it). ``on_step(start, batch_len, i, x_t, x0_pred)`` after every step.
+        """
+        fn = get_sampler(config.sampler)
+        den = self.denoiser(config)
+        timesteps = self.timesteps(config) if timesteps is None else timesteps
+        n, bs = len(seeds), config.batch_size
+        from tqdm import tqdm
+
+        bar = tqdm(total=n * len(timesteps), disable=not progress, desc=f"{desc} {config.sampler}", unit="step", dynamic_ncols=True)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                batch = list(seeds[start : start + bs])
+                x, gens = self.noise(batch)
+                if x_T is not None:
+                    x = x_T[start : start + len(batch)].to(self.device)
+                y = None if labels is None else labels[start : start + len(batch)].to(self.device)
+
+                def step(i, x_t, x0, _start=start, _b=len(batch)):
+                    bar.update(_b)
+                    if on_step is not None:
+                        on_step(_start, _b, i, x_t, x0)
+
+                try:
+                    x0 = fn(den, x, self.schedule, timesteps, y=y, generator=gens, callback=step, **opts)
+                except ValueError as e:  # a sampler / option that does not fit: the user's to fix
+                    raise UserError(str(e)) from None
+                out.append(self.to_pixels(x0).cpu())
+        bar.close()
+        return torch.cat(out)
+
+    def sample(self, seeds: Sequence[int], labels: Optional[torch.Tensor] = None, config: Optional[SampleConfig] = None, *,
+               progress: bool = False, callback: Optional[Callable] = None, **options) -> torch.Tensor:
+        """Float pixels (N, C, H, W) in [-1, 1] for explicit ``seeds`` and ``labels`` (previews, evaluation).
+
+        ``callback(done_images, total_images, step, num_steps)`` reports progress across batches.
+        """
+        config, opts = self.prepare(config, options)
+        timesteps = self.timesteps(config)
+        n = len(seeds)
+        on_step = None if callback is None else (lambda start, b, i, *_: callback(start, n, i, len(timesteps)))
+        return self.sample_batches(list(seeds), labels, config, opts, timesteps=timesteps, progress=progress, on_step=on_step)
+
+    # -- modes ----------------------------------------------------------------------------
+    def generate(self, num: int = 16, class_label: ClassLabel = None, *, config: Optional[SampleConfig] = None, seed: int = 0,
+                 seeds: Optional[Sequence[int]] = None, progress: bool = False, callback: Optional[Callable] = None, **options) -> Generated:
+        """Make images. Image i uses seed ``seed + i`` (or ``seeds[i]``), whatever the batch size.
+
+        ``class_label``: a name or index, ``"all"`` (``num`` images of every class) or None
+        (classes in turn for a conditional model). Sampling settings: ``config`` and/or keywords
+        naming its fields (``sampler``, ``steps``, ``cfg``, ...; ``steps=None`` runs every
+        training step) and sampler options (``variance``, ``s_churn``, ...). ``classifier``,
+        ``classifier_scale``, ``uncond_model``: guidance from other files, see :meth:`with_guidance`.
+        """
+        pipe = self._for_request({k: options.pop(k) for k in GUIDANCE_ARGS if k in options})
+        labels, seeds = pipe.request(num, class_label, seed, seeds)
+        x = pipe.sample(seeds, labels, config, progress=progress, callback=callback, **options)
+        from ..data.io import to_uint8
+
+        return Generated(to_uint8(x), labels, pipe.class_names)
+
+    def trajectory(self, num: int = 4, class_label: ClassLabel = None, **kwargs):
+        """Generate like :meth:`generate` and keep snapshots (see :func:`difforge.pipeline.trajectory.trajectory`)."""
+        from .trajectory import trajectory
+
+        pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
+        return trajectory(pipe, num, class_label, **kwargs)
+
+    def interpolate(self, images=None, seeds: Sequence[int] = (0, 1), class_label: ClassLabel = None, **kwargs):
+        """Frames between two seeds or two images (see :func:`difforge.pipeline.interpolate.interpolate`)."""
+        from .interpolate import interpolate
+
+        pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
+        return interpolate(pipe, images, seeds, class_label, **kwargs)
+
+
+__all__ = ["Pipeline", "ClassLabel", "GUIDANCE_ARGS"]
