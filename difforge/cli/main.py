@@ -12,7 +12,7 @@ from ..errors import UserError
 
 # Modules of difforge.cli that are not sub-commands; every other module defines
 # add_parser(subparsers) (registering one or more commands) and the run function it binds.
-NOT_COMMANDS = {"main", "aliases"}
+NOT_COMMANDS = {"main", "aliases", "seedtools"}
 # commands first in --help, in this order; the rest follow alphabetically
 FIRST = ["demo", "train", "sample", "data", "info"]
 

@@ -6,15 +6,17 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..pipeline.config import SampleConfig
+from . import seedtools
 from .aliases import option_strings
+from .seedtools import str2bool
 
 DEFAULTS = SampleConfig()
 
 
 def add_sampling_flags(p) -> None:
-    p.add_argument(*option_strings("--sampler"), dest="sampler", default=DEFAULTS.sampler,
+    p.add_argument(*option_strings("--sampler"), dest="sampler", default=None,
                    help=f"sampler name (see `difforge info --samplers`; default {DEFAULTS.sampler})")
-    p.add_argument(*option_strings("--steps"), dest="steps", default=None,
+    p.add_argument(*[s for s in option_strings("--steps") if s != "--timestep_respacing"], dest="steps", default=None,
                    help=f"network evaluations: a number (default {DEFAULTS.steps}; ddpm: all), or a respacing string such as ddim50 or 10,15,20")
     p.add_argument("--spacing", default=None, help="timestep spacing: uniform, logsnr or karras (default: per sampler)")
     p.add_argument("--eta", type=float, default=None, help="noise of ddim (0 deterministic .. 1 DDPM-like) and dpm++2m-sde")
@@ -26,6 +28,8 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--cfg-rescale", type=float, default=DEFAULTS.cfg_rescale, help="guidance rescale phi in [0, 1]")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
+    p.add_argument(*option_strings("--clip-x0"), dest="clip_x0", type=str2bool, default=DEFAULTS.clip_x0, metavar="BOOL",
+                   help=f"clip predicted x0 to [-1, 1] (True/False; default {DEFAULTS.clip_x0})")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed+i, whatever the batch size")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--device", default="auto")
@@ -50,8 +54,8 @@ def add_parser(sub) -> None:
             description="Generate images from a difforge model file. No other flag is needed: the file describes its network, schedule, size and classes.",
         )
         p.add_argument("model", nargs="?", metavar="MODEL_FILE", help="a .safetensors model file (e.g. runs/NAME/checkpoints/ema.safetensors)")
-        p.add_argument(*option_strings("--model")[1:], dest="model_flag", default=None, help="IDDM: the model file")
-        p.add_argument(*option_strings("--num"), dest="num", type=int, default=16, help="images (per class with --class all; default 16)")
+        p.add_argument(*[s for s in option_strings("--model")[1:] if s != "--model_path"], dest="model_flag", default=None, help="IDDM: the model file")
+        p.add_argument(*[s for s in option_strings("--num") if s != "--num_samples"], dest="num", type=int, default=16, help="images (per class with --class all; default 16)")
         p.add_argument(*option_strings("--class"), dest="class_label", default=None, help="class name or index, or 'all' (default: classes in turn)")
         p.add_argument("--out", dest="out", default=None, help="output folder (default: samples/ next to the run, or ./samples)")
         p.add_argument(*option_strings("--out")[1:], dest="out_name", default=None, help="IDDM: output sub-folder name")
@@ -64,6 +68,7 @@ def add_parser(sub) -> None:
         p.add_argument("--trajectory-frames", type=int, default=10, help="steps shown by --trajectory (default 10)")
         p.add_argument("--gif", action="store_true", help="also write trajectory.gif, x_t over predicted x0 step by step (implies --trajectory)")
         add_sampling_flags(p)
+        seedtools.add_flags(p)
         p.set_defaults(func=run)
 
 
@@ -99,12 +104,13 @@ def sampler_opts(args) -> dict:
 
 def sample_config(args) -> SampleConfig:
     """The SampleConfig of the command line: the defaults with what the user set."""
+    sampler = args.sampler or DEFAULTS.sampler
     steps, respacing = parse_steps(args.steps)
-    if steps is None and respacing is None and args.sampler != "ddpm":
+    if steps is None and respacing is None and sampler != "ddpm":
         steps = DEFAULTS.steps
     two_model = getattr(args, "uncond_model", None) is not None
     return DEFAULTS.replace(
-        sampler=args.sampler,
+        sampler=sampler,
         steps=respacing or steps,  # a respacing string decides the timesteps by itself; None: every step (ddpm)
         spacing=args.spacing,
         eta=args.eta,
@@ -133,12 +139,17 @@ def run(args) -> int:
     from ..data.outputs import save_generated, save_trajectory
     from ..pipeline import Pipeline
 
+    seedtools.resolve(args)
     model = args.model or args.model_flag
     if not model:
         raise UserError("give the model file to sample from, e.g. difforge sample runs/default/checkpoints/ema.safetensors")
     if args.trajectory_frames < 1:
         raise UserError(f"--trajectory-frames must be >= 1, got {args.trajectory_frames}")
+    if str(model).endswith((".pt", ".pth", ".ckpt")):
+        raise UserError(f"{model} is a PyTorch checkpoint of another tool; convert it first: "
+                        f"difforge convert {model} --from iddm|openai-adm|dit OUT.safetensors")
     pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae)
+    seedtools.check_model(args, pipe.meta, str(model))
     out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
     if args.out_name:
         out_dir = out_dir / args.out_name
