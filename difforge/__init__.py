@@ -6,7 +6,7 @@
     >>> images = pipe.generate(num=8, class_label="scratch")
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Trainer", "Pipeline", "__version__"]
 

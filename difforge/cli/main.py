@@ -7,7 +7,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .. import __version__
+from ..version import __version__
 from ..errors import UserError
 
 # Modules of difforge.cli that are not sub-commands; every other module defines
