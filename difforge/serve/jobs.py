@@ -68,7 +68,7 @@ class Job:
     def seconds(self) -> Optional[float]:
         return None if self.finished is None or self.started is None else self.finished - self.started
 
-    def on_progress(self, done_images: int, total_images: int, step: int, num_steps: int, batch_size: int = 16) -> None:
+    def on_progress(self, done_images: int, total_images: int, step: int, num_steps: int, batch_size: int) -> None:
         """Pipeline.generate's callback: fraction of all network steps of all batches done."""
         batch = min(batch_size, total_images - done_images)
         frac = (done_images + batch * (step + 1) / max(num_steps, 1)) / max(total_images, 1)
@@ -122,7 +122,7 @@ def encode_png(images_nhwc_uint8) -> List[bytes]:
 class ModelWorker:
     """Runs one model's jobs one at a time, in submission order, on its own thread."""
 
-    def __init__(self, name: str, pipe, queue_size: int, batch_size: int = 16):
+    def __init__(self, name: str, pipe, queue_size: int, batch_size: int):
         self.name, self.pipe, self.batch_size = name, pipe, batch_size
         self.queue: "queue.Queue[Optional[Job]]" = queue.Queue(maxsize=queue_size)
         self.running: Optional[Job] = None

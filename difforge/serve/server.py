@@ -12,7 +12,8 @@ import sys
 from typing import Callable, Dict, Optional
 
 from ..errors import UserError
-from .app import ServeSettings, create_app
+from .app import create_app
+from .settings import ServeSettings
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,94 @@
+"""The API's request and response bodies (pydantic), as /docs shows them.
+
+The request's bounds are the server's (``max_num``, ``max_steps``, its samplers and models), so
+:func:`request_model` builds it for one server; the responses are the same for every server.
+"""
+
+# No `from __future__ import annotations`: pydantic and FastAPI read these annotations at runtime.
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .models import is_model_name
+from .settings import SAMPLING, ServeSettings
+
+
+def request_model(settings: ServeSettings, samplers: Sequence[str], names: Sequence[str], default_sampler: str):
+    """The ``GenerateRequest`` body of a server: its limits, samplers and model names."""
+    Sampler = Literal[tuple(samplers)]  # type: ignore[valid-type]
+
+    class GenerateRequest(BaseModel):
+        """What to generate. Image i uses seed ``seed + i``, so a request is reproducible."""
+
+        model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+        model: Optional[str] = Field(None, description="a model name from GET /v1/models (optional when the server has one model)", examples=list(names[:1]))
+        class_: Union[int, str, None] = Field(None, alias="class", description='class name or index, "all" (num images of every class), or null (classes in turn)')
+        num: int = Field(settings.default_num, ge=1, le=settings.max_num, description="images (per class with class \"all\")")
+        sampler: Sampler = Field(default_sampler, description="sampler name")  # type: ignore[valid-type]
+        steps: int = Field(settings.default_steps, ge=1, le=settings.max_steps, description="network steps per image")
+        cfg: float = Field(SAMPLING.cfg, ge=0.0, le=100.0, allow_inf_nan=False, description="classifier-free guidance scale (1 = off)")
+        eta: Optional[float] = Field(SAMPLING.eta, ge=0.0, le=1.0, allow_inf_nan=False, description="DDIM noise: 0 deterministic .. 1 DDPM-like; null: the sampler's default")
+        seed: int = Field(0, ge=0, le=2**63 - 1, description="image i uses seed + i")
+        format: Literal["png-base64", "zip"] = Field("png-base64", description="POST /v1/generate answers JSON with base64 PNGs, or a zip of PNGs")
+
+        @field_validator("model")
+        @classmethod
+        def _plain_name(cls, v):
+            if v is not None and not is_model_name(v):
+                raise ValueError(f"{v[:60]!r} is not a model name (paths are not accepted); use a name from GET /v1/models")
+            return v
+
+    return GenerateRequest
+
+
+class Image(BaseModel):
+    index: int
+    seed: int
+    class_index: Optional[int]
+    class_name: Optional[str]
+    png_base64: str
+
+
+class GenerateResult(BaseModel):
+    model: str
+    seconds: float
+    settings: Dict[str, Any]
+    images: List[Image]
+
+
+class JobInfo(BaseModel):
+    id: str
+    model: str
+    state: Literal["queued", "running", "done", "failed"]
+    progress: float = Field(description="0..1, from the sampler's steps")
+    error: Optional[str] = None
+    seconds: Optional[float] = Field(None, description="generation time, once finished")
+    settings: Dict[str, Any]
+    images: Optional[List[Image]] = Field(None, description="once done")
+    zip_url: Optional[str] = Field(None, description="once done")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    image_size: int
+    channels: int
+    classes: List[str]
+    conditional: bool
+    network: str
+    parameters: int
+    samplers: List[str]
+    defaults: Dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: List[ModelInfo]
+    limits: Dict[str, int]
+    auth: bool
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    models: Dict[str, Dict[str, Any]]
+    jobs: int
