@@ -1,20 +1,22 @@
-"""The training loop: one loop for every model kind.
+"""The training loop: one loop for every model kind (what differs is a :mod:`~difforge.train.tasks` Task).
 
-Randomness is counter-based: every optimizer step seeds its own generator from (seed, step), and
-every epoch's data order from (seed, epoch). A resumed run therefore needs only the step counter,
-weights, EMA and optimizer state to continue *the same* run, bit for bit.
+Randomness is counter-based (:mod:`difforge.train.rng`): every optimizer step seeds its own
+generator from (seed, step), and every epoch's data order from (seed, epoch). A resumed run
+therefore needs only the step counter, weights, EMA and optimizer state to continue *the same*
+run, bit for bit.
+
+The loop owns autocast, accumulation, DDP and the reduction: a task returns per-sample terms,
+``terms["loss"].mean()`` is minimised, and the mean of every term is a metrics.csv column.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -28,7 +30,10 @@ from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, s
 from .ema import EMA
 from .logging import MetricsCSV, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, lr_factor, set_lr
-from .task import make_task
+from .batches import BatchPlan
+from .rng import INIT, StepRNG, mix_seed, seed_global
+from .stopping import fit_to_time_budget, stop_on_signals
+from .tasks import Snapshot, make_task
 
 STATE_FILE = "state.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -45,52 +50,11 @@ class TrainResult:
     interrupted: bool
 
 
-def _mix(*ints: int) -> int:
-    """A 63-bit seed from several integers (splitmix-style), for counter-based generators."""
-    h = 0x9E3779B97F4A7C15
-    for v in ints:
-        h ^= (int(v) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
-        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-class BatchPlan:
-    """Which images form micro-batch m: epoch e = m // per_epoch uses permutation(seed, e).
-
-    With several processes the *global* micro-batch (``batch_size * world_size`` images) is cut
-    from the permutation and every rank takes its slice, so the data order does not depend on
-    how many processes share the work (the distributed sampler of this trainer).
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, world_size: int = 1, rank: int = 0):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.world_size, self.rank = world_size, rank
-        self.global_batch = batch_size * world_size
-        self.per_epoch = max(1, n // self.global_batch)
-        self._perm_epoch, self._perm = -1, None
-
-    def global_indices(self, m: int) -> torch.Tensor:
-        epoch, k = divmod(m, self.per_epoch)
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(_mix(self.seed, epoch, 1))
-            perm = torch.randperm(self.n, generator=g)
-            if self.n < self.global_batch:  # tiny sets: cycle through the permutation
-                perm = perm.repeat(math.ceil(self.global_batch / self.n))
-            self._perm_epoch, self._perm = epoch, perm
-        return self._perm[k * self.global_batch : (k + 1) * self.global_batch]
-
-    def local_slice(self) -> slice:
-        return slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-
-    def indices(self, m: int) -> torch.Tensor:
-        return self.global_indices(m)[self.local_slice()]
-
-
 class Trainer:
     """Train a model on an image folder (or the built-in set) into ``runs_dir/run``.
 
     What is trained (a diffusion model, a VAE, a noisy classifier) is the config's ``task``
-    (see :mod:`difforge.train.task`); this loop is the same for all of them.
+    (see :mod:`difforge.train.tasks`); this loop is the same for all of them.
 
     ``Trainer(config, **overrides)`` or ``Trainer(data="folder", run="x", max_steps=1000)``;
     ``resume=RUN_DIR`` continues a run from its last checkpoint (its config.yaml is used, with
@@ -141,7 +105,7 @@ class Trainer:
         self.device = resolve_device(device_for(self.dist, tc.device))
         self.precision = resolve_precision(tc.precision, self.device)
         self.autocast = autocast_factory(self.precision, self.device)
-        torch.manual_seed(_mix(tc.seed, 0, 0))  # the initial weights depend on the seed only
+        torch.manual_seed(mix_seed(tc.seed, 0, INIT))  # the initial weights depend on the seed only
         self.net = self.task.build(data, self.device)
         if tc.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -152,6 +116,10 @@ class Trainer:
     @property
     def model_meta(self):
         return self.task.meta
+
+    def snapshot(self) -> Snapshot:
+        """What previews and evaluations see: the EMA weights with the model's description."""
+        return Snapshot(self.ema.shadow, self.task.meta, self.device, self.precision, self.run_dir)
 
     def _total_steps(self, per_epoch: int) -> int:
         tc = self.config.train
@@ -206,21 +174,6 @@ class Trainer:
         self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
 
     # -- the loop -------------------------------------------------------------------------
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        previous = {}
-
-        def handler(signum, frame):
-            if self._stop_requested:  # second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self.log.info(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint...")
-            self._stop_requested = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
-
     def fit(self) -> TrainResult:
         c = self.config
         tc, dc = c.train, c.data
@@ -236,7 +189,6 @@ class Trainer:
         log_handler = attach_run_log(self.run_dir) if main else None
         if not main:
             self.progress = False
-        previous_handlers = None
         try:
             start_step = 0
             if self.resume_dir is not None:
@@ -252,12 +204,9 @@ class Trainer:
                 metrics = MetricsCSV(self.run_dir / "metrics.csv")
                 metrics.truncate_after(start_step)
                 self._announce(data, total)
-            previous_handlers = self._install_signal_handlers()
-            result = self._loop(data, plan, total, start_step, metrics)
+            with stop_on_signals(lambda: self._stop_requested, self.request_stop):
+                result = self._loop(data, plan, total, start_step, metrics)
         finally:
-            if previous_handlers:
-                for sig, h in previous_handlers.items():
-                    signal.signal(sig, h)
             detach(log_handler)
             shutdown(self.dist)
         return result
@@ -289,30 +238,26 @@ class Trainer:
             f"({c.train.lr_schedule}), {self.precision} on {self.device}, {torch.get_num_threads()} threads -> {self.run_dir}"
         )
 
-    def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> float:
-        """One optimizer step. Random draws cover the global batch; this rank keeps its slice."""
+    def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> Dict[str, float]:
+        """One optimizer step; the mean of every per-sample term over its micro-batches ("loss" first)."""
         tc = self.config.train
-        g = torch.Generator().manual_seed(_mix(tc.seed, step, 2))
-        torch.manual_seed(_mix(tc.seed, step, 3))  # dropout and any other global-RNG use
-        mine = plan.local_slice()
-        gb = plan.global_batch
-        total_loss = 0.0
+        rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
+        seed_global(tc.seed, step)  # dropout and any other global-RNG use
+        sums: Dict[str, float] = {}
         for micro in range(tc.grad_accum):
-            m = step * tc.grad_accum + micro
-            gidx = plan.global_indices(m)
-            idx = gidx[mine]
-            flip = (torch.rand(gb, generator=g) < 0.5)[mine]
-            x = self.task.inputs(data, idx, flip, self.device)
-            if tc.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            labels = data.labels[gidx] if data.labels is not None else None
+            batch = plan.batch(step * tc.grad_accum + micro, self.task, data, rng, self.device, tc.channels_last)
             sync = contextlib.nullcontext()
             if self.dist.enabled and micro < tc.grad_accum - 1:
                 sync = self.train_net.no_sync()  # all-reduce only on the last micro-batch
             with sync:
-                loss = self.task.loss(self.train_net, x, labels, g, mine, gb, self.autocast)
+                with self.autocast():
+                    terms = self.task.loss(self.train_net, batch, rng)
+                loss = terms["loss"].mean()
                 self.scaler.scale(loss / tc.grad_accum).backward()
-            total_loss += loss.item() / tc.grad_accum
+            means = torch.stack([t.detach().float().mean() for k, t in terms.items() if k != "loss"]).tolist() if len(terms) > 1 else []
+            for k, v in zip(["loss", *(k for k in terms if k != "loss")], [loss.item(), *means]):
+                sums[k] = sums.get(k, 0.0) + v / tc.grad_accum
+        total_loss = sums["loss"]
         if not math.isfinite(total_loss):
             raise FloatingPointError(
                 f"loss became {total_loss} at step {step}; lower --lr, use --precision fp32, or set --grad-clip"
@@ -324,13 +269,14 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.net)
-        return total_loss
+        return sums
 
     def _loop(self, data, plan, total, start_step, metrics) -> TrainResult:
         tc = self.config.train
         main = self.dist.is_main
         self.net.train()
         step, loss, ema_loss = start_step, float("nan"), None
+        terms: Dict[str, float] = {}
         per_epoch_steps = plan.per_epoch / tc.grad_accum
         t0 = time.perf_counter()
         window_t, window_imgs = t0, 0
@@ -339,15 +285,16 @@ class Trainer:
         try:
             while step < total:
                 set_lr(self.optimizer, tc.lr * lr_factor(step, total, tc.lr_schedule, tc.warmup_steps, tc.min_lr_ratio))
-                loss = self._step(data, plan, step)
+                terms = self._step(data, plan, step)
                 step += 1
                 timed_out = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
                 if tc.max_minutes and step == start_step + 20:
-                    total = self._fit_to_time_budget(step, start_step, total, time.perf_counter() - t0)
+                    total = fit_to_time_budget(step, start_step, total, time.perf_counter() - t0, tc.max_minutes, self.dist)
                     bar.total = total
-                # one small all-reduce: the mean loss, and whether any rank must stop
-                shared = all_reduce_mean(torch.tensor([loss, float(self._stop_requested), float(timed_out)]), self.dist)
-                loss, self._stop_requested, timed_out = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
+                # one small all-reduce: the mean of every term, and whether any rank must stop
+                shared = all_reduce_mean(torch.tensor([*terms.values(), float(self._stop_requested), float(timed_out)]), self.dist).tolist()
+                terms = dict(zip(terms, shared))
+                loss, self._stop_requested, timed_out = terms["loss"], shared[-2] > 0, shared[-1] > 0
                 window_imgs += plan.global_batch * tc.grad_accum
                 ema_loss = loss if ema_loss is None else 0.95 * ema_loss + 0.05 * loss
                 epoch = step / per_epoch_steps
@@ -356,14 +303,15 @@ class Trainer:
                     ips = window_imgs / max(now - window_t, 1e-9)
                     window_t, window_imgs = now, 0
                     lr = self.optimizer.param_groups[0]["lr"]
-                    metrics.log({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr,
+                    metrics.log({"step": step, "epoch": round(epoch, 4), **terms, "lr": lr,
                                  "images_per_s": round(ips, 2), "elapsed_s": round(now - t0, 2)})
-                    bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", epoch=f"{epoch:.1f}")
+                    others = {k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}
+                    bar.set_postfix(loss=f"{ema_loss:.4f}", **others, lr=f"{lr:.2e}", img_s=f"{ips:.1f}", epoch=f"{epoch:.1f}")
                 bar.update(1)
                 for cb in self.callbacks:
                     cb(self, step, loss)
                 if main:
-                    self._periodic_files(step, epoch, loss, total, per_epoch_steps, data)
+                    self._periodic_files(step, epoch, terms, total, per_epoch_steps, data)
                 if timed_out:
                     self.log.info(f"time budget of {tc.max_minutes} min reached at step {step}")
                     break
@@ -377,6 +325,8 @@ class Trainer:
         if not main:
             return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
         self._save(step, epoch, loss)
+        if terms:
+            self.log.info(self._terms_line(step, terms))
         if interrupted:
             self.log.info(f"stopped at step {step}; resume with: difforge train --resume {self.run_dir}")
         else:
@@ -386,20 +336,11 @@ class Trainer:
         self.log.info(f"model file: {model_file}")
         return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
 
-    def _fit_to_time_budget(self, step: int, start_step: int, total: int, elapsed: float) -> int:
-        """Shorten the run to the steps that fit in --max-minutes, so the LR schedule still anneals.
+    @staticmethod
+    def _terms_line(step: int, terms: Dict[str, float]) -> str:
+        return f"step {step}: " + ", ".join(f"{k} {v:.5g}" for k, v in terms.items())
 
-        Estimated from the first 20 steps (averaged over ranks, so every rank agrees).
-        """
-        per_step = all_reduce_mean(torch.tensor([elapsed / (step - start_step)]), self.dist).item()
-        remaining = self.config.train.max_minutes * 60 - elapsed
-        fit = step + max(0, int(remaining / per_step * 0.97))  # leave room for the final save and preview
-        if fit < total:
-            self.log.info(f"time budget {self.config.train.max_minutes} min: about {fit} steps fit ({per_step:.2f} s/step)")
-            return fit
-        return total
-
-    def _periodic_files(self, step, epoch, loss, total, per_epoch_steps, data) -> None:
+    def _periodic_files(self, step, epoch, terms, total, per_epoch_steps, data) -> None:
         """Numbered snapshots, resumable checkpoints and previews at their intervals (rank 0 only)."""
         tc = self.config.train
         if tc.save_every and step % tc.save_every == 0:
@@ -409,7 +350,8 @@ class Trainer:
             if ep >= tc.save_start and ep % tc.save_every_epochs == 0:
                 self._save_numbered(step, epoch)
         if step % tc.checkpoint_every == 0 and step < total:
-            self._save(step, epoch, loss)
+            self._save(step, epoch, terms["loss"])
+            self.log.info(self._terms_line(step, terms))
         if tc.preview_every and step % tc.preview_every == 0 and step < total:
             self._preview_safely(step, data)
         if tc.eval_every and step % tc.eval_every == 0:
@@ -419,7 +361,7 @@ class Trainer:
         """The task's evaluation numbers as extra columns of metrics.csv (rank 0 only)."""
         was_training = self.net.training
         try:
-            row = self.task.evaluate(self, step, data)
+            row = self.task.evaluate(self.snapshot(), step, data)
         finally:
             self.net.train(was_training)
         if row:
@@ -428,6 +370,6 @@ class Trainer:
     def _preview_safely(self, step: int, data: TrainingImages) -> Optional[Path]:
         was_training = self.net.training
         try:
-            return self.task.preview(self, step, data)
+            return self.task.preview(self.snapshot(), step, data)
         finally:
             self.net.train(was_training)

@@ -1,6 +1,5 @@
 """The classifier task on the shared loop, and guidance from its file through the pipeline and the CLI."""
 
-import contextlib
 import math
 
 import numpy as np
@@ -14,7 +13,9 @@ from difforge.config import Config
 from difforge.errors import CheckpointError, ConfigError, UserError
 from difforge.pipeline import Pipeline
 from difforge.train.checkpoint import read_metadata
-from difforge.train.classifier_task import ClassifierTask, bucket_edges, bucket_names
+from difforge.train.batches import Batch
+from difforge.train.rng import StepRNG
+from difforge.train.tasks.classifier import ClassifierTask, bucket_edges, bucket_names
 from difforge.train.distributed import DistInfo
 from difforge.train.trainer import Trainer
 
@@ -59,7 +60,7 @@ def test_loss_is_cross_entropy_on_q_sample_of_the_schedule():
     net = task.build(Data, torch.device("cpu"))
     x = torch.rand(8, 3, 16, 16) * 2 - 1
     mine = slice(2, 6)  # this rank's part of a global batch of 8
-    loss = task.loss(net, x[mine], Data.labels, torch.Generator().manual_seed(5), mine, 8, contextlib.nullcontext)
+    terms = task.loss(net, Batch(x[mine], Data.labels), StepRNG(torch.Generator().manual_seed(5), 8, mine))
     # reference: the same draws, the schedule's alpha_bar from its betas, x_t by hand
     g = torch.Generator().manual_seed(5)
     t = torch.randint(0, 200, (8,), generator=g)[mine]
@@ -68,8 +69,10 @@ def test_loss_is_cross_entropy_on_q_sample_of_the_schedule():
     ab_cont = torch.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
     ab = torch.cumprod(1 - (1 - ab_cont[1:] / ab_cont[:-1]).clamp(max=0.999), 0)[t].float().reshape(-1, 1, 1, 1)
     x_t = ab.sqrt() * x[mine] + (1 - ab).sqrt() * noise
-    ref = F.cross_entropy(net(x_t, t), Data.labels[mine])
-    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    logits = net(x_t, t)
+    ref = F.cross_entropy(logits, Data.labels[mine], reduction="none")
+    torch.testing.assert_close(terms["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(terms["train_acc"], (logits.argmax(1) == Data.labels[mine]).float())
 
 
 def test_training_writes_accuracy_by_noise_level_and_a_self_describing_file(files):

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from difforge.errors import CheckpointError, ConfigError
-from difforge.train.trainer import BatchPlan, Trainer
+from difforge.train.batches import BatchPlan
+from difforge.train.trainer import Trainer
 from tests.conftest import tiny_overrides
 
 
@@ -103,7 +104,7 @@ def test_eval_every_records_fid_and_kid_in_metrics_csv(tmp_path):
 
 def test_every_config_task_has_a_task_module():
     from difforge.config import TASKS
-    from difforge.train.task import TASK_MODULES
+    from difforge.train.tasks import TASK_MODULES
 
     assert set(TASKS) == set(TASK_MODULES)
     with pytest.raises(ConfigError, match="task='gan'"):

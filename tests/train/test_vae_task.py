@@ -1,4 +1,3 @@
-import contextlib
 import csv
 
 import pytest
@@ -13,7 +12,9 @@ from difforge.models.vae import AutoencoderKL
 from difforge.train.checkpoint import read_metadata
 from difforge.train.distributed import DistInfo
 from difforge.train.trainer import Trainer
-from difforge.train.vae_task import VAETask
+from difforge.train.batches import Batch
+from difforge.train.rng import StepRNG
+from difforge.train.tasks.vae import VAETask
 from tests.conftest import tiny_overrides
 
 TINY_VAE = dict(base_channels=8, num_res_blocks=1, head_channels=8)
@@ -54,13 +55,15 @@ def test_loss_is_reconstruction_plus_weighted_kl_per_pixel_value(tmp_path):
     torch.manual_seed(0)
     net = AutoencoderKL(latent_channels=4, downsample=4, **TINY_VAE)
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    loss = task.loss(net, x, None, torch.Generator().manual_seed(7), slice(0, 4), 4, contextlib.nullcontext)
+    terms = task.loss(net, Batch(x), StepRNG(torch.Generator().manual_seed(7), 4, slice(0, 4)))
+    assert set(terms) == {"loss", "recon", "kl"} and all(v.shape == (4,) for v in terms.values())
     noise = torch.randn((4, 4, 4, 4), generator=torch.Generator().manual_seed(7))
     post = net.encode(x)
     recon = net.decode(post.mean + post.std * noise)
     kl = kl_divergence(Normal(post.mean, post.std), Normal(0.0, 1.0)).flatten(1).sum(1)
     want = ((recon - x) ** 2).flatten(1).mean(1) + 0.3 * kl / (3 * 16 * 16)
-    torch.testing.assert_close(loss, want.mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["loss"], want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["kl"], kl, rtol=1e-5, atol=1e-6)
 
 
 def test_interrupted_and_resumed_vae_run_equals_uninterrupted(tmp_path):

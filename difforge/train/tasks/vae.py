@@ -12,7 +12,9 @@ autoencoder whose latent space is still smooth and centred (LDM's "KL-reg", sec.
 Every ``eval_every`` steps (default: once per epoch) the EMA weights reconstruct the validation
 images from their posterior means; PSNR, SSIM (on [0, 1] images, :mod:`difforge.metrics.image_quality`)
 and the MSE (on the [-1, 1] scale of the loss) go to metrics.csv as ``val_psnr``, ``val_ssim``,
-``val_mse`` and into the model file. Validation images: ``val_data``; without it, fresh built-in
+``val_mse`` and into the model file. Per-sample training terms (metrics.csv columns): ``loss``, ``recon`` (the
+reconstruction error per pixel value) and ``kl`` (KL(q(z|x) || N(0, I)) in nats per image).
+Validation images: ``val_data``; without it, fresh built-in
 images (another seed) for the built-in set, or else the training images themselves.
 Previews: the validation inputs on the top row, their reconstructions below.
 """
@@ -25,10 +27,13 @@ from typing import Dict, Optional
 
 import torch
 
-from ..config import ModelConfig
-from ..errors import ConfigError
-from ..models.vae import VAE_ARCHS, AutoencoderKL, build_vae
-from .task import Task
+from ...config import ModelConfig
+from ...errors import ConfigError
+from ...models.vae import VAE_ARCHS, AutoencoderKL, build_vae
+from ..batches import Batch
+from ..logging import get_logger
+from ..rng import StepRNG
+from .base import Snapshot, Task
 
 VAL_BATCH = 64
 BUILTIN_VAL_SEED = 1_000_003  # added to builtin_seed: validation images the VAE never trains on
@@ -70,7 +75,7 @@ class VAETask(Task):
 
     def _validation_images(self, data):
         """uint8 (N, C, H, W) validation images and where they come from."""
-        from ..data.source import load_training_images
+        from ...data.source import load_training_images
 
         c = self.config
         dc, lc = c.data, c.latent
@@ -84,35 +89,34 @@ class VAETask(Task):
             return val.images, f"built-in defect dataset, seed {fresh.builtin_seed} ({len(val.images)} images)"
         return data.images[: c.train.eval_num], "the training images (no val_data / --val given)"
 
-    def loss(self, net, x, labels, g, mine, global_batch, autocast) -> torch.Tensor:
+    def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
         lc = self.config.latent
-        f = lc.downsample
-        noise = torch.randn((global_batch, lc.latent_channels, x.shape[-2] // f, x.shape[-1] // f), generator=g)[mine].to(x.device)
-        with autocast():
-            recon, posterior = net(x, noise)
+        f, x = lc.downsample, batch.x
+        noise = rng.randn((lc.latent_channels, x.shape[-2] // f, x.shape[-1] // f), x.device)
+        recon, posterior = net(x, noise)
         diff = recon.float() - x.float()
         err = diff.pow(2) if lc.recon_loss == "mse" else diff.abs()
-        per_sample = err.flatten(1).mean(dim=1) + lc.kl_weight * posterior.kl() / x[0].numel()
-        return per_sample.mean()
+        rec, kl = err.flatten(1).mean(dim=1), posterior.kl()
+        return {"loss": rec + lc.kl_weight * kl / x[0].numel(), "recon": rec.detach(), "kl": kl.detach()}
 
     # -- evaluation and previews ----------------------------------------------------------------
     @torch.inference_mode()
-    def reconstruct(self, trainer, images: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, snapshot: Snapshot, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> EMA reconstructions from the posterior means, float in [-1, 1] (CPU)."""
-        vae = trainer.ema.shadow
+        vae = snapshot.net
         vae.eval()
         out = []
         for i in range(0, len(images), VAL_BATCH):
-            x = images[i : i + VAL_BATCH].to(trainer.device).float().div(127.5).sub(1.0)
-            with trainer.autocast():
+            x = images[i : i + VAL_BATCH].to(snapshot.device).float().div(127.5).sub(1.0)
+            with snapshot.autocast():
                 out.append(vae(x)[0].float().clamp(-1.0, 1.0).cpu())
         return torch.cat(out)
 
-    def evaluate(self, trainer, step: int, data) -> Dict[str, float]:
-        from ..metrics.image_quality import psnr, ssim
+    def evaluate(self, snapshot: Snapshot, step: int, data) -> Dict[str, float]:
+        from ...metrics.image_quality import psnr, ssim
 
         x = self.val_images.float().div(127.5).sub(1.0)
-        r = self.reconstruct(trainer, self.val_images)
+        r = self.reconstruct(snapshot, self.val_images)
         x01, r01 = (x + 1) / 2, (r + 1) / 2
         row = {
             "val_psnr": round(psnr(r01, x01, data_range=1.0).clamp(max=100.0).mean().item(), 4),
@@ -120,17 +124,17 @@ class VAETask(Task):
             "val_mse": round((r - x).pow(2).mean().item(), 6),
         }
         self.meta["vae"]["val"] = dict(row, step=step)
-        trainer.log.info(f"validation at step {step}: PSNR {row['val_psnr']:.2f} dB, SSIM {row['val_ssim']:.4f}, MSE {row['val_mse']:.5f}")
+        get_logger().info(f"validation at step {step}: PSNR {row['val_psnr']:.2f} dB, SSIM {row['val_ssim']:.4f}, MSE {row['val_mse']:.5f}")
         return row
 
-    def preview(self, trainer, step: int, data) -> Optional[Path]:
-        from ..data.io import make_grid, save_image, to_uint8
+    def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
+        from ...data.io import make_grid, save_image, to_uint8
 
         tc = self.config.train
         images = self.val_images[: tc.preview_num]
-        recon = to_uint8(self.reconstruct(trainer, images))
+        recon = to_uint8(self.reconstruct(snapshot, images))
         grid = make_grid(torch.cat([images.permute(0, 2, 3, 1), recon]).numpy(), nrow=len(images))
-        return save_image(grid, trainer.run_dir / "samples" / f"step_{step:07d}.{tc.image_format}")
+        return save_image(grid, snapshot.samples_dir / f"step_{step:07d}.{tc.image_format}")
 
     def describe(self) -> str:
         lc, dc = self.config.latent, self.config.data

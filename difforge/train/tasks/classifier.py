@@ -14,6 +14,9 @@ are comparable across steps. Columns ``acc_t0-249``, ..., ``acc`` go to metrics.
 and the model file (``meta["classifier"]["accuracy"]``). Accuracy falls with t: near T the
 image is almost pure noise and the best possible accuracy is the class prior.
 
+Per-sample training terms (metrics.csv columns): ``loss`` (the cross-entropy) and ``train_acc``
+(1 where the arg-max class is right, on the noised training batch).
+
 Previews: rows of the held-out images noised to the middle of each quarter (how much the
 classifier has to go on).
 """
@@ -27,11 +30,14 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from ..diffusion.schedule import Schedule, q_sample
-from ..errors import ConfigError
-from ..models import registry
-from .task import Task
+from ...config import ModelConfig
+from ...diffusion.schedule import Schedule, q_sample
+from ...errors import ConfigError
+from ...models import registry
+from ..batches import Batch
+from ..logging import MetricsCSV, get_logger
+from ..rng import StepRNG
+from .base import Snapshot, Task
 
 BUCKETS = 4
 EVAL_BATCH = 128
@@ -60,7 +66,7 @@ class ClassifierTask(Task):
         c = self.config
         if c.model.network == ModelConfig.network:  # the diffusion default: this task's default is a classifier
             c.model.network = DEFAULT_NETWORK
-        from ..models.classifier import PRESETS
+        from ...models.classifier import PRESETS
 
         if c.model.network not in PRESETS:
             raise ConfigError(f"task classifier trains a noisy classifier: network must be one of {', '.join(PRESETS)}, got {c.model.network!r}")
@@ -94,7 +100,7 @@ class ClassifierTask(Task):
 
     def _validation_set(self, data):
         """uint8 (N, C, H, W) held-out images, their labels, and where they come from."""
-        from ..data.source import load_training_images
+        from ...data.source import load_training_images
 
         dc, tc = self.config.data, self.config.train
         if dc.data is None:
@@ -106,14 +112,14 @@ class ClassifierTask(Task):
         idx = torch.randperm(len(data.images), generator=g)[: tc.eval_num]
         return data.images[idx], data.labels[idx], f"{len(idx)} of the training images (no held-out set for a folder)"
 
-    def loss(self, net, x, labels, g, mine, global_batch, autocast) -> torch.Tensor:
-        t = torch.randint(0, self.schedule.num_steps, (global_batch,), generator=g)[mine].to(x.device)
-        noise = torch.randn((global_batch, *x.shape[1:]), generator=g)[mine].to(x.device)
-        y = labels[mine].to(x.device)
+    def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
+        x = batch.x
+        t = rng.randint(0, self.schedule.num_steps, device=x.device)
+        noise = rng.randn(x.shape[1:], x.device)
+        y = rng.local(batch.labels, x.device)
         x_t = q_sample(self.schedule, x, t, noise)
-        with autocast():
-            logits = net(x_t, t)
-        return F.cross_entropy(logits.float(), y)
+        logits = net(x_t, t).float()
+        return {"loss": F.cross_entropy(logits, y, reduction="none"), "train_acc": (logits.detach().argmax(1) == y).float()}
 
     # -- evaluation and previews ----------------------------------------------------------------
     def _noised(self, images: torch.Tensor, bucket: int, device) -> tuple:
@@ -144,22 +150,21 @@ class ClassifierTask(Task):
         row["val_loss"] = round(sum(losses) / (len(self.val_images) * BUCKETS), 5)
         return row
 
-    def evaluate(self, trainer, step: int, data) -> Dict[str, float]:
-        row = self.accuracy_by_noise(trainer.ema.shadow, trainer.device, trainer.autocast)
+    def evaluate(self, snapshot: Snapshot, step: int, data) -> Dict[str, float]:
+        row = self.accuracy_by_noise(snapshot.net, snapshot.device, snapshot.autocast)
         self._last_eval_step = step
         self.meta["classifier"]["accuracy"] = dict(row, step=step)
-        trainer.log.info(f"accuracy by noise level at step {step}: " + ", ".join(f"{k[4:] or 'all'} {v:.1%}" for k, v in row.items() if k.startswith("acc")))
+        get_logger().info(f"accuracy by noise level at step {step}: " + ", ".join(f"{k[4:] or 'all'} {v:.1%}" for k, v in row.items() if k.startswith("acc")))
         return row
 
-    def preview(self, trainer, step: int, data) -> Optional[Path]:
+    def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
         """Held-out images noised to the middle of each quarter of t (one row each). A preview at a
         step not just evaluated (the end of a run) also evaluates: log and metrics.csv."""
-        from ..data.io import make_grid, save_image, to_uint8
-        from .logging import MetricsCSV
+        from ...data.io import make_grid, save_image, to_uint8
 
         if step != self._last_eval_step:
-            row = self.evaluate(trainer, step, data)
-            MetricsCSV(trainer.run_dir / "metrics.csv").log({"step": step, **row})
+            row = self.evaluate(snapshot, step, data)
+            MetricsCSV(snapshot.run_dir / "metrics.csv").log({"step": step, **row})
         tc = self.config.train
         images = self.val_images[: tc.preview_num].float().div(127.5).sub(1.0)
         e = bucket_edges(self.schedule.num_steps)
@@ -169,7 +174,7 @@ class ClassifierTask(Task):
             noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(EVAL_SEED))
             rows.append(to_uint8(q_sample(self.schedule, images, t, noise)))
         grid = make_grid(torch.cat(rows).numpy(), nrow=len(images))
-        return save_image(grid, trainer.run_dir / "samples" / f"step_{step:07d}.{tc.image_format}")
+        return save_image(grid, snapshot.samples_dir / f"step_{step:07d}.{tc.image_format}")
 
     def describe(self) -> str:
         fc = self.config.diffusion

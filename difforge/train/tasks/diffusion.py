@@ -1,0 +1,153 @@
+"""DDPM training as a :class:`~difforge.train.tasks.base.Task`: x_t = q_sample(x0, t, noise) and
+the configured objective (:mod:`difforge.diffusion.objective`) on the network.
+
+Per-sample terms (metrics.csv columns): ``loss`` (the objective's loss times the timestep
+sampler's importance weights), the regression term under its loss name (``mse``, ``l1`` or
+``huber``) and ``vb`` (bits/dim) when the objective has the VLB. Previews and evaluation sample
+the EMA weights through :class:`difforge.pipeline.Pipeline`, as ``difforge sample`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+from ...diffusion.objective import Objective, drop_labels
+from ...diffusion.schedule import Schedule
+from ...diffusion.timestep_samplers import make_timestep_sampler
+from ...errors import ConfigError
+from ...models import registry
+from ...pipeline import Pipeline, SampleConfig
+from ..batches import Batch
+from ..distributed import all_gather_cat
+from ..logging import get_logger
+from ..rng import StepRNG
+from .base import Snapshot, Task
+
+
+class DiffusionTask(Task):
+    """DDPM training: x_t = q_sample(x0, t, noise) and the configured objective on the network."""
+
+    name = "diffusion"
+
+    def check_data(self, data) -> None:
+        if data.num_classes == 1:
+            raise ConfigError("a conditional model needs at least two classes; add class folders or use --no-conditional")
+
+    def build(self, data, device: torch.device) -> torch.nn.Module:
+        c = self.config
+        dc, mc, fc = c.data, c.model, c.diffusion
+        options = dict(mc.network_options)
+        options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
+        self.latents = None
+        if c.latent.latent:  # the network sees the VAE's scaled latents (difforge/latent.py)
+            from ...latent import LatentTraining
+
+            self.latents = LatentTraining.prepare(c, data, device, main=self.dist.is_main, log=get_logger())
+            options = self.latents.network_options(mc.network, options, mc.network_options, log=get_logger())
+        else:
+            registry.check_image_size(mc.network, options, dc.image_size)
+        net = registry.build(mc.network, **options).to(device)
+        self.num_classes = data.num_classes
+        self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
+        self.objective = Objective.from_config(self.schedule, fc, learn_sigma=mc.learn_sigma)
+        self.timestep_sampler = make_timestep_sampler(fc.schedule_sampler, fc.diffusion_steps)
+        self.meta = {
+            "kind": "diffusion",
+            "network": {"name": mc.network, "config": net.config},
+            "diffusion": dict(dataclasses.asdict(fc), learn_sigma=mc.learn_sigma),  # every resolved setting
+            "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": data.class_names},
+        }
+        if self.latents is not None:  # data.image_size stays in pixels; this links the VAE
+            self.meta["latent"] = self.latents.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")
+        return net
+
+    def inputs(self, data, idx, flip, device):
+        """Pixels in [-1, 1]; for a latent run the cached posterior (mean, std) stacked on channels."""
+        if self.latents is None:
+            return super().inputs(data, idx, flip, device)
+        return self.latents.inputs(idx, flip, device)
+
+    def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
+        fc = self.config.diffusion
+        x = batch.x
+        if self.latents is not None:  # a fresh posterior sample s * z per step
+            x = self.latents.sample(x, rng.generator, rng.mine, rng.global_batch)
+        y = None
+        if batch.labels is not None:
+            y = rng.local(drop_labels(batch.labels, fc.label_dropout, self.num_classes, rng.generator), x.device)
+        t_all, w_all = self.timestep_sampler.sample(rng.global_batch, rng.generator)
+        t, weights = rng.local(t_all, x.device), rng.local(w_all, x.device)
+        noise = rng.randn(x.shape[1:], x.device)
+        terms = self.objective(net, x, t, noise, y)
+        # the importance sampler learns from every rank's unweighted losses (float64 on the CPU)
+        per_sample = all_gather_cat(terms["loss"].detach().float(), self.dist)
+        self.timestep_sampler.update(all_gather_cat(t, self.dist), per_sample)
+        return dict(terms, loss=terms["loss"] * weights)
+
+    def state_tensors(self) -> Dict[str, torch.Tensor]:
+        return {f"timestep_sampler/{k}": v for k, v in self.timestep_sampler.state_dict().items()}
+
+    def load_state_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
+        prefix = "timestep_sampler/"
+        self.timestep_sampler.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+    def describe(self) -> str:
+        c = self.config
+        text = (f"{c.diffusion.noise_schedule} schedule, T={c.diffusion.diffusion_steps}, "
+                f"target {c.diffusion.target}, loss {c.diffusion.loss}")
+        if self.latents is not None:
+            ch, h, w = self.latents.shape
+            text += (f"; latent {ch}x{h}x{w} of the VAE {self.latents.codec.path} "
+                     f"(scale factor {self.latents.codec.scale_factor:.4g})")
+        return text
+
+    # -- sampling from the EMA network (through the Pipeline, as `difforge sample` does) ----------
+    def pipeline(self, snapshot: Snapshot) -> Pipeline:
+        """The EMA network of ``snapshot`` as a :class:`~difforge.pipeline.Pipeline` (a latent run decodes with its VAE)."""
+        codec = self.latents.codec if self.latents is not None else None
+        return Pipeline(snapshot.net, snapshot.meta, snapshot.device, snapshot.precision, source="", codec=codec)
+
+    def sample(self, snapshot: Snapshot, seeds, labels, batch_size: int) -> torch.Tensor:
+        """EMA samples as floats in [-1, 1], (N, C, H, W) on the CPU (CFG 3 for conditional models)."""
+        tc = self.config.train
+        config = SampleConfig(sampler=tc.preview_sampler, steps=tc.preview_steps, cfg=3.0, batch_size=batch_size)
+        return self.pipeline(snapshot).sample(list(seeds), labels, config)
+
+    def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
+        from ...data.io import make_grid, save_image, to_uint8
+
+        tc = self.config.train
+        n = tc.preview_num
+        labels = None
+        if self.num_classes:
+            labels = (torch.arange(n) % self.num_classes).sort(stable=True).values
+        x = self.sample(snapshot, range(n), labels, max(n, 1))
+        nrow = n // self.num_classes if self.num_classes and n % self.num_classes == 0 else None
+        path = snapshot.samples_dir / f"step_{step:07d}.{tc.image_format}"
+        save_image(make_grid(to_uint8(x).numpy(), nrow=nrow), path)
+        return path
+
+    def evaluate(self, snapshot: Snapshot, step: int, data) -> Dict[str, float]:
+        """FID/KID (or other metrics) of ``eval_num`` EMA samples against the real images."""
+        from ...data.io import to_uint8
+        from ...metrics import evaluate, load_extractor
+
+        tc = self.config.train
+        if getattr(self, "_extractor", None) is None:
+            self._extractor = load_extractor(tc.eval_features, device=snapshot.device)
+        real = tc.eval_real or data.images.permute(0, 2, 3, 1).numpy()
+        labels = torch.arange(tc.eval_num) % self.num_classes if self.num_classes else None
+        t0 = time.perf_counter()
+        x = self.sample(snapshot, range(10**6, 10**6 + tc.eval_num), labels, 64)
+        result = evaluate(real, to_uint8(x).numpy(), tc.eval_metrics, self._extractor)
+        row = {k: round(float(v), 5) for k, v in result.items() if isinstance(v, (int, float)) and k not in ("num_real", "num_fake")}
+        get_logger().info(f"eval at step {step} ({time.perf_counter() - t0:.0f} s): " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        return row
+
+
+__all__ = ["DiffusionTask"]
