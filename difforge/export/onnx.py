@@ -33,12 +33,8 @@ import torch
 
 from ..atomic import atomic_write
 from ..errors import CheckpointError, ConfigError, UserError
+from ..modelfile import load_model_file, load_weights_into
 from ..models import registry
-
-try:  # TEMP until difforge/modelfile.py lands; then only the first import stays
-    from ..modelfile import load_model_file, load_weights_into
-except ImportError:  # pragma: no cover
-    from ..train.checkpoint import load_model_file, load_weights_into
 
 OPSET = 17
 EXTRA = "pip install 'difforge[onnx]'"

@@ -22,10 +22,7 @@ import yaml
 
 from ..errors import CheckpointError
 
-try:  # TEMP until difforge/modelfile.py lands; then only the first import stays
-    from ..modelfile import read_metadata
-except ImportError:  # pragma: no cover
-    from ..train.checkpoint import read_metadata
+from ..modelfile import read_metadata
 
 MODEL_FILE = Path("checkpoints") / "ema.safetensors"
 STATE_FILE = Path("checkpoints") / "state.safetensors"

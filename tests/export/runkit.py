@@ -2,14 +2,10 @@
 
 import torch
 
+from difforge.modelfile import save_model_file
 from difforge.models import registry
 from tests.conftest import tiny_overrides
 from tests.models.netkit import perturb
-
-try:
-    from difforge.modelfile import save_model_file
-except ImportError:  # TEMP until difforge/modelfile.py lands
-    from difforge.train.checkpoint import save_model_file
 
 # tiny options per network family (as tests/models/test_contract.py), at 16 px
 FAMILIES = {
