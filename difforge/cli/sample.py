@@ -68,6 +68,9 @@ def add_parser(sub) -> None:
         p.add_argument("--trajectory-frames", type=int, default=10, help="steps shown by --trajectory (default 10)")
         p.add_argument("--gif", action="store_true", help="also write trajectory.gif, x_t over predicted x0 step by step (implies --trajectory)")
         add_sampling_flags(p)
+        p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                       help="run the network with torch or ONNX Runtime (onnx: needs difforge[onnx] and `difforge export-onnx`)")
+        p.add_argument("--onnx", default=None, metavar="FILE", help="sample through this ONNX file (implies --backend onnx; default: MODEL_FILE with .onnx)")
         seedtools.add_flags(p)
         p.set_defaults(func=run)
 
@@ -148,7 +151,7 @@ def run(args) -> int:
     if str(model).endswith((".pt", ".pth", ".ckpt")):
         raise UserError(f"{model} is a PyTorch checkpoint of another tool; convert it first: "
                         f"difforge convert {model} --from iddm|openai-adm|dit OUT.safetensors")
-    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae)
+    pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae, backend=args.backend, onnx=args.onnx)
     seedtools.check_model(args, pipe.meta, str(model))
     out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
     if args.out_name:

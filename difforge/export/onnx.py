@@ -33,13 +33,15 @@ import torch
 
 from ..atomic import atomic_write
 from ..errors import CheckpointError, ConfigError, UserError
-from ..modelfile import load_model_file, load_weights_into
+from ..modelfile import file_sha256, load_model_file, load_weights_into
 from ..models import registry
 
 OPSET = 17
 EXTRA = "pip install 'difforge[onnx]'"
 META_KEY = "difforge"
 PARAMS_KEY = "difforge_parameters"
+SOURCE_KEY = "difforge_source_sha256"  # the model file the graph was exported from
+BACKENDS = ("torch", "onnx")
 EXPORTABLE_KINDS = ("diffusion", "classifier")
 
 
@@ -122,7 +124,8 @@ def export_onnx(model_file, out, *, opset: int = OPSET, check: Optional[bool] = 
     with atomic_write(out) as tmp:
         _trace_to(net, args, names, tmp, opset)
         model = onnx.load(str(tmp))
-        for key, value in ((META_KEY, json.dumps(meta)), (PARAMS_KEY, str(sum(p.numel() for p in net.parameters())))):
+        props = {META_KEY: json.dumps(meta), PARAMS_KEY: str(sum(p.numel() for p in net.parameters())), SOURCE_KEY: file_sha256(model_file)}
+        for key, value in props.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         model.producer_name = "difforge"
@@ -184,6 +187,7 @@ class OnnxNet:
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta: Dict[str, Any] = json.loads(props.get(META_KEY, "{}"))
         self.num_parameters = int(props.get(PARAMS_KEY, 0))
+        self.source_sha256 = props.get(SOURCE_KEY)
         config = self.meta.get("network", {}).get("config", {})
         self.num_classes = int(config.get("num_classes", 0) or 0) if "y" in self.input_names else 0
         self.in_channels = config.get("in_channels")
@@ -226,4 +230,20 @@ class OnnxNet:
         return f"OnnxNet({str(self.path)!r}, inputs={self.input_names})"
 
 
-__all__ = ["ExportResult", "OnnxNet", "compare", "export_onnx", "load_network", "onnx_available", "require", "OPSET", "EXTRA"]
+def onnx_backend(model_file, backend: str = "onnx", onnx_file=None, threads: Optional[int] = None) -> OnnxNet:
+    """The network of ``model_file`` run by ONNX Runtime from ``onnx_file`` (default: the model
+    file's name with ``.onnx``), refused when that graph was exported from another file. Giving
+    ``onnx_file`` chooses this backend by itself."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    path = Path(onnx_file) if onnx_file else Path(model_file).with_suffix(".onnx")
+    if not path.is_file():
+        raise UserError(f"ONNX file {path} does not exist; make it with: difforge export-onnx {model_file} {path}")
+    net = OnnxNet(path, threads=threads or torch.get_num_threads())
+    if net.source_sha256 and net.source_sha256 != file_sha256(model_file):
+        raise UserError(f"{path} was exported from another model file than {model_file} (or an older version of it); "
+                        f"export again: difforge export-onnx {model_file} {path}")
+    return net
+
+
+__all__ = ["ExportResult", "OnnxNet", "onnx_backend", "compare", "export_onnx", "load_network", "onnx_available", "require", "OPSET", "EXTRA"]

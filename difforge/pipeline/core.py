@@ -68,9 +68,11 @@ class Pipeline:
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path, device: str = "auto", precision: Optional[str] = None, vae=None) -> "Pipeline":
+    def from_checkpoint(cls, path, device: str = "auto", precision: Optional[str] = None, vae=None,
+                        backend: str = "torch", onnx=None) -> "Pipeline":
         """Load a model file. A latent model finds its VAE by itself (see :func:`difforge.codec.load_codec`);
-        ``vae`` gives the VAE file's new place when it moved."""
+        ``vae`` gives the VAE file's new place when it moved. ``backend="onnx"`` runs the network with
+        ONNX Runtime from ``onnx`` (default: the model file's name with .onnx; :mod:`difforge.export.onnx`)."""
         tensors, meta = load_model_file(path)
         kind = meta.get("kind", "diffusion")
         if kind != "diffusion":
@@ -93,6 +95,10 @@ class Pipeline:
             codec = load_codec(meta["latent"], path, override=vae, device=dev)
         elif vae is not None:
             raise UserError(f"{path} is a pixel-space model; --vae applies to latent models only")
+        if backend != "torch" or onnx is not None:
+            from ..export.onnx import onnx_backend
+
+            net, prec = onnx_backend(path, backend, onnx), "fp32"
         return cls(net.to(dev), meta, dev, prec, source=str(path), codec=codec)
 
     # -- latent models: the sampler's space vs pixels -------------------------------------------

@@ -87,3 +87,27 @@ def test_cli_export_prints_the_check(tmp_path, capsys):
     assert main(["export-onnx", str(model), str(tmp_path / "n.onnx"), "--no-check"]) == 0
     assert "check:" not in capsys.readouterr().out
     assert main(["export-onnx", str(model), str(tmp_path / "bad.txt")]) == 2
+
+
+def test_pipeline_and_sample_cli_on_the_onnx_backend(tmp_path, capsys):
+    from difforge.pipeline import Pipeline
+
+    model, _ = tiny_model_file(tmp_path / "m.safetensors", "unet", num_classes=3)
+    with pytest.raises(UserError, match="export-onnx"):
+        Pipeline.from_checkpoint(model, device="cpu", backend="onnx")  # no m.onnx yet: says how to make it
+    export_onnx(model, tmp_path / "m.onnx", check=False)  # the default place: beside the model file
+    opts = dict(num=4, class_label="all", sampler="ddim", steps=4, cfg=2.0, seed=3)
+    ref = Pipeline.from_checkpoint(model, device="cpu", precision="fp32").generate(**opts)
+    pipe = Pipeline.from_checkpoint(model, device="cpu", backend="onnx")
+    assert isinstance(pipe.net, OnnxNet) and pipe.describe()["parameters"] > 0
+    got = pipe.generate(**opts)
+    assert got.images.shape == ref.images.shape == (12, 16, 16, 3)
+    assert (got.images.int() - ref.images.int()).abs().max() <= 1  # uint8 rounding of ~1e-6 differences
+    # an ONNX file from another model file is refused
+    other, _ = tiny_model_file(tmp_path / "o.safetensors", "dit", num_classes=3)
+    export_onnx(other, tmp_path / "o.onnx", check=False)
+    with pytest.raises(UserError, match="another model file"):
+        Pipeline.from_checkpoint(model, device="cpu", onnx=tmp_path / "o.onnx")
+    out = tmp_path / "samples"
+    assert main(["sample", str(model), "--backend", "onnx", "--num", "2", "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    assert len(list(out.glob("*.png"))) == 2
