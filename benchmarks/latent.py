@@ -56,10 +56,10 @@ def main():
     from objectives import cnn_features
 
     from difforge.data.builtin import generate_arrays
-    from difforge.latent import load_vae
+    from difforge.codec import load_vae
     from difforge.metrics.fid import fid_from_features
     from difforge.pipeline import Pipeline
-    from difforge.train.checkpoint import read_metadata
+    from difforge.modelfile import read_metadata
     from difforge.train.trainer import Trainer
 
     size = args.image_size

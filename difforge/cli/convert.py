@@ -80,7 +80,7 @@ def _class_names(text):
 
 def run(args) -> int:
     from ..models import convert as conv
-    from ..train.checkpoint import save_model_file
+    from ..modelfile import save_model_file
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

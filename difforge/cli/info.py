@@ -49,7 +49,7 @@ def run(args) -> int:
     if not args.model:
         raise UserError("give a model file, or --network NAME (see --networks)")
     from ..pipeline import Pipeline
-    from ..train.checkpoint import read_metadata
+    from ..modelfile import read_metadata
 
     if read_metadata(args.model).get("kind") == "vae":
         _print(_describe_vae(args.model), args.json)
@@ -59,7 +59,7 @@ def run(args) -> int:
 
 
 def _describe_vae(path) -> dict:
-    from ..latent import load_vae
+    from ..codec import load_vae
 
     vae, meta = load_vae(path)
     size = int(meta["data"]["image_size"])

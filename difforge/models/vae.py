@@ -14,14 +14,14 @@ Layout, with ``levels = log2(f) + 1`` and width ``base_channels * channel_mult[i
              -> GN, act, conv -> in_channels
 
 Attention (one ``scaled_dot_product_attention``) runs only at the lowest resolution, where it
-costs (H/f * W/f)^2 per head. A VAE is not a denoiser (no ``t``, no ``y``), so it is not in
-``models.registry``: :func:`build_vae` rebuilds one from ``(vae.arch, vae.config)`` as stored in
-its model file, and ``difforge info --networks`` keeps listing denoising networks only.
+costs (H/f * W/f)^2 per head. A VAE is not a denoiser (no ``t``, no ``y``): it is registered in
+``models.registry`` with ``kind="autoencoder"``, so ``registry.build(vae.arch, **vae.config)``
+rebuilds one as stored in its model file, while ``registry.available()`` and
+``difforge info --networks`` keep listing the ``net(x, t, y)`` networks only.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import ConfigError
 from .unet import Downsample, Upsample  # the same stride-2 conv / nearest x2 + conv as the UNet
 from .layers import Attention2d, check_bool, check_float, check_int, check_ints, group_norm, make_act
+from . import registry
 
 _NET = "vae"
 LOGVAR_RANGE = (-30.0, 20.0)  # as LDM: keeps exp(logvar) finite in fp32
@@ -94,6 +95,7 @@ def default_channel_mult(downsample: int) -> List[int]:
     return [min(2**i, 4) for i in range(levels)]
 
 
+@registry.register(_NET, kind="autoencoder")
 class AutoencoderKL(nn.Module):
     """Convolutional VAE (see the module docstring).
 
@@ -212,20 +214,14 @@ class AutoencoderKL(nn.Module):
         return self.decode(z), posterior
 
 
-VAE_ARCHS = {_NET: AutoencoderKL}
+VAE_ARCHS = {_NET: AutoencoderKL}  # the autoencoders of registry.available("autoencoder")
 
 
 def build_vae(name: str = _NET, **config: Any) -> AutoencoderKL:
-    """Rebuild a VAE from the ``(arch, config)`` a model file stores; ConfigError on bad names/options."""
-    try:
-        klass = VAE_ARCHS[name]
-    except KeyError:
-        raise ConfigError(f"unknown autoencoder {name!r}; choose one of {', '.join(VAE_ARCHS)}") from None
-    params = [k for k in inspect.signature(klass).parameters]
-    unknown = sorted(set(config) - set(params))
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r} for autoencoder {name!r}; valid options: {', '.join(params)}")
-    return klass(**config)
+    """``registry.build`` for autoencoders only: ConfigError on a name that is not one, or bad options."""
+    if registry.kind_of(name) != "autoencoder":
+        raise ConfigError(f"unknown autoencoder {name!r}; choose one of {', '.join(registry.available('autoencoder'))}")
+    return registry.build(name, **config)
 
 
 __all__ = ["AutoencoderKL", "DiagonalGaussian", "VAE_ARCHS", "build_vae", "default_channel_mult"]

@@ -31,7 +31,7 @@ from ..diffusion.schedule import Schedule
 from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError
 from ..models import registry
-from ..train.checkpoint import load_model_file, load_weights_into  # TEMP until modelfile lands
+from ..modelfile import load_model_file, load_weights_into
 from ..runtime import autocast_factory, resolve_device, resolve_precision
 from .config import SampleConfig, check_sampler_options
 from .results import Generated
@@ -90,7 +90,7 @@ class Pipeline:
             prec = "fp32"
         codec = None
         if meta.get("latent"):
-            from ..latent import load_codec  # TEMP
+            from ..codec import load_codec
 
             codec = load_codec(meta["latent"], path, override=vae, device=dev)
         elif vae is not None:

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, UserError
 
 def load_classifier(path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """A noisy classifier file -> (network in eval mode without gradients on ``device``, its metadata)."""
-    from ..train.checkpoint import load_model_file, load_weights_into  # TEMP
+    from ..modelfile import load_model_file, load_weights_into
     from ..models import registry
 
     tensors, meta = load_model_file(path)

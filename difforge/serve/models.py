@@ -75,7 +75,7 @@ def find_model_files(files: Iterable[str] = (), models_dir: Optional[str] = None
 
 def _is_model_file(path: Path) -> bool:
     """A difforge model file (not a training state, not someone else's safetensors): reads the header only."""
-    from ..train.checkpoint import MODEL_FORMAT, read_metadata
+    from ..modelfile import MODEL_FORMAT, read_metadata
 
     try:
         return read_metadata(path).get("format") == MODEL_FORMAT

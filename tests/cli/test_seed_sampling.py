@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from difforge.cli.main import main
-from difforge.train.checkpoint import read_metadata  # TEMP
+from difforge.modelfile import read_metadata
 
 
 def _run(argv, capsys):

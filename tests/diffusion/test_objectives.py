@@ -217,7 +217,7 @@ def test_resume_with_loss_second_moment_is_exact(tmp_path):
     """Interrupt a hybrid run with importance sampling after its warm-up, resume: same run, bit for bit."""
     from safetensors.torch import load_file
 
-    from difforge.train.checkpoint import read_metadata
+    from difforge.modelfile import read_metadata
     from difforge.train.trainer import Trainer
     from tests.conftest import tiny_overrides
 

@@ -17,7 +17,7 @@ from difforge.models.cspdarkunet import CSPDarkUNet
 from difforge.models.dit import DiT
 from difforge.models.unet import UNet
 from difforge.models import registry
-from difforge.train.checkpoint import load_model_file, load_weights_into, save_model_file
+from difforge.modelfile import load_model_file, load_weights_into, save_model_file
 from tests.models.netkit import inputs, perturb
 
 # (class, tiny options, options that depend on the image size); the per-family details of the

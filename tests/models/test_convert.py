@@ -19,7 +19,7 @@ from difforge.models.convert import (
     export_openai_adm, load_torch_state_dict, options_from_config,
 )
 from difforge.pipeline import Pipeline
-from difforge.train.checkpoint import read_metadata
+from difforge.modelfile import read_metadata
 
 
 @pytest.fixture(autouse=True)

@@ -79,3 +79,14 @@ def test_build_gives_fresh_weights_per_seed():
     torch.manual_seed(0)
     b = registry.build("unet-tiny", image_size=16)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_default_levels_adapt_to_the_latent():
+    base = {"image_size": 8, "in_channels": 4, "num_classes": 0, "learn_sigma": False}
+    assert registry.fit_levels("unet", base, {})["channel_mult"] == [1, 2]  # 8 -> 4: levels stop at 4x4
+    assert registry.fit_levels("unet", dict(base, image_size=16), {})["channel_mult"] == [1, 2, 2]
+    assert registry.fit_levels("adm", base, {})["channel_mult"] == [1, 2]
+    assert registry.fit_levels("unet", dict(base, image_size=32), {}) is not None
+    assert "channel_mult" not in registry.fit_levels("dit", base, {})
+    mine = dict(base, channel_mult=[1, 2, 2, 2])
+    assert registry.fit_levels("unet", mine, {"channel_mult": [1, 2, 2, 2]}) is mine

@@ -75,6 +75,16 @@ def test_vae_is_not_a_denoising_network():
     assert not any(name.startswith("vae") for name in registry.available())
 
 
+def test_vae_is_built_through_the_registry():
+    assert registry.available("autoencoder") == ["vae"] and registry.kind_of("vae") == "autoencoder"
+    vae = registry.build("vae", latent_channels=8, downsample=4, **TINY)
+    assert isinstance(vae, AutoencoderKL) and registry.build(vae.arch, **vae.config).config == vae.config
+    with pytest.raises(ConfigError, match="unknown option 'image_size' for autoencoder 'vae'"):
+        registry.build("vae", image_size=32)
+    with pytest.raises(ConfigError, match="unknown autoencoder 'unet'"):
+        build_vae("unet")
+
+
 def test_short_training_lowers_reconstruction_error():
     from difforge.data.builtin import generate_arrays
 

@@ -12,7 +12,7 @@ from difforge.cli.main import main as cli
 from difforge.config import Config
 from difforge.errors import CheckpointError, ConfigError, UserError
 from difforge.pipeline import Pipeline
-from difforge.train.checkpoint import read_metadata
+from difforge.modelfile import read_metadata
 from difforge.train.batches import Batch
 from difforge.train.rng import StepRNG
 from difforge.train.tasks.classifier import ClassifierTask, bucket_edges, bucket_names

@@ -7,9 +7,9 @@ from torch.distributions import Normal, kl_divergence
 
 from difforge.config import Config
 from difforge.errors import ConfigError
-from difforge.latent import load_vae
+from difforge.codec import load_vae
 from difforge.models.vae import AutoencoderKL
-from difforge.train.checkpoint import read_metadata
+from difforge.modelfile import read_metadata
 from difforge.train.distributed import DistInfo
 from difforge.train.trainer import Trainer
 from difforge.train.batches import Batch

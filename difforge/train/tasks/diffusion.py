@@ -45,7 +45,7 @@ class DiffusionTask(Task):
         options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
         self.latents = None
         if c.latent.latent:  # the network sees the VAE's scaled latents (difforge/latent.py)
-            from ...latent import LatentTraining
+            from ..latent_data import LatentTraining
 
             self.latents = LatentTraining.prepare(c, data, device, main=self.dist.is_main, log=get_logger())
             options = self.latents.network_options(mc.network, options, mc.network_options, log=get_logger())

@@ -1,13 +1,11 @@
-import shutil
-
 import pytest
 import torch
 
-from difforge.errors import CheckpointError, ConfigError
-from difforge.latent import encode_images, fit_levels, scale_factor
+from difforge.errors import ConfigError
+from difforge.modelfile import read_metadata
 from difforge.models.vae import AutoencoderKL
 from difforge.pipeline import Pipeline
-from difforge.train.checkpoint import read_metadata
+from difforge.train.latent_data import encode_images, scale_factor
 from difforge.train.trainer import Trainer
 from tests.conftest import tiny_overrides
 from tests.train.test_vae_task import vae_overrides
@@ -70,7 +68,7 @@ def test_hflip_encodes_each_mirror_image_once(tmp_path, vae_file, count_encoded)
 
 
 def test_mirror_view_is_the_encoding_of_the_flipped_image(vae_file):
-    from difforge.latent import load_vae
+    from difforge.codec import load_vae
 
     vae, _ = load_vae(vae_file)
     images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
@@ -100,17 +98,6 @@ def test_latent_training_with_adm_and_dit(tmp_path, vae_file, network, options):
     assert out.images.shape == (2, 16, 16, 3)
 
 
-def test_default_levels_adapt_to_the_latent():
-    base = {"image_size": 8, "in_channels": 4, "num_classes": 0, "learn_sigma": False}
-    assert fit_levels("unet", base, {})["channel_mult"] == [1, 2]  # 8 -> 4: levels stop at 4x4
-    assert fit_levels("unet", dict(base, image_size=16), {})["channel_mult"] == [1, 2, 2]
-    assert fit_levels("adm", base, {})["channel_mult"] == [1, 2]
-    assert fit_levels("unet", dict(base, image_size=32), {}) is not None
-    assert "channel_mult" not in fit_levels("dit", base, {})
-    mine = dict(base, channel_mult=[1, 2, 2, 2])
-    assert fit_levels("unet", mine, {"channel_mult": [1, 2, 2, 2]}) is mine
-
-
 def test_latent_size_errors_name_pixel_sizes(tmp_path, vae_file):
     with pytest.raises(ConfigError, match="image size 24 px with the 4x VAE gives a 6x6 latent.*sizes that work: 16 or 32 px"):
         Trainer(progress=False, **latent_overrides(tmp_path, vae_file, image_size=24, network="dit",
@@ -121,24 +108,6 @@ def test_latent_size_errors_name_pixel_sizes(tmp_path, vae_file):
         Trainer(progress=False, **latent_overrides(tmp_path, vae_file, channels=1)).fit()
     with pytest.raises(ConfigError, match="does not exist"):
         Trainer(progress=False, **latent_overrides(tmp_path, tmp_path / "nope.safetensors")).fit()
-
-
-def test_moved_or_changed_vae(tmp_path, vae_file):
-    vae_copy = tmp_path / "vae.safetensors"
-    shutil.copy(vae_file, vae_copy)
-    result = Trainer(progress=False, **latent_overrides(tmp_path, vae_copy, max_steps=1)).fit()
-    moved = tmp_path / "elsewhere.safetensors"
-    vae_copy.rename(moved)
-    with pytest.raises(CheckpointError, match=f"VAE {vae_copy} is not there any more.*--vae FILE"):
-        Pipeline.from_checkpoint(result.model_file, device="cpu")
-    pipe = Pipeline.from_checkpoint(result.model_file, device="cpu", vae=moved)
-    assert pipe.generate(num=1, steps=2).images.shape == (1, 16, 16, 3)
-    other = vae_file.parent / "last.safetensors"  # another VAE (the raw weights): another hash
-    shutil.copy(other, vae_copy)
-    with pytest.raises(CheckpointError, match="is not the VAE .* trained with"):
-        Pipeline.from_checkpoint(result.model_file, device="cpu")
-    with pytest.raises(CheckpointError, match="not a VAE"):
-        Pipeline.from_checkpoint(result.model_file, device="cpu", vae=result.model_file)
 
 
 def test_cli_train_vae_then_latent_diffusion_with_iddm_flags(tmp_path):
