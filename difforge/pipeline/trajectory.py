@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..diffusion.schedule import Schedule
-from ..diffusion.timesteps import alpha_bars
+from ..diffusion.schedule import alpha_bars, vp_coefs
 from ..errors import UserError
 from .config import SampleConfig
 from .results import Generated, Trajectory
@@ -31,7 +31,7 @@ def trajectory_steps(schedule: Schedule, timesteps: Sequence[float], frames: int
         return list(range(n))
     if frames == 1:
         return [n - 1]
-    phi = [math.acos(min(1.0, math.sqrt(a))) for a in alpha_bars(schedule, timesteps, check=False)]
+    phi = [math.acos(min(1.0, vp_coefs(a)[0])) for a in alpha_bars(schedule, timesteps, check=False)]
     picks: List[int] = []
     for j in range(frames):
         target = phi[0] + (phi[-1] - phi[0]) * j / (frames - 1)
