@@ -4,6 +4,16 @@ Samplers talk only to a denoiser, never to a network, so a sampler is independen
 prediction target (eps / x0 / v), of classifier-free guidance and of x0 clipping. Guidance of
 other kinds (a classifier, a second unconditional model) wraps a denoiser and returns the same
 :class:`Prediction`.
+
+This is also the one place where eps, x0 and v are converted into each other. With
+a = sqrt(ab_t) and s = sqrt(1 - ab_t) (so a^2 + s^2 = 1; :func:`~difforge.diffusion.schedule.vp_coefs`)
+and x_t = a x0 + s eps:
+
+    eps = (x_t - a x0) / s,   x0 = (x_t - s eps) / a,   v = a eps - s x0  (Salimans & Ho 2022),
+    x0 = a x_t - s v,         eps = s x_t + a v.
+
+Samplers that work in the variance-exploding view (EDM, DPM-Solver++, UniPC) ask
+:func:`x0_at_sigma`; x0 clipping, dynamic thresholding and CFG rescale are :func:`constrain_x0`.
 """
 
 from __future__ import annotations
@@ -14,8 +24,47 @@ from typing import Callable, Optional
 
 import torch
 
-from .parametrization import check_target, eps_from_x0, to_eps_x0
-from .schedule import Schedule
+from .schedule import Schedule, alpha_bar_at, to_vp, vp_coefs_at  # noqa: F401  (alpha_bar_at: old home)
+
+TARGETS = ("eps", "x0", "v")
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise ValueError(f"unknown prediction target {target!r}; choose one of {', '.join(TARGETS)}")
+    return target
+
+
+def training_target(target: str, x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """What the network is trained to output for ``target``."""
+    if target == "eps":
+        return eps
+    if target == "x0":
+        return x0
+    if target == "v":
+        return a * eps - s * x0
+    raise ValueError(check_target(target))
+
+
+def to_eps_x0(target: str, pred: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor):
+    """Turn a network output of kind ``target`` into the pair (eps, x0)."""
+    if target == "eps":
+        return pred, x0_from_eps(x_t, pred, a, s)
+    if target == "x0":
+        return eps_from_x0(pred, x_t, a, s), pred
+    if target == "v":
+        return s * x_t + a * pred, a * x_t - s * pred
+    raise ValueError(check_target(target))
+
+
+def eps_from_x0(x0: torch.Tensor, x_t: torch.Tensor, a, s) -> torch.Tensor:
+    """eps consistent with x_t and a (possibly clipped) x0."""
+    return (x_t - a * x0) / s
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, a, s) -> torch.Tensor:
+    """x0 consistent with x_t and eps (``a``, ``s`` tensors or Python floats)."""
+    return (x_t - s * eps) / a
 
 
 @dataclass
@@ -39,20 +88,13 @@ class Prediction:
     mean_grad: Optional[torch.Tensor] = None
 
 
-def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
-    """alpha_bar at (possibly fractional) timesteps, float64.
+def x0_at_sigma(denoiser: Callable, x: torch.Tensor, t: torch.Tensor, sigma: float, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The VE view of any denoiser: D(x; sigma) = x0 predicted from x_t = x / sqrt(1 + sigma^2).
 
-    Integer t reads the table; fractional t (Karras-spaced samplers) interpolates log(sigma)
-    linearly between the neighbours, which is smooth and exact at the integers.
+    ``x`` is the variance-exploding point x_t / sqrt(ab_t) = x0 + sigma eps, ``t`` the (B,) timestep
+    whose sigma is ``sigma`` (Karras et al. 2022). Works for wrapped denoisers too (it only calls them).
     """
-    ab = schedule.alphas_cumprod.to(t.device)
-    t = t.to(torch.float64).clamp(0, schedule.num_steps - 1)
-    lo = t.floor().long()
-    hi = (lo + 1).clamp(max=schedule.num_steps - 1)
-    w = t - lo.to(torch.float64)
-    log_sigma = lambda a: 0.5 * torch.log((1.0 - a) / a)  # noqa: E731
-    ls = (1.0 - w) * log_sigma(ab[lo]) + w * log_sigma(ab[hi])
-    return torch.sigmoid(-2.0 * ls)  # ab = 1 / (1 + sigma^2)
+    return denoiser(to_vp(x, sigma), t, y).x0
 
 
 def dynamic_threshold(x0: torch.Tensor, percentile: float) -> torch.Tensor:
@@ -61,6 +103,30 @@ def dynamic_threshold(x0: torch.Tensor, percentile: float) -> torch.Tensor:
     s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0).to(x0.dtype)
     s = s.reshape(-1, *([1] * (x0.ndim - 1)))
     return x0.clamp(-s, s) / s
+
+
+def constrain_x0(eps: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, a, s, *, clip_x0: bool,
+                 threshold: Optional[float] = None, rescale: float = 0.0, x0_ref: Optional[torch.Tensor] = None):
+    """(eps, x0) after guidance rescale, then dynamic thresholding or clipping; eps kept consistent.
+
+    - ``rescale`` phi with ``x0_ref`` (the conditional x0; Lin et al. 2024, "Common Diffusion Noise
+      Schedules and Sample Steps are Flawed", sec. 3.4): x0 <- phi x0 std(x0_ref) / std(x0) + (1 - phi) x0,
+      undoing the over-exposure strong CFG causes.
+    - ``threshold``: :func:`dynamic_threshold` at that percentile (Imagen), instead of clipping.
+    - ``clip_x0``: clamp x0 to [-1, 1] (Ho et al. 2020's sampling clip).
+    """
+    if x0_ref is not None and rescale > 0:
+        dims = tuple(range(1, x0.ndim))
+        ratio = x0_ref.std(dim=dims, keepdim=True) / x0.std(dim=dims, keepdim=True).clamp(min=1e-8)
+        x0 = rescale * (x0 * ratio) + (1.0 - rescale) * x0
+        eps = eps_from_x0(x0, x_t, a, s)
+    if threshold is not None:
+        x0 = dynamic_threshold(x0, threshold)
+        return eps_from_x0(x0, x_t, a, s), x0
+    if clip_x0:
+        x0 = x0.clamp(-1.0, 1.0)
+        return eps_from_x0(x0, x_t, a, s), x0
+    return eps, x0
 
 
 class Denoiser:
@@ -147,24 +213,26 @@ class Denoiser:
         t = torch.as_tensor(t, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        ab = alpha_bar_at(self.schedule, t).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
-        a, s = ab.sqrt(), (1.0 - ab).sqrt()
+        a, s = vp_coefs_at(self.schedule, t, x_t)
         pred, var_frac, cond = self.raw(x_t, t, y)
         eps, x0 = to_eps_x0(self.target, pred, x_t, a, s)
-        if cond is not None and self.cfg_rescale > 0:
-            _, x0_cond = to_eps_x0(self.target, cond, x_t, a, s)
-            dims = tuple(range(1, x0.ndim))
-            ratio = x0_cond.std(dim=dims, keepdim=True) / x0.std(dim=dims, keepdim=True).clamp(min=1e-8)
-            x0 = self.cfg_rescale * (x0 * ratio) + (1.0 - self.cfg_rescale) * x0
-            eps = eps_from_x0(x0, x_t, a, s)
-        if self.threshold is not None:
-            x0 = dynamic_threshold(x0, self.threshold)
-            eps = eps_from_x0(x0, x_t, a, s)
-        elif self.clip_x0:
-            clipped = x0.clamp(-1.0, 1.0)
-            eps = eps_from_x0(clipped, x_t, a, s)
-            x0 = clipped
+        x0_cond = to_eps_x0(self.target, cond, x_t, a, s)[1] if cond is not None and self.cfg_rescale > 0 else None
+        eps, x0 = constrain_x0(eps, x0, x_t, a, s, clip_x0=self.clip_x0, threshold=self.threshold,
+                               rescale=self.cfg_rescale, x0_ref=x0_cond)
         return Prediction(eps=eps, x0=x0, var_frac=var_frac)
 
 
-__all__ = ["Denoiser", "Prediction", "alpha_bar_at", "dynamic_threshold"]
+__all__ = [
+    "Denoiser",
+    "Prediction",
+    "TARGETS",
+    "alpha_bar_at",
+    "check_target",
+    "constrain_x0",
+    "dynamic_threshold",
+    "eps_from_x0",
+    "to_eps_x0",
+    "training_target",
+    "x0_at_sigma",
+    "x0_from_eps",
+]

@@ -33,16 +33,20 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import UserError
-from .denoiser import Prediction, alpha_bar_at, dynamic_threshold
-from .parametrization import eps_from_x0
-from .schedule import Schedule
+from .denoiser import Prediction, constrain_x0, x0_from_eps
+from .samplers import sampler_spec
+from .schedule import Schedule, vp_coefs_at
 
 MODES = ("eps", "mean")
 
 
 def guidance_mode(sampler: str) -> str:
-    """How a classifier should guide ``sampler``: ``mean`` (Alg. 1) for ddpm, else ``eps`` (Alg. 2)."""
-    return "mean" if sampler == "ddpm" else "eps"
+    """How a classifier should guide ``sampler``: as it declares at registration (ddpm: ``mean``, Alg. 1).
+
+    ``eps`` (Alg. 2) for every other sampler, and for a name that is not registered.
+    """
+    spec = sampler_spec(sampler)
+    return "eps" if spec is None else spec.guidance
 
 
 def class_log_prob_grad(classifier: Callable, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
@@ -68,26 +72,6 @@ def class_log_prob_grad(classifier: Callable, x_t: torch.Tensor, t: torch.Tensor
         picked = logp.gather(1, y.detach().clone().long().reshape(-1, 1).to(logp.device)).sum()
         (grad,) = torch.autograd.grad(picked, x)
     return grad.to(x_t.dtype)
-
-
-def _finish(eps: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, a, s, clip_x0: bool, threshold: Optional[float]):
-    """x0 clipped (or dynamically thresholded) as a Denoiser does, and eps made consistent with it."""
-    if threshold is not None:
-        x0 = dynamic_threshold(x0, threshold)
-        return eps_from_x0(x0, x_t, a, s), x0
-    if clip_x0:
-        x0 = x0.clamp(-1.0, 1.0)
-        return eps_from_x0(x0, x_t, a, s), x0
-    return eps, x0
-
-
-def _coefs(schedule: Schedule, t: torch.Tensor, x_t: torch.Tensor):
-    """(a, s) = (sqrt(ab_t), sqrt(1 - ab_t)) shaped to broadcast over x_t; t may be fractional."""
-    t = torch.as_tensor(t, device=x_t.device)
-    if t.ndim == 0:
-        t = t.expand(x_t.shape[0])
-    ab = alpha_bar_at(schedule, t).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
-    return ab.sqrt(), (1.0 - ab).sqrt()
 
 
 def same_schedule(a: Schedule, b: Schedule) -> bool:
@@ -136,9 +120,9 @@ class ClassifierGuided:
         if self.mode == "mean":
             shift = grad if pred.mean_grad is None else pred.mean_grad + grad
             return Prediction(eps=pred.eps, x0=pred.x0, var_frac=pred.var_frac, mean_grad=shift)
-        a, s = _coefs(self.schedule, t, x_t)
+        a, s = vp_coefs_at(self.schedule, t, x_t)
         eps = pred.eps - s * grad
-        eps, x0 = _finish(eps, (x_t - s * eps) / a, x_t, a, s, self.clip_x0, self.threshold)
+        eps, x0 = constrain_x0(eps, x0_from_eps(x_t, eps, a, s), x_t, a, s, clip_x0=self.clip_x0, threshold=self.threshold)
         return Prediction(eps=eps, x0=x0, var_frac=pred.var_frac, mean_grad=pred.mean_grad)
 
 
@@ -180,15 +164,10 @@ class TwoModelCFG:
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> Prediction:
         pc = self.cond(x_t, t, y)
         pu = self.uncond(x_t, t, None)
-        a, s = _coefs(self.schedule, t, x_t)
+        a, s = vp_coefs_at(self.schedule, t, x_t)
         eps = (1.0 + self.w) * pc.eps - self.w * pu.eps
-        x0 = (x_t - s * eps) / a
-        if self.cfg_rescale > 0:
-            dims = tuple(range(1, x0.ndim))
-            ratio = pc.x0.std(dim=dims, keepdim=True) / x0.std(dim=dims, keepdim=True).clamp(min=1e-8)
-            x0 = self.cfg_rescale * (x0 * ratio) + (1.0 - self.cfg_rescale) * x0
-            eps = eps_from_x0(x0, x_t, a, s)
-        eps, x0 = _finish(eps, x0, x_t, a, s, self.clip_x0, self.threshold)
+        eps, x0 = constrain_x0(eps, x0_from_eps(x_t, eps, a, s), x_t, a, s, clip_x0=self.clip_x0,
+                               threshold=self.threshold, rescale=self.cfg_rescale, x0_ref=pc.x0)
         return Prediction(eps=eps, x0=x0, var_frac=pc.var_frac)
 
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 
 from .schedule import Schedule
-from .timesteps import SPACINGS, sigma_to_t, sigmas
+from .timesteps import SPACINGS, sigma_spaced
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, lam: float, eps: float = 1e-6) -> torch.Tensor:
@@ -83,16 +83,7 @@ def timesteps_from(schedule: Schedule, t: int, steps: Optional[int], spacing: st
     if spacing == "uniform":
         n = min(steps, t + 1)
         return [int(math.floor(t * (n - 1 - i) / (n - 1) + 0.5)) for i in range(n)]
-    smax, smin = sigmas(schedule, [t, 0])
-    frac = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
-    if spacing == "logsnr":
-        sig = torch.exp(math.log(smax) + frac * (math.log(smin) - math.log(smax)))
-    else:
-        lo, hi = smin ** (1.0 / rho), smax ** (1.0 / rho)
-        sig = (hi + frac * (lo - hi)) ** rho
-    ts = sigma_to_t(schedule, sig).tolist()
-    ts[0], ts[-1] = float(t), 0.0
-    return ts
+    return sigma_spaced(schedule, t, steps, spacing, rho)
 
 
 __all__ = ["lerp", "mix_lambdas", "slerp", "timesteps_from"]

@@ -29,7 +29,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .schedule import Schedule, extract, q_posterior, q_sample
+from .schedule import Schedule, extract, q_posterior, q_sample, vp_coefs
 
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 LN2 = math.log(2.0)
@@ -139,7 +139,8 @@ def prior_bits(schedule: Schedule, x0: torch.Tensor) -> torch.Tensor:
     """(B,) bits/dim of KL(q(x_T | x_0) || N(0, I)); constant for a given schedule and x_0."""
     t = torch.full((x0.shape[0],), schedule.num_steps - 1, dtype=torch.long, device=x0.device)
     ab = extract(schedule.alphas_cumprod, t, x0.ndim, torch.float64)
-    kl = normal_kl(ab.sqrt() * x0.double(), torch.log1p(-ab), 0.0, 0.0)
+    a, _ = vp_coefs(ab)
+    kl = normal_kl(a * x0.double(), torch.log1p(-ab), 0.0, 0.0)  # q(x_T | x_0) = N(a x_0, 1 - ab)
     return (mean_flat(kl) / LN2).float()
 
 

@@ -31,9 +31,9 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from .denoiser import check_target, to_eps_x0, training_target
 from .likelihood import extract_log_variance, vlb_terms_bits
-from .parametrization import check_target, to_eps_x0, training_target
-from .schedule import Schedule, extract, q_posterior, q_sample
+from .schedule import Schedule, extract_vp_coefs, q_posterior, q_sample
 from .timestep_samplers import LossSecondMomentTimesteps, UniformTimesteps, make_timestep_sampler  # noqa: F401
 
 LOSSES = ("mse", "l1", "huber", "smooth_l1")
@@ -159,8 +159,8 @@ class Objective:
 
     def vb_term(self, pred: torch.Tensor, v: Optional[torch.Tensor], x0, x_t, t) -> torch.Tensor:
         """(B,) bits/dim of L_t for the network output ``pred`` (of ``target``) and variance channels ``v``."""
-        ab = extract(self.schedule.alphas_cumprod, t, x0.ndim, torch.float32)
-        _, x0_pred = to_eps_x0(self.target, pred, x_t, ab.sqrt(), (1.0 - ab).sqrt())
+        a, s = extract_vp_coefs(self.schedule, t, x0.ndim, torch.float32)
+        _, x0_pred = to_eps_x0(self.target, pred, x_t, a, s)
         mean, _, _ = q_posterior(self.schedule, x0_pred, x_t, t)
         log_var = extract_log_variance(self.schedule, t, x0.ndim, None if v is None else (v + 1.0) / 2.0)
         return vlb_terms_bits(self.schedule, x0, x_t, t, mean, log_var)
@@ -181,8 +181,8 @@ class Objective:
         if self.use_kl:
             vb = self.vb_term(pred, v, x0.float(), x_t, t)
             return {"loss": vb * self.vb_scale, "vb": vb.detach()}
-        ab = extract(self.schedule.alphas_cumprod, t, x0.ndim, torch.float32)
-        target = training_target(self.target, x0.float(), noise.float(), ab.sqrt(), (1.0 - ab).sqrt())
+        a, s = extract_vp_coefs(self.schedule, t, x0.ndim, torch.float32)
+        target = training_target(self.target, x0.float(), noise.float(), a, s)
         per_sample = mean_flat(elementwise_loss(self.loss, pred, target))
         terms = {self.loss: per_sample.detach()}
         loss = per_sample if self.weighting == "none" else per_sample * self.simple_weight(t)

@@ -7,6 +7,16 @@ A :class:`Schedule` is an immutable table over the T training timesteps. Sampler
 
 All tables are float64: ``1 - alphas_cumprod`` near t=0 and ``log`` of tiny betas lose digits in
 float32, and the tables are small.
+
+This module is also the one place where the schedule is read as coefficients, so no sampler
+converts by hand. With ab = alpha_bar_t:
+
+- variance preserving (VP): x_t = a x_0 + s eps, a = sqrt(ab), s = sqrt(1 - ab)  (:func:`vp_coefs`);
+- variance exploding (VE, Karras et al. 2022): x = x_t / a = x_0 + sigma eps with
+  sigma = sqrt((1 - ab) / ab), so x_t = x / sqrt(1 + sigma^2)  (:func:`to_vp`, :func:`to_ve`);
+- log-SNR = -2 log(sigma); fractional timesteps interpolate log(sigma) (:func:`alpha_bar_at`).
+
+The eps / x0 / v conversions at given (a, s) live in :mod:`difforge.diffusion.denoiser`.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Sequence
 
 import torch
 
@@ -108,10 +119,15 @@ def extract(table: torch.Tensor, t: torch.Tensor, ndim: int, dtype=torch.float32
     return out.to(dtype).reshape(-1, *([1] * (ndim - 1)))
 
 
+def extract_vp_coefs(schedule: Schedule, t: torch.Tensor, ndim: int, dtype=torch.float32):
+    """(a, s) = (sqrt(ab_t), sqrt(1 - ab_t)) at integer steps ``t``, shaped to broadcast over ``ndim`` dims."""
+    return vp_coefs(extract(schedule.alphas_cumprod, t, ndim, dtype))
+
+
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) with the given noise: sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps."""
-    ab = extract(schedule.alphas_cumprod, t, x0.ndim, x0.dtype)
-    return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
+    a, s = extract_vp_coefs(schedule, t, x0.ndim, x0.dtype)
+    return a * x0 + s * noise
 
 
 def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
@@ -126,3 +142,126 @@ def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, t: torc
     var = extract(schedule.posterior_variance, t, nd, dt)
     log_var = extract(schedule.posterior_log_variance_clipped, t, nd, dt)
     return mean, var, log_var
+
+
+def respaced_posterior(a: float, a_next: float):
+    """Coefficients of q(x_t' | x_t, x0) between kept steps t > t' (ab = a at t, a_next at t').
+
+    The respaced beta' = 1 - a / a_next makes the kept steps a Markov chain with the original
+    alphas_cumprod (improved-diffusion's respacing, :meth:`Schedule.strided`). Returns
+    (coef_x0, coef_xt, beta', beta~') with the posterior mean coef_x0 x0 + coef_xt x_t and
+    beta~' = beta' (1 - a_next) / (1 - a) its variance (the float form of :func:`q_posterior`).
+    """
+    beta = 1.0 - a / a_next
+    coef_x0 = beta * math.sqrt(a_next) / (1.0 - a)
+    coef_xt = (1.0 - a_next) * math.sqrt(1.0 - beta) / (1.0 - a)
+    return coef_x0, coef_xt, beta, beta * (1.0 - a_next) / (1.0 - a)
+
+
+def ddim_coefs(a: float, a_next: float, eta: float):
+    """DDIM's step t -> t' (Song et al. 2021, eq. 12): x_t' = c_x0 x0 + c_eps eps + sigma z.
+
+    c_x0 = sqrt(ab'), c_eps = sqrt(1 - ab' - sigma^2), sigma = eta sqrt((1 - ab') / (1 - ab))
+    sqrt(1 - ab / ab'). Returns (c_x0, c_eps, sigma); eta = 0 gives the VP coefficients of ab'.
+    """
+    sigma = eta * math.sqrt((1.0 - a_next) / (1.0 - a) * (1.0 - a / a_next))
+    return math.sqrt(a_next), math.sqrt(max(1.0 - a_next - sigma**2, 0.0)), sigma
+
+
+# -- VP <-> VE and fractional timesteps ----------------------------------------------------------
+
+
+def _sqrt(v):
+    return v.sqrt() if isinstance(v, torch.Tensor) else math.sqrt(v)
+
+
+def vp_coefs(ab):
+    """(a, s) = (sqrt(ab), sqrt(1 - ab)) of x_t = a x_0 + s eps; ``ab`` a tensor or a Python float."""
+    return _sqrt(ab), _sqrt(1.0 - ab)
+
+
+def sigma_of(ab):
+    """The VE noise level sigma = sqrt((1 - ab) / ab) (tensor or float)."""
+    return _sqrt((1.0 - ab) / ab)
+
+
+def log_sigma_of(ab: torch.Tensor) -> torch.Tensor:
+    """log(sigma) = 0.5 log((1 - ab) / ab) = -log-SNR / 2, elementwise."""
+    return 0.5 * torch.log((1.0 - ab) / ab)
+
+
+def log_sigmas(schedule: Schedule) -> torch.Tensor:
+    """(T,) float64 log(sigma) of every training step, increasing in t."""
+    return log_sigma_of(schedule.alphas_cumprod)
+
+
+def to_ve(x_t, sigma):
+    """The VE view x = x_t sqrt(1 + sigma^2) (= x_t / sqrt(ab)) of a VP sample at noise level ``sigma``."""
+    return x_t * _sqrt(1.0 + sigma**2)
+
+
+def to_vp(x, sigma):
+    """The VP sample x_t = x / sqrt(1 + sigma^2) (= sqrt(ab) x) of a VE point ``x`` at noise level ``sigma``."""
+    return x / _sqrt(1.0 + sigma**2)
+
+
+def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+    """alpha_bar at (possibly fractional) timesteps, float64.
+
+    Integer t reads the table; fractional t (Karras-spaced samplers) interpolates log(sigma)
+    linearly between the neighbours, which is smooth and exact at the integers.
+    """
+    ab = schedule.alphas_cumprod.to(t.device)
+    t = t.to(torch.float64).clamp(0, schedule.num_steps - 1)
+    lo = t.floor().long()
+    hi = (lo + 1).clamp(max=schedule.num_steps - 1)
+    w = t - lo.to(torch.float64)
+    ls = (1.0 - w) * log_sigma_of(ab[lo]) + w * log_sigma_of(ab[hi])
+    return torch.sigmoid(-2.0 * ls)  # ab = 1 / (1 + sigma^2)
+
+
+def vp_coefs_at(schedule: Schedule, t, x_t: torch.Tensor):
+    """(a, s) at timesteps ``t`` (a scalar or (B,), fractional allowed) in x_t's dtype, broadcasting over x_t."""
+    t = torch.as_tensor(t, device=x_t.device)
+    if t.ndim == 0:
+        t = t.expand(x_t.shape[0])
+    ab = alpha_bar_at(schedule, t).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+    return vp_coefs(ab)
+
+
+def alpha_bars(schedule: Schedule, timesteps: Sequence[float], check: bool = True) -> list:
+    """alpha_bar at each of a sampler's timesteps, as Python floats.
+
+    With ``check``, the timesteps must be a non-empty, strictly descending sequence in [0, T-1]
+    (the sampler contract); a ValueError says what is wrong otherwise.
+    """
+    # Fractional steps reach the network as float32 (samplers.common.batch_t); use the same value.
+    ts = [float(t) if float(t).is_integer() else float(torch.tensor(float(t), dtype=torch.float32)) for t in timesteps]
+    if check:
+        if not ts:
+            raise ValueError("timesteps is empty; give at least one step")
+        if any(b >= a for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"timesteps must be strictly descending, got {ts[:6]}{'...' if len(ts) > 6 else ''}")
+        if ts[-1] < 0 or ts[0] > schedule.num_steps - 1:
+            raise ValueError(f"timesteps must lie in [0, {schedule.num_steps - 1}], got {ts[0]} .. {ts[-1]}")
+    return alpha_bar_at(schedule, torch.tensor(ts, dtype=torch.float64)).tolist()
+
+
+def sigmas(schedule: Schedule, timesteps: Sequence[float]) -> list:
+    """sigma = sqrt((1 - ab) / ab) at a sampler's (possibly fractional) timesteps, as Python floats."""
+    ab = torch.tensor(alpha_bars(schedule, timesteps), dtype=torch.float64)
+    return sigma_of(ab).tolist()
+
+
+def sigma_to_t(schedule: Schedule, sigma) -> torch.Tensor:
+    """The fractional timestep whose sigma is ``sigma``: the exact inverse of :func:`alpha_bar_at`.
+
+    log(sigma) is interpolated linearly between table entries, so t(sigma(t)) = t; sigmas
+    outside the table's range clamp to t = 0 or T - 1.
+    """
+    table = log_sigmas(schedule)
+    ls = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(table[0], table[-1])
+    hi = torch.searchsorted(table, ls).clamp(1, len(table) - 1)
+    lo = hi - 1
+    w = (ls - table[lo]) / (table[hi] - table[lo])
+    return (lo.to(torch.float64) + w).clamp(0, len(table) - 1)

@@ -3,44 +3,36 @@
 A sampler receives a descending list of *original* timestep indices (the network keeps seeing the
 indices it was trained on). Integer lists come from improved-diffusion's respacing strings or an
 even grid; the log-SNR and Karras spacings give fractional indices, which the denoiser serves by
-interpolating log(sigma) between table entries (:func:`~difforge.diffusion.denoiser.alpha_bar_at`).
+interpolating log(sigma) between table entries (:func:`~difforge.diffusion.schedule.alpha_bar_at`).
 
 Throughout, sigma = sqrt((1 - ab) / ab) is the noise level of the variance-exploding view
-x_t / sqrt(ab) = x_0 + sigma eps (Karras et al. 2022), and log-SNR = -2 log(sigma).
+x_t / sqrt(ab) = x_0 + sigma eps (Karras et al. 2022), and log-SNR = -2 log(sigma). The
+conversions themselves (``alpha_bars``, ``sigmas``, ``sigma_to_t``) live in
+:mod:`~difforge.diffusion.schedule` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 
-from .denoiser import alpha_bar_at
-from .schedule import Schedule
+from .samplers import sampler_spec
+from .schedule import Schedule, alpha_bars, sigma_to_t, sigmas  # noqa: F401  (alpha_bars: re-exported)
 
 SPACINGS = ("uniform", "logsnr", "karras")
 
-_DEFAULT_SPACING = {
-    "ddpm": "uniform",
-    "ddim": "uniform",
-    "plms": "uniform",  # its multistep weights assume equal steps in t
-    "euler": "karras",
-    "heun": "karras",
-    "dpm++2m": "logsnr",
-    "dpm++2m-sde": "logsnr",
-    "dpm++3m": "logsnr",
-    "unipc": "logsnr",
-}
-
 
 def default_spacing(sampler_name: str) -> str:
-    """The spacing that works best for ``sampler_name`` (measured in ``benchmarks/samplers.py``).
+    """The spacing that works best for ``sampler_name``, as the sampler declares it at registration.
 
     Ancestral, DDIM and PLMS steps are built for (near) uniform steps in t; the exponential
-    integrators (DPM-Solver++, UniPC) step in log-SNR; the EDM samplers were tuned with Karras' rho=7.
+    integrators (DPM-Solver++, UniPC) step in log-SNR; the EDM samplers were tuned with Karras'
+    rho=7 (measured in ``benchmarks/samplers.py``). ``uniform`` for an unknown name.
     """
-    return _DEFAULT_SPACING.get(sampler_name, "uniform")
+    spec = sampler_spec(sampler_name)
+    return "uniform" if spec is None else spec.spacing
 
 
 def space_timesteps(num_steps: int, spec: Union[str, int]) -> list:
@@ -147,7 +139,16 @@ def sampling_timesteps(
         raise ValueError(f"spacing {spacing!r} needs the schedule (pass schedule=...)")
     if schedule.num_steps != num_steps:
         raise ValueError(f"schedule has {schedule.num_steps} steps but num_steps={num_steps}")
-    smax, smin = sigmas(schedule, [num_steps - 1, 0])
+    return sigma_spaced(schedule, num_steps - 1, steps, spacing, rho)
+
+
+def sigma_spaced(schedule: Schedule, t_max: int, steps: int, spacing: str, rho: float = 7.0) -> list:
+    """``steps`` >= 2 fractional timesteps from ``t_max`` down to 0, spaced in sigma.
+
+    ``logsnr``: uniform in log(sigma); ``karras``: sigma_i = (smax^(1/rho) + i/(n-1)
+    (smin^(1/rho) - smax^(1/rho)))^rho, with smax, smin the sigmas at ``t_max`` and 0.
+    """
+    smax, smin = sigmas(schedule, [t_max, 0])
     frac = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
     if spacing == "logsnr":
         sig = torch.exp(math.log(smax) + frac * (math.log(smin) - math.log(smax)))
@@ -155,54 +156,8 @@ def sampling_timesteps(
         lo, hi = smin ** (1.0 / rho), smax ** (1.0 / rho)
         sig = (hi + frac * (lo - hi)) ** rho
     ts = sigma_to_t(schedule, sig).tolist()
-    ts[0], ts[-1] = float(num_steps - 1), 0.0  # exact ends, no round-off
+    ts[0], ts[-1] = float(t_max), 0.0  # exact ends, no round-off
     return ts
-
-
-# -- sigma <-> t --------------------------------------------------------------------------------
-
-
-def _log_sigma_table(schedule: Schedule) -> torch.Tensor:
-    ab = schedule.alphas_cumprod
-    return 0.5 * torch.log((1.0 - ab) / ab)
-
-
-def sigmas(schedule: Schedule, timesteps: Sequence[float]) -> list:
-    """sigma = sqrt((1 - ab) / ab) at (possibly fractional) timesteps, as Python floats."""
-    ab = torch.tensor(alpha_bars(schedule, timesteps), dtype=torch.float64)
-    return ((1.0 - ab) / ab).sqrt().tolist()
-
-
-def sigma_to_t(schedule: Schedule, sigma) -> torch.Tensor:
-    """The fractional timestep whose sigma is ``sigma``: the exact inverse of ``alpha_bar_at``.
-
-    log(sigma) is interpolated linearly between table entries, so t(sigma(t)) = t; sigmas
-    outside the table's range clamp to t = 0 or T - 1.
-    """
-    table = _log_sigma_table(schedule)
-    ls = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(table[0], table[-1])
-    hi = torch.searchsorted(table, ls).clamp(1, len(table) - 1)
-    lo = hi - 1
-    w = (ls - table[lo]) / (table[hi] - table[lo])
-    return (lo.to(torch.float64) + w).clamp(0, len(table) - 1)
-
-
-def alpha_bars(schedule: Schedule, timesteps: Sequence[float], check: bool = True) -> list:
-    """alpha_bar at each of a sampler's timesteps, as Python floats.
-
-    With ``check``, the timesteps must be a non-empty, strictly descending sequence in [0, T-1]
-    (the sampler contract); a ValueError says what is wrong otherwise.
-    """
-    # Fractional steps reach the network as float32 (samplers.common.batch_t); use the same value.
-    ts = [float(t) if float(t).is_integer() else float(torch.tensor(float(t), dtype=torch.float32)) for t in timesteps]
-    if check:
-        if not ts:
-            raise ValueError("timesteps is empty; give at least one step")
-        if any(b >= a for a, b in zip(ts, ts[1:])):
-            raise ValueError(f"timesteps must be strictly descending, got {ts[:6]}{'...' if len(ts) > 6 else ''}")
-        if ts[-1] < 0 or ts[0] > schedule.num_steps - 1:
-            raise ValueError(f"timesteps must lie in [0, {schedule.num_steps - 1}], got {ts[0]} .. {ts[-1]}")
-    return alpha_bar_at(schedule, torch.tensor(ts, dtype=torch.float64)).tolist()
 
 
 __all__ = [
@@ -210,6 +165,7 @@ __all__ = [
     "alpha_bars",
     "default_spacing",
     "sampling_timesteps",
+    "sigma_spaced",
     "sigma_to_t",
     "sigmas",
     "space_timesteps",

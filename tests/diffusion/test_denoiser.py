@@ -119,3 +119,25 @@ def test_objective_zero_for_perfect_eps_network():
     v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
     terms_v = Objective(sched, target="v")(lambda *_: v, x0, t, noise)
     assert terms_v["loss"].abs().max() < 1e-10
+
+
+def test_ve_view_equals_the_vp_call_at_the_same_t():
+    """x0_at_sigma(den, x_t / sqrt(ab), t, sigma_t) is den(x_t, t).x0, for a Denoiser and for a wrapper."""
+    from difforge.diffusion.denoiser import x0_at_sigma
+    from difforge.diffusion.guidance import TwoModelCFG
+    from difforge.diffusion.schedule import sigmas, to_ve, to_vp, vp_coefs
+
+    sched = Schedule.named("cosine", 1000)
+    x_t, _, y = _inputs()
+    x_t = x_t.double()
+    base = Denoiser(ToyNet(), sched, num_classes=3, target="v", threshold=0.9)
+    wrapped = TwoModelCFG(base, Denoiser(ToyNet(num_classes=0), sched, clip_x0=False), 2.0)
+    for den in (base, wrapped):
+        for step in (0, 37, 412.75, 999):
+            t = torch.full((4,), step, dtype=torch.long if float(step).is_integer() else torch.float32)
+            sigma = sigmas(sched, [step])[0]
+            x = to_ve(x_t, sigma)
+            a, _ = vp_coefs(alpha_bar_at(sched, t[:1].double()).item())
+            torch.testing.assert_close(x, x_t / a, rtol=1e-12, atol=0)  # x = x_t / sqrt(ab) = x0 + sigma eps
+            torch.testing.assert_close(to_vp(x, sigma), x_t, rtol=1e-14, atol=0)
+            torch.testing.assert_close(x0_at_sigma(den, x, t, sigma, y), den(x_t, t, y).x0, rtol=1e-6, atol=1e-6)

@@ -11,8 +11,7 @@ from scipy.integrate import solve_ivp
 from difforge.diffusion.denoiser import Prediction
 from difforge.diffusion.samplers import available, get_sampler
 from difforge.diffusion.samplers.common import batch_t
-from difforge.diffusion.samplers.ddpm import respaced_step
-from difforge.diffusion.schedule import Schedule
+from difforge.diffusion.schedule import Schedule, respaced_posterior
 from difforge.diffusion.timesteps import alpha_bars, default_spacing, sampling_timesteps, sigmas
 
 try:  # tests/ may or may not be a package
@@ -59,6 +58,26 @@ def _run(name, gmm, x_T, steps, spacing=None, seed=1, **opts):
 
 def test_registry_has_every_sampler():
     assert set(ALL) <= set(available())
+
+
+def test_every_sampler_declares_its_spacing_and_guidance_mode():
+    from difforge.diffusion.guidance import MODES, guidance_mode
+    from difforge.diffusion.samplers import SPECS, register, sampler_spec
+    from difforge.diffusion.timesteps import SPACINGS
+
+    for name in available():
+        spec = sampler_spec(name)
+        assert spec.spacing in SPACINGS and spec.guidance in MODES, (name, spec)
+        assert (default_spacing(name), guidance_mode(name)) == (spec.spacing, spec.guidance)
+    assert sampler_spec("no-such-sampler") is None and guidance_mode("no-such-sampler") == "eps"
+    try:  # the callers read the declaration, not a table of names of their own
+        register("test-only", spacing="karras", guidance="mean")(lambda *a, **k: None)
+        assert (default_spacing("test-only"), guidance_mode("test-only")) == ("karras", "mean")
+    finally:
+        from difforge.diffusion.samplers import SAMPLERS
+
+        SAMPLERS.pop("test-only", None)
+        SPECS.pop("test-only", None)
 
 
 # -- the data -----------------------------------------------------------------------------------
@@ -240,12 +259,12 @@ def test_ddpm_learned_without_var_frac_is_a_clear_error(gmm):
         _run("ddpm", gmm, _x_T(4), 5, variance="big")
 
 
-def test_respaced_step_matches_the_strided_schedule():
+def test_respaced_posterior_matches_the_strided_schedule():
     ts = sampling_timesteps(T, 25, "ddim25")[::-1]  # ascending
     strided = SCHEDULE.strided(ts)
     ab = SCHEDULE.alphas_cumprod[ts]
     for i in range(1, len(ts)):
-        _, _, beta, post = respaced_step(ab[i].item(), ab[i - 1].item())
+        _, _, beta, post = respaced_posterior(ab[i].item(), ab[i - 1].item())
         assert beta == pytest.approx(strided.betas[i].item(), rel=1e-12)
         assert post == pytest.approx(strided.posterior_variance[i].item(), rel=1e-12)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from difforge.diffusion.parametrization import TARGETS, to_eps_x0, training_target
+from difforge.diffusion.denoiser import TARGETS, to_eps_x0, training_target
 from difforge.diffusion.schedule import Schedule, make_betas, q_posterior, q_sample
 
 
@@ -86,3 +86,17 @@ def test_linear_schedule_refuses_too_few_steps():
     with pytest.raises(ValueError, match="at least 21"):
         make_betas("linear", 20)
     assert (make_betas("linear", 21) < 1).all()
+
+
+def test_vp_and_ve_coefficients_agree_for_floats_and_tensors():
+    from difforge.diffusion.schedule import sigma_of, to_ve, to_vp, vp_coefs
+
+    ab = Schedule.named("cosine", 1000).alphas_cumprod[[0, 10, 500, 999]]
+    a, s = vp_coefs(ab)
+    torch.testing.assert_close(a**2 + s**2, torch.ones_like(ab), rtol=0, atol=1e-15)
+    torch.testing.assert_close(sigma_of(ab), s / a, rtol=1e-12, atol=0)  # sigma = s / a
+    for i, v in enumerate(ab.tolist()):  # Python floats give the same bits as float64 tensors
+        assert vp_coefs(v) == (a[i].item(), s[i].item()) and sigma_of(v) == sigma_of(ab)[i].item()
+        x = torch.randn(3, dtype=torch.float64)
+        torch.testing.assert_close(to_ve(x, sigma_of(v)), x / a[i], rtol=1e-12, atol=0)
+        torch.testing.assert_close(to_vp(to_ve(x, sigma_of(v)), sigma_of(v)), x, rtol=1e-14, atol=0)

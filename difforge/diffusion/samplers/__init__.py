@@ -11,24 +11,54 @@ Contract (see ``shared/DESIGN.md``)::
   so an image does not depend on the batch it was drawn in).
 - ``callback(step, x_t, x0_pred)`` after every step (progress bars, trajectories, the web page).
 
+Each sampler declares at registration the timestep spacing it works best with and how a
+classifier should guide it, so no caller keeps a table of sampler names:
+:func:`~difforge.diffusion.timesteps.default_spacing` and
+:func:`~difforge.diffusion.guidance.guidance_mode` read them from here.
+
 Adding a sampler is adding one module that calls :func:`register` and one test.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 SAMPLERS: Dict[str, Callable] = {}
 
 
-def register(name: str):
-    """Decorator: make ``fn`` selectable as ``--sampler name``."""
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What a sampler declares about itself.
+
+    ``spacing``: its default timestep spacing, one of ``timesteps.SPACINGS`` (``uniform`` for
+    steps built for even steps in t, ``logsnr`` for exponential integrators, ``karras`` for EDM).
+    ``guidance``: how classifier guidance reaches it, one of ``guidance.MODES``: ``eps`` (score
+    form, folded into the prediction) or ``mean`` (an ancestral sampler reading ``mean_grad``).
+    """
+
+    spacing: str = "uniform"
+    guidance: str = "eps"
+
+
+SPECS: Dict[str, SamplerSpec] = {}
+
+
+def register(name: str, spacing: str = "uniform", guidance: str = "eps"):
+    """Decorator: make ``fn`` selectable as ``--sampler name``, with its default spacing and guidance mode."""
 
     def deco(fn: Callable) -> Callable:
         SAMPLERS[name] = fn
+        SPECS[name] = SamplerSpec(spacing=spacing, guidance=guidance)
         return fn
 
     return deco
+
+
+def sampler_spec(name: str) -> Optional[SamplerSpec]:
+    """The :class:`SamplerSpec` of a registered sampler, or None for an unknown name."""
+    _load_all()
+    return SPECS.get(name)
 
 
 def get_sampler(name: str) -> Callable:

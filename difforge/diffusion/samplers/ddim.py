@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-from ..timesteps import alpha_bars
+from ..schedule import alpha_bars, ddim_coefs
 from . import register
 from .common import batch_t, randn_like
 
 
-@register("ddim")
+@register("ddim", spacing="uniform", guidance="eps")
 def ddim(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None, eta: float = 0.0):
     """DDIM, eq. 12 of Song et al. 2021, between consecutive kept timesteps t -> t':
 
@@ -25,9 +23,8 @@ def ddim(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback
     x = x_T
     for i, t in enumerate(timesteps):
         pred = denoiser(x, batch_t(t, x), y)
-        a, a_next = ab[i], ab[i + 1]
-        sigma = eta * math.sqrt((1.0 - a_next) / (1.0 - a) * (1.0 - a / a_next))
-        x = math.sqrt(a_next) * pred.x0 + math.sqrt(max(1.0 - a_next - sigma**2, 0.0)) * pred.eps
+        c_x0, c_eps, sigma = ddim_coefs(ab[i], ab[i + 1], eta)
+        x = c_x0 * pred.x0 + c_eps * pred.eps
         if sigma > 0:
             x = x + sigma * randn_like(x, generator)
         if callback is not None:

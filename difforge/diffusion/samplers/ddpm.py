@@ -7,28 +7,15 @@ from typing import Optional
 
 import torch
 
-from ..timesteps import alpha_bars
+from ..schedule import alpha_bars, respaced_posterior
 from . import register
 from .common import batch_t, randn_like
 
 VARIANCES = ("fixed_small", "fixed_large", "learned")
+respaced_step = respaced_posterior  # its old name here
 
 
-def respaced_step(a: float, a_next: float):
-    """Coefficients of q(x_t' | x_t, x0) between kept steps t > t' (ab = a at t, a_next at t').
-
-    The respaced beta' = 1 - a / a_next makes the kept steps a Markov chain with the original
-    alphas_cumprod (improved-diffusion's respacing, ``Schedule.strided``). Returns
-    (coef_x0, coef_xt, beta', beta~') with the posterior mean coef_x0 x0 + coef_xt x_t and
-    beta~' = beta' (1 - a_next) / (1 - a) its variance.
-    """
-    beta = 1.0 - a / a_next
-    coef_x0 = beta * math.sqrt(a_next) / (1.0 - a)
-    coef_xt = (1.0 - a_next) * math.sqrt(1.0 - beta) / (1.0 - a)
-    return coef_x0, coef_xt, beta, beta * (1.0 - a_next) / (1.0 - a)
-
-
-@register("ddpm")
+@register("ddpm", spacing="uniform", guidance="mean")
 def ddpm(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None,
          variance: Optional[str] = None):
     """Ancestral sampling x_t' ~ N(posterior mean, var) over the kept timesteps.
@@ -56,7 +43,7 @@ def ddpm(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback
         if i == last:
             x = pred.x0
         else:
-            coef_x0, coef_xt, beta, post_var = respaced_step(ab[i], ab[i + 1])
+            coef_x0, coef_xt, beta, post_var = respaced_posterior(ab[i], ab[i + 1])
             mean = coef_x0 * pred.x0 + coef_xt * x
             if variance == "learned":
                 v = pred.var_frac.to(x.dtype)

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import math
 
-from ..timesteps import sigmas
+from ..denoiser import x0_at_sigma
+from ..schedule import sigmas, to_ve, to_vp
 from . import register
 from .common import batch_t, randn_like
 
 
 def _multistep(denoiser, x_T, schedule, timesteps, y, generator, callback, order, eta, s_noise=1.0, lower_order_final=False):
     sig = sigmas(schedule, timesteps) + [0.0]
-    x = x_T * math.sqrt(1.0 + sig[0] ** 2)
+    x = to_ve(x_T, sig[0])
     c = 1.0 + eta
     history = []  # (lambda, x0) of earlier steps, newest last
     for i, t in enumerate(timesteps):
         s, s_next = sig[i], sig[i + 1]
-        x0 = denoiser(x / math.sqrt(1.0 + s**2), batch_t(t, x), y).x0
+        x0 = x0_at_sigma(denoiser, x, batch_t(t, x), s, y)
         if s_next == 0:
             x = x0
         else:
@@ -61,17 +62,17 @@ def _multistep(denoiser, x_T, schedule, timesteps, y, generator, callback, order
                 x = x + (s_noise * s_next * math.sqrt(-math.expm1(-2.0 * eta * h))) * randn_like(x, generator)
             history = (history + [(lam, x0)])[-2:]
         if callback is not None:
-            callback(i, x / math.sqrt(1.0 + s_next**2), x0)
+            callback(i, to_vp(x, s_next), x0)
     return x
 
 
-@register("dpm++2m")
+@register("dpm++2m", spacing="logsnr", guidance="eps")
 def dpmpp_2m(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None):
     """DPM-Solver++(2M): second-order multistep ODE solver, one evaluation per step."""
     return _multistep(denoiser, x_T, schedule, timesteps, y, generator, callback, order=2, eta=0.0)
 
 
-@register("dpm++2m-sde")
+@register("dpm++2m-sde", spacing="logsnr", guidance="eps")
 def dpmpp_2m_sde(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None,
                  eta: float = 1.0, s_noise: float = 1.0):
     """SDE-DPM-Solver++(2M): the same multistep scheme on the reverse SDE (``eta`` = 1), adding noise.
@@ -83,7 +84,7 @@ def dpmpp_2m_sde(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, 
     return _multistep(denoiser, x_T, schedule, timesteps, y, generator, callback, order=2, eta=eta, s_noise=s_noise)
 
 
-@register("dpm++3m")
+@register("dpm++3m", spacing="logsnr", guidance="eps")
 def dpmpp_3m(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None, lower_order_final: bool = True):
     """DPM-Solver++(3M): third-order multistep ODE solver, one evaluation per step."""
     return _multistep(denoiser, x_T, schedule, timesteps, y, generator, callback, order=3, eta=0.0, lower_order_final=lower_order_final)

@@ -12,14 +12,10 @@ import math
 
 import torch
 
-from ..timesteps import sigma_to_t, sigmas
+from ..denoiser import x0_at_sigma
+from ..schedule import sigma_to_t, sigmas, to_ve, to_vp
 from . import register
 from .common import batch_t, randn_like
-
-
-def _x0(denoiser, x, t, sigma, y):
-    x_t = x / math.sqrt(1.0 + sigma**2)
-    return denoiser(x_t, batch_t(t, x), y).x0
 
 
 def _churn(x, t, sigma, schedule, n, generator, s_churn, s_tmin, s_tmax, s_noise):
@@ -38,19 +34,19 @@ def _churn(x, t, sigma, schedule, n, generator, s_churn, s_tmin, s_tmax, s_noise
 
 def _edm(denoiser, x_T, schedule, timesteps, y, generator, callback, second_order, churn):
     sig = sigmas(schedule, timesteps) + [0.0]
-    x = x_T * math.sqrt(1.0 + sig[0] ** 2)
+    x = to_ve(x_T, sig[0])
     for i, t in enumerate(timesteps):
         x, t_hat, s_hat = _churn(x, float(t), sig[i], schedule, len(timesteps), generator, **churn)
-        x0 = _x0(denoiser, x, t_hat, s_hat, y)
+        x0 = x0_at_sigma(denoiser, x, batch_t(t_hat, x), s_hat, y)
         d = (x - x0) / s_hat
         s_next = sig[i + 1]
         x_next = x + (s_next - s_hat) * d
         if second_order and s_next > 0:
-            d_next = (x_next - _x0(denoiser, x_next, timesteps[i + 1], s_next, y)) / s_next
+            d_next = (x_next - x0_at_sigma(denoiser, x_next, batch_t(timesteps[i + 1], x_next), s_next, y)) / s_next
             x_next = x + (s_next - s_hat) * 0.5 * (d + d_next)
         x = x_next
         if callback is not None:
-            callback(i, x / math.sqrt(1.0 + s_next**2), x0)
+            callback(i, to_vp(x, s_next), x0)
     return x
 
 
@@ -60,7 +56,7 @@ def _churn_opts(s_churn, s_tmin, s_tmax, s_noise):
     return dict(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
-@register("euler")
+@register("euler", spacing="karras", guidance="eps")
 def euler(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None,
           s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0):
     """Euler steps in sigma (EDM Alg. 2 without the correction); one evaluation per step.
@@ -71,7 +67,7 @@ def euler(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callbac
     return _edm(denoiser, x_T, schedule, timesteps, y, generator, callback, False, churn)
 
 
-@register("heun")
+@register("heun", spacing="karras", guidance="eps")
 def heun(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None,
          s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0):
     """Heun's 2nd-order method in sigma (EDM Alg. 1/2); 2 evaluations per step, 1 for the last.

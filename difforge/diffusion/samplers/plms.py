@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
-from ..timesteps import alpha_bars
+from ..denoiser import x0_from_eps
+from ..schedule import alpha_bars, vp_coefs
 from . import register
 from .common import batch_t
 
@@ -14,11 +13,12 @@ _AB = {2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24
 
 def _transfer(x, eps, a, a_next):
     """PNDM's transfer phi(x_t, eps, t -> t'): the DDIM step with a given eps."""
-    x0 = (x - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
-    return math.sqrt(a_next) * x0 + math.sqrt(1.0 - a_next) * eps
+    x0 = x0_from_eps(x, eps, *vp_coefs(a))
+    c_x0, c_eps = vp_coefs(a_next)
+    return c_x0 * x0 + c_eps * eps
 
 
-@register("plms")
+@register("plms", spacing="uniform", guidance="eps")  # its multistep weights assume equal steps in t
 def plms(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None):
     """Linear multistep on eps with DDIM's transfer (PNDM / latent-diffusion's PLMS).
 

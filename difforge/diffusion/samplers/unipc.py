@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from ..timesteps import sigmas
+from ..denoiser import x0_at_sigma
+from ..schedule import sigmas, to_ve, to_vp
 from . import register
 from .common import batch_t
 
@@ -44,7 +45,7 @@ def _rhos(rks: list, b: list) -> list:
     return torch.linalg.solve(R, torch.tensor(b, dtype=torch.float64)).tolist()
 
 
-@register("unipc")
+@register("unipc", spacing="logsnr", guidance="eps")
 def unipc(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callback=None,
           order: int = 2, lower_order_final: bool = True):
     """UniPC-bh2 multistep sampler, one evaluation per step.
@@ -57,7 +58,7 @@ def unipc(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callbac
     sig = sigmas(schedule, timesteps)
     lam = [-math.log(s) for s in sig]
     n = len(timesteps)
-    x = x_T * math.sqrt(1.0 + sig[0] ** 2)
+    x = to_ve(x_T, sig[0])
     m = denoiser(x_T, batch_t(timesteps[0], x), y).x0
     history = [m]  # x0 predictions at timesteps[0..i], newest last
     for i in range(n - 1):
@@ -76,7 +77,7 @@ def unipc(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callbac
             x_pred = x_base + j0 * sum(r * d for r, d in zip(rho_p, ds))
         else:
             x_pred = x_base
-        m_new = denoiser(x_pred / math.sqrt(1.0 + sig[i + 1] ** 2), batch_t(timesteps[i + 1], x), y).x0
+        m_new = x0_at_sigma(denoiser, x_pred, batch_t(timesteps[i + 1], x), sig[i + 1], y)
         if i < n - 2:  # UniC: reuse the new evaluation to correct x (not on the last step)
             rho_c = [0.5] if p == 1 else _rhos(rks + [1.0], b)
             corr = sum(r * d for r, d in zip(rho_c[:-1], ds)) + rho_c[-1] * (m_new - m0)
@@ -85,7 +86,7 @@ def unipc(denoiser, x_T, schedule, timesteps, *, y=None, generator=None, callbac
             x = x_pred
         history = (history + [m_new])[-order:]
         if callback is not None:
-            callback(i, x / math.sqrt(1.0 + sig[i + 1] ** 2), m0)
+            callback(i, to_vp(x, sig[i + 1]), m0)
     if callback is not None:
         callback(n - 1, history[-1], history[-1])
     return history[-1]
