@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
 
-SOURCES = ("openai-adm", "dit")
+SOURCES = ("openai-adm", "dit")  # = difforge.models.convert_file.SOURCES (not imported here: --help stays fast)
 
 
 def add_parser(sub) -> None:
@@ -42,44 +41,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _read_config(spec, source: str) -> tuple:
-    """(mapping of options, preset name or None) from a file or a preset name."""
-    from ..models import adm, dit
-
-    if spec is None:
-        return {}, None
-    presets = {"openai-adm": adm.PRESETS, "dit": {"dit": {}, **dit.PRESETS}}[source]
-    if spec in presets:
-        return dict(presets[spec]), spec
-    path = Path(spec)
-    if not path.is_file():
-        raise UserError(f"--config {spec}: no such file, and not a {source} preset ({', '.join(presets)})")
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - any parse error is the file's
-        raise UserError(f"--config {spec} could not be parsed ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--config {spec} must hold a mapping of option: value")
-    return data, None
-
-
-def _class_names(text):
-    if text is None:
-        return None
-    path = Path(text)
-    if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
 def run(args) -> int:
-    from ..models import convert as conv
+    from ..models.convert_file import convert_checkpoint, read_class_names
     from ..modelfile import save_model_file
 
     out = Path(args.out)
@@ -87,20 +50,9 @@ def run(args) -> int:
         raise UserError(f"OUT must be a .safetensors file, got {out}")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite it")
-    mapping, preset = _read_config(args.config, args.source)
-    for key in ("image_size", "num_classes", "in_channels", "diffusion_steps", "noise_schedule", "class_names"):
-        value = _class_names(args.class_names) if key == "class_names" else getattr(args, key)
-        if value is not None:
-            mapping[key] = value
-    if args.rescale_timesteps:
-        mapping["rescale_timesteps"] = True
-    net_options, extra = conv.options_from_config(args.source, mapping)
-    if preset in conv.RELEASE_DIFFUSION:
-        extra = {**conv.RELEASE_DIFFUSION[preset], **extra}
-    state_dict = conv.load_torch_state_dict(args.src)
-    converter, _ = conv.CONVERTERS[args.source]
-    converted = converter(state_dict, net_options)
-    meta = conv.model_meta(converted, args.source, extra, Path(args.src).name)
+    overrides = {key: getattr(args, key) for key in ("image_size", "num_classes", "in_channels", "diffusion_steps", "noise_schedule")}
+    overrides.update(class_names=read_class_names(args.class_names), rescale_timesteps=args.rescale_timesteps or None)
+    converted, meta = convert_checkpoint(args.src, args.source, args.config, overrides)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model_file(out, converted.state_dict, meta)
     cfg = converted.config

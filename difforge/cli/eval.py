@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-from ..errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -45,59 +42,24 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.evaluation import compute_metrics, needs, open_source, parse_metrics, prepare
-    from ..metrics.features import load_extractor
-    from ..metrics.reference import save_reference
-    from ..runtime import resolve_device, set_threads
+    from ..metrics.compare import compare
 
-    if args.fake is None and args.save_ref is None:
-        raise UserError("give --fake (the generated images), or --save-ref OUT.npz to only build a reference")
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--kid-subsets", args.kid_subsets, 1),
-                             ("--kid-subset-size", args.kid_subset_size, 2), ("--is-splits", args.is_splits, 1), ("--pr-k", args.pr_k, 1)):
-        if value < low:
-            raise UserError(f"{flag} must be at least {low}, got {value}")
-    set_threads()
-    device = resolve_device(args.device)
-    extractor = load_extractor(args.features, inception_weights=args.inception_weights, download=args.download,
-                               device=device, precision=args.precision)
-    metrics = parse_metrics(args.metrics, extractor) if args.fake else []
-    progress = not args.quiet and not args.json
-
-    fake_src = open_source(args.fake, args.image_size) if args.fake else None
-    size = args.image_size or getattr(fake_src, "image_size", None)
-    real_src = open_source(args.real, size)
-    real_classes, fake_classes = _class_names(real_src), _class_names(fake_src)
-    per_class = args.per_class and bool(real_classes) and sorted(real_classes) == sorted(fake_classes)
-
-    need_real = needs(metrics, "real", per_class)
-    if args.save_ref:  # a complete reference: pool features and every Gaussian the extractor can give
-        need_real = {**need_real, "pool": "features", **({"spatial": "stats"} if "spatial" in extractor.outputs else {})}
-    real = prepare(real_src, extractor, need_real, batch_size=args.batch_size, progress=progress, desc="real")
-    if args.save_ref:
-        save_reference(args.save_ref, real)
+    def saved(count: int) -> None:
         if not args.json:
-            print(f"saved reference statistics of {real.count} images to {args.save_ref}")
-    if fake_src is None:
+            print(f"saved reference statistics of {count} images to {args.save_ref}")
+
+    result = compare(args.real, args.fake, metrics=args.metrics, features=args.features, inception_weights=args.inception_weights,
+                     download=args.download, image_size=args.image_size, save_ref=args.save_ref, device=args.device,
+                     precision=args.precision, batch_size=args.batch_size, kid_subsets=args.kid_subsets,
+                     kid_subset_size=args.kid_subset_size, is_splits=args.is_splits, pr_k=args.pr_k, seed=args.seed,
+                     per_class=args.per_class, progress=not args.quiet and not args.json, on_reference=saved)
+    if result is None:
         return 0
-    fake = prepare(fake_src, extractor, needs(metrics, "fake", per_class), batch_size=args.batch_size, progress=progress, desc="fake")
-    result = compute_metrics(real, fake, metrics, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                             is_splits=args.is_splits, pr_k=args.pr_k, seed=args.seed, per_class=per_class)
-    result = {"real": str(args.real), "fake": str(args.fake), **result}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(format_table(result))
     return 0
-
-
-def _class_names(src) -> list:
-    """Class names of a source; of a reference file, read without loading its other arrays."""
-    import numpy as np
-
-    if isinstance(src, Path):
-        with np.load(src, allow_pickle=False) as data:
-            return [str(c) for c in data["class_names"]] if "class_names" in data.files and "labels" in data.files else []
-    return list(getattr(src, "class_names", None) or [])
 
 
 def _fmt(v, std=None) -> str:

@@ -21,10 +21,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..models import registry
-
     if args.networks:
-        print("\n".join(registry.available()))
+        from ..models.registry import available
+
+        print("\n".join(available()))
         return 0
     if args.samplers:
         from ..diffusion.samplers import available
@@ -32,50 +32,28 @@ def run(args) -> int:
         print("\n".join(available()))
         return 0
     if args.network:
-        from ..models.info import count_parameters, forward_gflops
+        from ..models.info import describe_network
 
-        registry.check_image_size(args.network, {}, args.image_size)
-        net = registry.build(args.network, image_size=args.image_size, in_channels=args.channels, num_classes=args.num_classes)
-        info = {
-            "network": args.network,
-            "image_size": args.image_size,
-            "channels": args.channels,
-            "parameters": count_parameters(net),
-            "forward_gflops_per_image": round(forward_gflops(net), 3),
-            "config": net.config,
-        }
-        _print(info, args.json)
+        _print(describe_network(args.network, args.image_size, args.channels, args.num_classes), args.json)
         return 0
     if not args.model:
         raise UserError("give a model file, or --network NAME (see --networks)")
-    from ..pipeline import Pipeline
-    from ..modelfile import read_metadata
-
-    if read_metadata(args.model).get("kind") == "vae":
-        _print(_describe_vae(args.model), args.json)
-        return 0
-    _print(Pipeline.from_checkpoint(args.model, device="cpu", precision="fp32").describe(), args.json)
+    _print(_describe_file(args.model), args.json)
     return 0
 
 
-def _describe_vae(path) -> dict:
-    from ..codec import load_vae
+def _describe_file(path) -> dict:
+    """A VAE file's description, or a diffusion model's (Pipeline.describe)."""
+    from ..modelfile import read_metadata
 
-    vae, meta = load_vae(path)
-    size = int(meta["data"]["image_size"])
-    return {
-        "file": str(path),
-        "kind": "vae",
-        "network": meta["network"]["name"],
-        "parameters": sum(p.numel() for p in vae.parameters()),
-        "image_size": size,
-        "channels": meta["data"]["channels"],
-        "latent_shape": "x".join(map(str, vae.latent_shape(size))),
-        "network_config": meta["network"]["config"],
-        "training": {k: v for k, v in meta.get("vae", {}).items() if k != "val"},
-        "validation": meta.get("vae", {}).get("val", {}),
-        "trained": meta.get("train", {}),
-    }
+    if read_metadata(path).get("kind") == "vae":
+        from ..codec import load_vae
+        from ..models.info import describe_vae
+
+        return describe_vae(*load_vae(path), path)
+    from ..pipeline import Pipeline
+
+    return Pipeline.from_checkpoint(path, device="cpu", precision="fp32").describe()
 
 
 def _print(info: dict, as_json: bool) -> None:

@@ -11,12 +11,11 @@ seed training does not use by default (``--builtin-seed``).
 from __future__ import annotations
 
 import json
-import math
 
 from ..errors import UserError
 from .aliases import option_strings
 
-HELD_OUT_SEED = 1000  # training's built-in set uses seed 0 unless told otherwise
+HELD_OUT_SEED = 1000  # = difforge.metrics.nll.HELD_OUT_SEED (not imported here: --help stays fast)
 
 
 def add_parser(sub) -> None:
@@ -44,66 +43,21 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _held_out_images(pipe, args):
-    """(uint8 images, labels or None, description) of the data to evaluate."""
-    import torch
-
-    from ..config import DataConfig
-    from ..data.source import load_training_images
-
-    per_class = max(1, math.ceil(args.num / 4))  # the built-in set has 4 classes
-    dc = DataConfig(data=args.data, image_size=pipe.image_size, channels=pipe.channels, hflip=False,
-                    builtin_per_class=per_class, builtin_seed=args.builtin_seed)
-    data = load_training_images(dc, progress=not args.quiet)
-    pick = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))[: args.num]
-    images = data.images[pick]
-    labels, how = None, "unconditional"
-    if pipe.num_classes:
-        known = data.labels is not None and all(name in pipe.class_names for name in data.class_names)
-        if known:
-            remap = torch.tensor([pipe.class_names.index(name) for name in data.class_names])
-            labels, how = remap[data.labels[pick]], "conditioned on their classes"
-        else:
-            labels, how = torch.full((len(images),), pipe.num_classes), "with the null class (no matching class folders)"
-    return images, labels, f"{len(images)} images from {data.source}, {how}"
-
-
 def run(args) -> int:
-    from ..diffusion.likelihood import dataset_bits_per_dim
+    from ..metrics.nll import held_out_bits_per_dim
     from ..pipeline import Pipeline
 
     if args.num < 1 or args.batch_size < 1:
         raise UserError("--num and --batch-size must be at least 1")
     pipe = Pipeline.from_checkpoint(args.model, device=args.device, precision=args.precision)
-    if pipe.codec is not None:
-        raise UserError(f"{args.model} is a latent diffusion model: its likelihood is of VAE latents, so pixel bits/dim is not defined for it")
-    if args.variance == "learned" and not pipe.learn_sigma:
-        raise UserError(f"{args.model} was trained without learn_sigma; use --variance fixed_large or fixed_small")
-    variance = args.variance or ("learned" if pipe.learn_sigma else "fixed_large")
-    images, labels, source = _held_out_images(pipe, args)
-    denoiser = pipe.denoiser(cfg=1.0, clip_x0=args.clip_x0)
-    out = dataset_bits_per_dim(denoiser, images, labels, batch_size=args.batch_size, variance=variance,
-                               seed=args.seed, device=pipe.device, progress=not args.quiet)
-    n = len(images)
-    total = out["total"]
-    sem = total.std().item() / math.sqrt(n) if n > 1 else float("nan")
-    report = {
-        "model": str(args.model),
-        "data": source,
-        "diffusion_steps": pipe.schedule.num_steps,
-        "variance": variance,
-        "bits_per_dim": total.mean().item(),
-        "std_error": sem,
-        "prior_bits_per_dim": out["prior"].mean().item(),
-        "decoder_bits_per_dim": out["decoder"].mean().item(),
-        "kl_terms_bits_per_dim": out["kl"].mean().item(),
-    }
+    report = held_out_bits_per_dim(pipe, args.data, num=args.num, batch_size=args.batch_size, variance=args.variance,
+                                   clip_x0=args.clip_x0, builtin_seed=args.builtin_seed, seed=args.seed, progress=not args.quiet)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"model:    {report['model']} (T={report['diffusion_steps']}, {variance} variance)")
-    print(f"data:     {source}")
-    print(f"bits/dim: {report['bits_per_dim']:.4f} +- {sem:.4f}  "
+    print(f"model:    {report['model']} (T={report['diffusion_steps']}, {report['variance']} variance)")
+    print(f"data:     {report['data']}")
+    print(f"bits/dim: {report['bits_per_dim']:.4f} +- {report['std_error']:.4f}  "
           f"(prior {report['prior_bits_per_dim']:.4f}, decoder {report['decoder_bits_per_dim']:.4f}, "
           f"KL terms {report['kl_terms_bits_per_dim']:.4f})")
     return 0

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..config import Config, field_sections, parse_int_tuple
-from ..errors import ConfigError
 from .aliases import option_strings
 
 # network options that have their own flag (stored in model.network_options)
@@ -19,7 +16,6 @@ NETWORK_FLAGS = {
     "dropout": ("--dropout", float, "dropout in residual blocks"),
     "act": ("--act", str, "activation: silu, gelu, relu, relu6, lrelu"),
 }
-TUPLE_OPTIONS = ("channel_mult", "attention_resolutions")
 
 
 def add(p, flag: str, **kw):
@@ -168,33 +164,12 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_value(text: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def overrides_from_args(args) -> dict:
     """Flat config overrides from parsed flags; only flags the user gave."""
-    out = {name: getattr(args, name) for name in field_sections() if getattr(args, name, None) is not None}
-    options = {}
-    for key in NETWORK_FLAGS:
-        value = getattr(args, f"net_{key}", None)
-        if value is not None:
-            options[key] = list(parse_int_tuple(value, key)) if key in TUPLE_OPTIONS else value
-    for item in getattr(args, "network_option", None) or []:
-        if "=" not in item:
-            raise ConfigError(f"--network-option {item!r} must look like KEY=VALUE")
-        k, v = item.split("=", 1)
-        options[k.strip().replace("-", "_")] = _parse_value(v)
-    if options:
-        out["network_options"] = options
-    if out.get("vae") and "latent" not in out:  # --vae FILE alone means latent diffusion
-        out["latent"] = True
-    return out
+    from ..train.start import config_overrides
+
+    return config_overrides(vars(args), {key: getattr(args, f"net_{key}", None) for key in NETWORK_FLAGS},
+                            getattr(args, "network_option", None) or [])
 
 
 def _launch_distributed(args) -> int:
@@ -211,27 +186,11 @@ def _launch_distributed(args) -> int:
 
 
 def fit_from_args(args, overrides: dict, defaults: dict = None):
-    """Config file + flag overrides -> a finished run; ``(trainer, result)``.
+    """``--config``, ``--resume``, ``--pretrain``, ``--quiet`` and ``overrides`` -> ``(trainer, result)``
+    (shared by ``train``, ``train-vae`` and ``train-classifier``)."""
+    from ..train.start import start_run
 
-    Shared by ``train``, ``train-vae`` and ``train-classifier``: ``--config`` is the base, flags
-    override it (network options merge), ``--resume`` alone names the run by ``--run``/``--runs-dir``
-    as IDDM does, and ``defaults`` (e.g. the task's network) apply to a new run only: a resumed run
-    keeps its own config.yaml.
-    """
-    from ..train.trainer import Trainer
-
-    base = Config.load(args.config) if args.config else None
-    if base is not None and "network_options" in overrides:
-        overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
-    resume = args.resume
-    if resume is True:  # IDDM style: --resume with --run/--runs-dir naming the run
-        cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
-        resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
-    if not resume:
-        for key, value in (defaults or {}).items():
-            overrides.setdefault(key, value)
-    trainer = Trainer(base, resume=resume, pretrain=args.pretrain, progress=not args.quiet, **overrides)
-    return trainer, trainer.fit()
+    return start_run(args.config, overrides, resume=args.resume, pretrain=args.pretrain, progress=not args.quiet, defaults=defaults)
 
 
 def run(args) -> int:

@@ -37,15 +37,11 @@ def add_parser(sub) -> None:
 
 def classifier_overrides(args) -> dict:
     """Config overrides of `train-classifier`: train.task = classifier and the classifier's options."""
-    from ..config import parse_int_tuple
+    from ..train.start import network_options
 
     out = overrides_from_args(args)
     out["task"] = "classifier"
-    options = dict(out.get("network_options", {}))
-    for key in CLASSIFIER_FLAGS:
-        value = getattr(args, f"clf_{key}", None)
-        if value is not None:
-            options[key] = list(parse_int_tuple(value, key)) if key == "attention_resolutions" else value
+    options = {**out.get("network_options", {}), **network_options({key: getattr(args, f"clf_{key}", None) for key in CLASSIFIER_FLAGS})}
     if options:
         out["network_options"] = options
     return out

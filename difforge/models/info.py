@@ -1,8 +1,9 @@
-"""Size and cost of a network: parameters, forward GFLOPs per image, a one-glance summary."""
+"""Size and cost of a network: parameters, forward GFLOPs per image, a one-glance summary;
+the descriptions ``difforge info`` prints of a registered network and of a VAE."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -66,4 +67,38 @@ def describe(net: nn.Module) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-__all__ = ["count_parameters", "describe", "dummy_inputs", "forward_gflops"]
+def describe_network(name: str, image_size: int = 64, channels: int = 3, num_classes: int = 0) -> Dict[str, Any]:
+    """A registered network built at this size: parameters, forward GFLOPs per image, its config."""
+    from . import registry
+
+    registry.check_image_size(name, {}, image_size)
+    net = registry.build(name, image_size=image_size, in_channels=channels, num_classes=num_classes)
+    return {
+        "network": name,
+        "image_size": image_size,
+        "channels": channels,
+        "parameters": count_parameters(net),
+        "forward_gflops_per_image": round(forward_gflops(net), 3),
+        "config": net.config,
+    }
+
+
+def describe_vae(vae: nn.Module, meta: Dict[str, Any], path: str = "") -> Dict[str, Any]:
+    """A VAE model file (its loaded network and metadata): size, latent shape, training and validation."""
+    size = int(meta["data"]["image_size"])
+    return {
+        "file": str(path),
+        "kind": "vae",
+        "network": meta["network"]["name"],
+        "parameters": count_parameters(vae),
+        "image_size": size,
+        "channels": meta["data"]["channels"],
+        "latent_shape": "x".join(map(str, vae.latent_shape(size))),
+        "network_config": meta["network"]["config"],
+        "training": {k: v for k, v in meta.get("vae", {}).items() if k != "val"},
+        "validation": meta.get("vae", {}).get("val", {}),
+        "trained": meta.get("train", {}),
+    }
+
+
+__all__ = ["count_parameters", "describe", "describe_network", "describe_vae", "dummy_inputs", "forward_gflops"]
