@@ -254,8 +254,9 @@ class Trainer:
                     terms = self.task.loss(self.train_net, batch, rng)
                 loss = terms["loss"].mean()
                 self.scaler.scale(loss / tc.grad_accum).backward()
-            means = torch.stack([t.detach().float().mean() for k, t in terms.items() if k != "loss"]).tolist() if len(terms) > 1 else []
-            for k, v in zip(["loss", *(k for k in terms if k != "loss")], [loss.item(), *means]):
+            others = [k for k in terms if k != "loss"]  # logged only: one host sync for all of them
+            means = torch.stack([terms[k].detach().float().mean() for k in others]).tolist() if others else []
+            for k, v in zip(["loss", *others], [loss.item(), *means]):
                 sums[k] = sums.get(k, 0.0) + v / tc.grad_accum
         total_loss = sums["loss"]
         if not math.isfinite(total_loss):
