@@ -1,25 +1,20 @@
-"""Image folders: find the images, read each one once, and hold them in RAM as uint8.
+"""Image folders: read each image once and hold them all in RAM as uint8.
 
-Two layouts are understood:
-
-- **class sub-folders** ``root/<class>/**/*.png``: every non-hidden sub-folder that contains
-  images (searched recursively inside it) is a class; class names are the folder names, sorted.
-  Two or more classes make a *conditional* dataset. Images lying loose directly in ``root`` next
-  to class folders are ignored (they are often previews or notes) and listed in
-  :attr:`FolderIndex.ignored` so the caller can say so.
-- **flat** ``root/*.png``: no sub-folder holds images; an *unconditional* dataset.
-
-Hidden files and folders (name starting with ``.``) are skipped everywhere, which also skips the
-``.name.tmp`` files of an interrupted atomic write.
-
-The decoded dataset lives in RAM as one uint8 tensor of N*C*H*W bytes (10,000 RGB images at
+Finding the files (layouts, class names, links) is :mod:`difforge.data.scan`; this module decodes
+them. The decoded dataset lives in RAM as one uint8 tensor of N*C*H*W bytes (10,000 RGB images at
 64x64 are 123 MB; see :func:`dataset_memory_bytes`), so every file is decoded and validated
 exactly once, up front, and training never touches the disk again.
+
+A file that cannot be used (unreadable, corrupt, truncated, or so large that decoding it would
+exhaust RAM: a decompression bomb) stops the load with one message listing the files, or with
+``skip_bad`` is left out; what that does to the classes is decided in :mod:`difforge.data.classes`.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings as _warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,30 +25,21 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from .scan import IMAGE_EXTENSIONS, MAX_LISTED, FolderIndex, listing, printable, scan_folder, short
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = [
+    "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "FolderIndex", "ImageTooLarge", "LoadedImages",
+    "dataset_memory_bytes", "load_folder", "load_image", "scan_folder",
+]
 
 PathLike = Union[str, os.PathLike]
 
-_MAX_LISTED = 10
-_EXTS = ", ".join(IMAGE_EXTENSIONS)
+MAX_IMAGE_PIXELS = 100_000_000
+"""Largest image decoded (100 megapixels, 300 MB as RGB); bigger files are refused unread."""
 
 
-@dataclass
-class FolderIndex:
-    """The image files of a folder, before decoding.
-
-    ``labels[i]`` indexes ``class_names`` when ``conditional``; otherwise every label is 0 and
-    ``class_names`` is empty. ``ignored`` lists loose images in ``root`` that a class-folder
-    layout leaves out.
-    """
-
-    root: Path
-    paths: list[Path]
-    labels: list[int]
-    class_names: list[str]
-    conditional: bool
-    ignored: list[Path] = field(default_factory=list)
+class ImageTooLarge(ValueError):
+    """An image whose header declares more than :data:`MAX_IMAGE_PIXELS` pixels."""
 
 
 @dataclass
@@ -61,7 +47,8 @@ class LoadedImages:
     """Decoded images: ``images`` uint8 (N, C, H, W) contiguous, ``labels`` int64 (N,).
 
     ``paths`` are the files kept (row i of ``images`` is ``paths[i]``); ``bad`` lists each
-    unreadable file with the reason.
+    unreadable file with the reason (all of them, for the run log); ``warnings`` are one-line
+    messages for the user (the scan's, files skipped, classes dropped, small classes).
     """
 
     images: torch.Tensor
@@ -69,6 +56,7 @@ class LoadedImages:
     class_names: list[str]
     paths: list[Path]
     bad: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def conditional(self) -> bool:
@@ -78,68 +66,6 @@ class LoadedImages:
 def dataset_memory_bytes(n: int, channels: int, size: int) -> int:
     """RAM taken by ``n`` decoded images held as uint8: n * channels * size * size bytes."""
     return int(n) * int(channels) * int(size) * int(size)
-
-
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".")
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(path) and path.is_file()
-
-
-def _images_under(folder: Path) -> list[Path]:
-    """Images anywhere below ``folder``, skipping hidden files and hidden folders; sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(p for p in (Path(dirpath) / f for f in filenames) if _is_image(p))
-    return sorted(found)
-
-
-def scan_folder(root: PathLike, conditional: Optional[bool] = None) -> FolderIndex:
-    """Index the images of ``root`` (see the module docstring for the layouts).
-
-    ``conditional=None`` decides from the layout (two or more class folders -> conditional);
-    ``True`` demands class folders (at least two); ``False`` uses every image and ignores classes.
-    Nothing is decoded here; :func:`load_folder` does that.
-    """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"image folder {root} does not exist; check the path")
-    if not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder; pass the folder that contains the images")
-    entries = sorted(p for p in root.iterdir() if not _is_hidden(p))
-    loose = [p for p in entries if _is_image(p)]
-    classes = [(d.name, imgs) for d in entries if d.is_dir() for imgs in [_images_under(d)] if imgs]
-
-    if not classes:
-        if not loose:
-            if not entries:
-                raise DataError(f"image folder {root} is empty; put images ({_EXTS}) in it or in class sub-folders")
-            raise DataError(
-                f"image folder {root} contains no images; accepted extensions are {_EXTS} "
-                f"(directly in the folder, or in one sub-folder per class)"
-            )
-        if conditional:
-            raise DataError(
-                f"image folder {root} has no class sub-folders, so it cannot train a conditional model; "
-                f"put each class in its own sub-folder ({root}/<class>/...) or pass --no-conditional"
-            )
-        return FolderIndex(root, loose, [0] * len(loose), [], False)
-
-    if conditional and len(classes) < 2:
-        raise DataError(
-            f"image folder {root} has a single class {classes[0][0]!r}: add at least one more class "
-            f"sub-folder or pass --no-conditional"
-        )
-    if conditional is None:
-        conditional = len(classes) >= 2
-    paths = [p for _, imgs in classes for p in imgs]
-    if conditional:
-        labels = [k for k, (_, imgs) in enumerate(classes) for _ in imgs]
-        return FolderIndex(root, paths, labels, [name for name, _ in classes], True, loose)
-    return FolderIndex(root, paths, [0] * len(paths), [], False, loose)
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -193,7 +119,15 @@ def load_image(path: PathLike, image_size: int, channels: int, hflip: bool = Fal
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    with Image.open(path) as im:
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: refused at the header
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageTooLarge(_too_large(f"{found.group(1)} pixels" if found else "the image")) from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:  # checked on the header, before any pixel is decoded
+            raise ImageTooLarge(_too_large(f"{w}x{h} pixels"))
         im.load()  # decode fully now: a truncated file fails here, not later
         im = ImageOps.exif_transpose(im)
         im = _to_mode(im, channels)
@@ -208,17 +142,15 @@ def load_image(path: PathLike, image_size: int, channels: int, hflip: bool = Fal
     return arr[..., None] if channels == 1 else arr
 
 
-def _short(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
+def _too_large(size: str) -> str:
+    return (f"{size} is over the {MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit (a decompression bomb or an "
+            f"oversized scan); downscale it")
 
 
 def _reason(e: BaseException, path: Path) -> str:
     """One short line: the exception type and its first line, without the (already named) path."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = text.replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    text = printable(text.replace(f"'{path}'", "").replace(str(path), "").strip(" :"))
     text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -230,22 +162,28 @@ def load_folder(
     skip_bad: bool = False,
     progress: bool = True,
     workers: Optional[int] = None,
+    drop_empty_classes: bool = False,
 ) -> LoadedImages:
     """Decode every file of ``index`` once into a uint8 tensor (N, C, H, W) in RAM.
 
     Files are decoded by a small thread pool (Pillow releases the GIL while decoding); order is
-    kept. Unreadable, corrupt or truncated files are collected: unless ``skip_bad``, any of them
-    raises one :class:`DataError` whose one-line message lists the first ten (paths relative to the
-    folder, with the reason) and the ``--skip-bad-images`` hint; with ``skip_bad`` they are dropped and returned in
-    ``bad`` for the caller to report. If no file can be read it is always an error.
+    kept. Unreadable, corrupt, truncated or oversized files are collected: unless ``skip_bad``, any
+    of them raises one :class:`DataError` whose one-line message lists the first ten (paths relative
+    to the folder, with the reason) and the ``--skip-bad-images`` hint; with ``skip_bad`` they are
+    dropped, returned in ``bad`` and named in ``warnings``. If no file can be read it is always an
+    error. A class left without images is refused unless ``drop_empty_classes`` (see
+    :func:`difforge.data.classes.settle_classes`); small classes get a warning.
     """
+    from .classes import settle_classes, skipped_warning, small_data_warning
+
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     from tqdm import tqdm
 
     n = len(index.paths)
+    root = printable(index.root)
     if n == 0:
-        raise DataError(f"image folder {index.root} has no images to load")
+        raise DataError(f"image folder {root} has no images to load")
     images = torch.empty((n, channels, image_size, image_size), dtype=torch.uint8)
     ok = np.zeros(n, dtype=bool)
     bad: list[tuple[Path, str]] = []
@@ -258,7 +196,9 @@ def load_folder(
 
     if workers is None:
         workers = min(8, os.cpu_count() or 1)
-    with tqdm(total=n, desc="reading images", unit="img", disable=not progress) as bar:
+    with tqdm(total=n, desc="reading images", unit="img", disable=not progress) as bar, _warnings.catch_warnings():
+        # Images between Pillow's warning size and MAX_IMAGE_PIXELS are fine; bigger ones are refused.
+        _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for i, arr, reason in pool.map(decode, range(n)):
                 if arr is None:
@@ -269,18 +209,19 @@ def load_folder(
                 bar.update()
 
     if bad and (not skip_bad or len(bad) == n):
-        listed = "; ".join(f"{_short(p, index.root)} ({r})" for p, r in bad[:_MAX_LISTED])
-        if len(bad) > _MAX_LISTED:
-            listed += f"; ... and {len(bad) - _MAX_LISTED} more"
+        listed = listing([f"{short(p, index.root)} ({r})" for p, r in bad])
         if len(bad) == n:
-            raise DataError(f"none of the {n} images in {index.root} can be read: {listed}; check that they are image files")
+            raise DataError(f"none of the {n} images in {root} can be read: {listed}; check that they are image files")
         raise DataError(
-            f"{len(bad)} of {n} images in {index.root} cannot be read: {listed}; "
+            f"{len(bad)} of {n} images in {root} cannot be read: {listed}; "
             f"fix or delete them, or pass --skip-bad-images to train without them"
         )
 
     keep = np.flatnonzero(ok)
-    labels = torch.tensor([index.labels[i] for i in keep], dtype=torch.int64)
+    warnings = list(index.warnings) + ([skipped_warning(bad, n, index.root)] if bad else [])
+    names, labels, dropped = settle_classes(index, [index.labels[i] for i in keep], bad, drop_empty_classes)
+    warnings += dropped + small_data_warning(names, labels)
     if len(keep) < n:
         images = images[torch.from_numpy(keep)].contiguous()
-    return LoadedImages(images, labels, list(index.class_names), [index.paths[i] for i in keep], bad)
+    paths = [index.paths[i] for i in keep]
+    return LoadedImages(images, torch.tensor(labels, dtype=torch.int64), names, paths, bad, warnings)

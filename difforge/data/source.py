@@ -6,8 +6,9 @@ tensor by index (4x smaller than float32, and no per-step decoding or DataLoader
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -17,11 +18,16 @@ from ..errors import DataError
 
 @dataclass
 class TrainingImages:
+    """``warnings``: one-line messages for the run log (links not followed, files skipped, classes
+    dropped, small classes); ``bad``: every skipped file with its reason (``skipped`` counts them)."""
+
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: Optional[torch.Tensor]  # (N,) int64, or None when unconditional
     class_names: List[str]
     source: str
     skipped: int = 0
+    warnings: List[str] = field(default_factory=list)
+    bad: List[Tuple[Path, str]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -45,16 +51,27 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
             source=f"built-in defect dataset ({len(names)} classes x {cfg.builtin_per_class}, seed {cfg.builtin_seed})",
         )
     from .folder import load_folder, scan_folder
+    from .scan import printable
 
     index = scan_folder(cfg.data, conditional=cfg.conditional)
-    loaded = load_folder(index, cfg.image_size, channels=cfg.channels, skip_bad=cfg.skip_bad_images, progress=progress)
+    loaded = load_folder(
+        index, cfg.image_size, channels=cfg.channels, skip_bad=cfg.skip_bad_images, progress=progress,
+        drop_empty_classes=bool(getattr(cfg, "drop_empty_classes", False)),
+    )
     if len(loaded.images) == 0:
-        raise DataError(f"no usable images in {cfg.data}")
+        raise DataError(f"no usable images in {printable(cfg.data)}")
     conditional = bool(loaded.class_names)
+    if cfg.conditional and not conditional:
+        raise DataError(
+            f"image folder {printable(cfg.data)} has fewer than two classes with readable images left, so it cannot "
+            f"train a conditional model; fix the bad files or pass --no-conditional"
+        )
     return TrainingImages(
         images=loaded.images,
         labels=loaded.labels if conditional else None,
         class_names=list(loaded.class_names) if conditional else [],
-        source=str(cfg.data),
+        source=printable(cfg.data),
         skipped=len(loaded.bad),
+        warnings=list(loaded.warnings),
+        bad=list(loaded.bad),
     )
