@@ -39,6 +39,7 @@ class DataConfig:
     conditional: Optional[bool] = None  # None: class sub-folders -> conditional, flat -> not
     hflip: bool = True
     skip_bad_images: bool = False
+    drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200
     builtin_seed: int = 0
 
@@ -74,7 +75,7 @@ class DiffusionConfig:
 class TrainConfig:
     """The training loop: run folder, optimisation, precision, checkpoints, previews."""
 
-    task: str = "diffusion"  # what is trained: diffusion, vae or classifier (see difforge/train/task.py)
+    task: str = "diffusion"  # what is trained: diffusion, vae or classifier (see difforge/train/tasks/)
     run: str = "default"
     runs_dir: str = "runs"
     epochs: Optional[int] = None
@@ -102,7 +103,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between refreshes of the resumable "last" checkpoint
     preview_every: int = 0  # steps between preview grids (0: only at the end)
     preview_num: int = 16
-    preview_sampler: str = "ddim"
+    preview_sampler: Optional[str] = None  # None: the sampling default (difforge.pipeline.SampleConfig)
     preview_steps: int = 25
     image_format: str = "png"
     device: str = "auto"

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import UserError
 
+# improved-diffusion's --use_ddim: ddim_sample_loop, else p_sample_loop (respaced DDPM; DiT's too)
+SEED_SAMPLER = {True: "ddim", False: "ddpm"}
 TRUE = {"true", "t", "yes", "y", "1", "on"}
 FALSE = {"false", "f", "no", "n", "0", "off"}
 
@@ -137,7 +139,7 @@ def resolve(args) -> None:
         args.steps = respacing if respacing is not None else str(dit_steps)
     use_ddim = getattr(args, "use_ddim", None)
     if args.sampler is None and (use_ddim is not None or respacing is not None or dit_steps is not None):
-        args.sampler = "ddim" if use_ddim else "ddpm"  # improved-diffusion's and DiT's p_sample_loop
+        args.sampler = SEED_SAMPLER[bool(use_ddim)]
     elif use_ddim is not None and args.sampler != ("ddim" if use_ddim else "ddpm") and use_ddim:
         raise UserError(f"--use_ddim True and --sampler {args.sampler} disagree; give one of them")
     if getattr(args, "model_path", None):  # improved-/guided-diffusion write an .npz batch

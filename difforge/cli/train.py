@@ -71,6 +71,8 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     bool_flag(g, "--conditional", "conditional", "force class-conditional (or not); default: class sub-folders decide")
     bool_flag(g, "--hflip", "hflip", "random horizontal flips (default on)")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
+    add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
+        help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")
     add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")
     add(g, "--builtin-seed", dest="builtin_seed", type=int, help="built-in set: seed")
 

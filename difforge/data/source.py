@@ -56,7 +56,7 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
     index = scan_folder(cfg.data, conditional=cfg.conditional)
     loaded = load_folder(
         index, cfg.image_size, channels=cfg.channels, skip_bad=cfg.skip_bad_images, progress=progress,
-        drop_empty_classes=bool(getattr(cfg, "drop_empty_classes", False)),
+        drop_empty_classes=bool(cfg.drop_empty_classes),
     )
     if len(loaded.images) == 0:
         raise DataError(f"no usable images in {printable(cfg.data)}")

@@ -169,11 +169,11 @@ def _how_to_sample(fname: str, kind: str, classes: List[str]) -> str:
     cls_py = f', class_label="{classes[0]}"' if classes else ""
     return (
         "```bash\npip install difforge\n"
-        f"difforge sample {fname} --num 16{cls} --sampler ddim --steps 50 --grid --out samples/\n"
+        f"difforge sample {fname} --num 16{cls} --grid --out samples/\n"
         f"difforge export-onnx {fname} model.onnx   # optional: ONNX Runtime deployment\n```\n\n"
         "```python\nfrom difforge.pipeline import Pipeline\n\n"
         f'pipe = Pipeline.from_checkpoint("{fname}")\n'
-        f'out = pipe.generate(num=8{cls_py}, sampler="ddim", steps=50, seed=0)\n'
+        f'out = pipe.generate(num=8{cls_py}, seed=0)\n'
         "out.pil()[0].save(\"sample.png\")\n```"
     )
 

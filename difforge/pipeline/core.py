@@ -1,7 +1,7 @@
 """Pipeline: a model file in, images out. The one way every consumer makes images.
 
     pipe = Pipeline.from_checkpoint("runs/x/checkpoints/ema.safetensors")
-    out = pipe.generate(num=8, class_label="scratch", sampler="ddim", steps=50, seed=0)
+    out = pipe.generate(num=8, class_label="scratch", steps=25, seed=0)  # SampleConfig defaults otherwise
     out.images  # (8, H, W, C) uint8 tensor;  out.pil()  # list of PIL images
 
     pipe.interpolate(seeds=(3, 4), class_label="crack")             # slerp between two x_T

@@ -16,10 +16,6 @@ import torch
 from ..errors import CheckpointError
 from ..modelfile import FORMAT_VERSION, STATE_FORMAT, load_tensors, open_checked, read_metadata, save_tensors, stamp_model_meta
 
-# TEMP: trainer.py (being rewritten) still calls ckpt.save_model_file / load_model_file / load_weights_into;
-# drop this line once it imports them from difforge.modelfile.
-from ..modelfile import load_model_file, load_weights_into, save_model_file  # noqa: F401
-
 
 def _flatten_optimizer(opt_sd: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     tensors, plain = {}, {}

@@ -22,9 +22,11 @@ import torch
 
 from ..atomic import write_text
 from ..config import Config
+from ..data.scan import printable
 from ..data.source import TrainingImages, load_training_images
 from ..errors import CheckpointError, ConfigError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
+from ..modelfile import load_model_file, load_weights_into, save_model_file
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
@@ -150,16 +152,16 @@ class Trainer:
             model_meta=dict(meta, weights="ema"),
             loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict()},
         )
-        ckpt.save_model_file(cdir / EMA_FILE, self.ema.state_dict(), dict(meta, weights="ema"))
-        ckpt.save_model_file(cdir / LAST_FILE, self.net.state_dict(), dict(meta, weights="raw"))
+        save_model_file(cdir / EMA_FILE, self.ema.state_dict(), dict(meta, weights="ema"))
+        save_model_file(cdir / LAST_FILE, self.net.state_dict(), dict(meta, weights="raw"))
 
     def _save_numbered(self, step: int, epoch: float) -> None:
         meta = dict(self.model_meta, train={"step": step, "epoch": epoch, "run": self.config.train.run}, weights="ema")
-        ckpt.save_model_file(self.run_dir / "checkpoints" / f"step_{step:07d}.safetensors", self.ema.state_dict(), meta)
+        save_model_file(self.run_dir / "checkpoints" / f"step_{step:07d}.safetensors", self.ema.state_dict(), meta)
 
     def _restore(self) -> int:
         state = ckpt.load_training_state(self.run_dir / "checkpoints" / STATE_FILE)
-        ckpt.load_weights_into(self.net, state["model"], self.run_dir)
+        load_weights_into(self.net, state["model"], self.run_dir)
         self.ema.load_state_dict(state["ema"], state["loop"]["ema_updates"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["loop"].get("scaler"):
@@ -168,8 +170,8 @@ class Trainer:
         return int(state["loop"]["step"])
 
     def _load_pretrained(self) -> None:
-        tensors, meta = ckpt.load_model_file(self.pretrain)
-        ckpt.load_weights_into(self.net, tensors, self.pretrain)
+        tensors, meta = load_model_file(self.pretrain)
+        load_weights_into(self.net, tensors, self.pretrain)
         self.ema.shadow.load_state_dict(self.net.state_dict())
         self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
 
@@ -229,6 +231,10 @@ class Trainer:
             f"data: {len(data.images)} images from {data.source}{skipped}; {classes}; "
             f"{c.data.image_size}px x {c.data.channels} channel(s)"
         )
+        for w in data.warnings:
+            self.log.warning(f"warning: {w}")
+        if len(data.bad) > 10:  # the warning names the first 10; the log keeps every one
+            self.log.info("all skipped images: " + "; ".join(f"{printable(p)} ({r})" for p, r in data.bad))
         self.log.info(
             f"model: {c.model.network} {n_params / 1e6:.2f}M params; {self.task.describe()}"
         )

@@ -96,7 +96,18 @@ def test_outside_folder_is_read_once_and_its_own_loop_never(tmp_path):
 def test_link_loop_through_the_cli(tmp_path, capsys):
     root = _looped(tmp_path / "d", every_kind=False)
     assert _train(tmp_path, root) == 0, capsys.readouterr().err
-    assert "data: 32 images" in _log(tmp_path)
+    log = _log(tmp_path)
+    assert "data: 32 images" in log
+    assert "leads back into the data folder" in log and "small data" in log  # the loader's warnings reach the run log
+
+
+def test_skipped_files_and_dropped_class_reach_the_run_log(tmp_path, capsys):
+    root = _with_bad(_images(tmp_path / "d" / "b", 3).parent, 12, cls="a")
+    _images(root / "c", 3, start=3)
+    assert _train(tmp_path, root, "--skip-bad-images", "--drop-empty-classes") == 0, capsys.readouterr().err
+    log = _log(tmp_path)
+    assert "all skipped images:" in log and log.count("bad1") >= 2  # every one of the 12 is listed in the log
+    assert "2 classes (b, c)" in log
 
 
 # ----------------------------------------------------------------------------- 7. skipped files, emptied classes, small classes

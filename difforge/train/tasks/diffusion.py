@@ -44,7 +44,7 @@ class DiffusionTask(Task):
         options = dict(mc.network_options)
         options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
         self.latents = None
-        if c.latent.latent:  # the network sees the VAE's scaled latents (difforge/latent.py)
+        if c.latent.latent:  # the network sees the VAE's scaled latents (train/latent_data.py)
             from ..latent_data import LatentTraining
 
             self.latents = LatentTraining.prepare(c, data, device, main=self.dist.is_main, log=get_logger())
@@ -113,9 +113,12 @@ class DiffusionTask(Task):
         return Pipeline(snapshot.net, snapshot.meta, snapshot.device, snapshot.precision, source="", codec=codec)
 
     def sample(self, snapshot: Snapshot, seeds, labels, batch_size: int) -> torch.Tensor:
-        """EMA samples as floats in [-1, 1], (N, C, H, W) on the CPU (CFG 3 for conditional models)."""
+        """EMA samples as floats in [-1, 1], (N, C, H, W) on the CPU: the sampling defaults, with the
+        preview's sampler (when set) and step count."""
         tc = self.config.train
-        config = SampleConfig(sampler=tc.preview_sampler, steps=tc.preview_steps, cfg=3.0, batch_size=batch_size)
+        config = SampleConfig(steps=tc.preview_steps, batch_size=batch_size)
+        if tc.preview_sampler:
+            config = config.replace(sampler=tc.preview_sampler)
         return self.pipeline(snapshot).sample(list(seeds), labels, config)
 
     def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
