@@ -108,6 +108,7 @@ class TrainConfig:
     image_format: str = "png"
     device: str = "auto"
     eval_every: int = 0  # steps between FID/KID of EMA samples in metrics.csv (0: off)
+    tensorboard: bool = False  # also write metrics, previews and the config to runs/NAME/tb/ (needs difforge[tb])
     eval_real: Optional[str] = None  # folder or reference .npz; default: the training images
     eval_num: int = 256
     eval_metrics: str = "fid,kid"

@@ -142,6 +142,8 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--preview-steps", dest="preview_steps", type=int)
     add(g, "--image-format", dest="image_format", choices=("png", "jpg"))
     add(g, "--log-every", dest="log_every", type=int)
+    add(g, "--tensorboard", dest="tensorboard", action="store_const", const=True,
+        help="also write metrics, previews and the config to runs/NAME/tb/ (pip install 'difforge[tb]')")
     add(g, "--eval-every", dest="eval_every", type=int, help="steps between FID/KID of EMA samples (columns of metrics.csv)")
     add(g, "--eval-real", dest="eval_real", metavar="DIR|NPZ", help="reference images for --eval-every (default: the training images)")
     add(g, "--eval-num", dest="eval_num", type=int, help="samples per evaluation (default 256)")

@@ -94,3 +94,27 @@ class MetricsCSV:
 
 def progress_bar(total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True, unit="step", file=sys.stderr)
+
+
+def announce(trainer, data, total: int) -> None:
+    """The run's opening lines: data (with the loader's warnings and every skipped file), model, training plan."""
+    import torch
+
+    from ..data.scan import printable
+
+    c, log = trainer.config, trainer.log
+    n_params = sum(p.numel() for p in trainer.net.parameters())
+    classes = f"{data.num_classes} classes ({', '.join(data.class_names)})" if data.num_classes else "unconditional"
+    skipped = f", {data.skipped} bad files skipped" if data.skipped else ""
+    log.info(f"data: {len(data.images)} images from {data.source}{skipped}; {classes}; {c.data.image_size}px x {c.data.channels} channel(s)")
+    for w in data.warnings:
+        log.warning(f"warning: {w}")
+    if len(data.bad) > 10:  # the warning names the first 10; the log keeps every one
+        log.info("all skipped images: " + "; ".join(f"{printable(p)} ({r})" for p, r in data.bad))
+    log.info(f"model: {c.model.network} {n_params / 1e6:.2f}M params; {trainer.task.describe()}")
+    world = trainer.dist.world_size
+    log.info(
+        f"train: {total} steps, batch {c.train.batch_size} x accum {c.train.grad_accum} x {world} process(es) "
+        f"= global batch {c.train.batch_size * c.train.grad_accum * world}, lr {c.train.lr} "
+        f"({c.train.lr_schedule}), {trainer.precision} on {trainer.device}, {torch.get_num_threads()} threads -> {trainer.run_dir}"
+    )

@@ -22,18 +22,19 @@ import torch
 
 from ..atomic import write_text
 from ..config import Config
-from ..data.scan import printable
 from ..data.source import TrainingImages, load_training_images
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UserError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from ..modelfile import load_model_file, load_weights_into, save_model_file
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
-from .logging import MetricsCSV, attach_run_log, detach, get_logger, progress_bar
+from .logging import MetricsCSV, announce, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, lr_factor, set_lr
 from .batches import BatchPlan
 from .rng import INIT, StepRNG, mix_seed, seed_global
+from .report import write_report
+from .tensorboard import TensorBoardWriter
 from .stopping import fit_to_time_budget, stop_on_signals
 from .tasks import Snapshot, make_task
 
@@ -91,6 +92,7 @@ class Trainer:
         self._stop_requested = False
         self.log = get_logger()
         self.dist = DistInfo()
+        self.tb = None  # a TensorBoardWriter on rank 0 with tensorboard=True
 
     # -- public helpers -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -205,10 +207,14 @@ class Trainer:
             if main:
                 metrics = MetricsCSV(self.run_dir / "metrics.csv")
                 metrics.truncate_after(start_step)
-                self._announce(data, total)
+                announce(self, data, total)
+                if tc.tensorboard:
+                    self.tb = TensorBoardWriter(self.run_dir, config_text=self.config.to_yaml())
             with stop_on_signals(lambda: self._stop_requested, self.request_stop):
                 result = self._loop(data, plan, total, start_step, metrics)
         finally:
+            if self.tb is not None:
+                self.tb.close()
             detach(log_handler)
             shutdown(self.dist)
         return result
@@ -221,28 +227,6 @@ class Trainer:
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.net, device_ids=ids)
-
-    def _announce(self, data: TrainingImages, total: int) -> None:
-        c = self.config
-        n_params = sum(p.numel() for p in self.net.parameters())
-        classes = f"{data.num_classes} classes ({', '.join(data.class_names)})" if data.num_classes else "unconditional"
-        skipped = f", {data.skipped} bad files skipped" if data.skipped else ""
-        self.log.info(
-            f"data: {len(data.images)} images from {data.source}{skipped}; {classes}; "
-            f"{c.data.image_size}px x {c.data.channels} channel(s)"
-        )
-        for w in data.warnings:
-            self.log.warning(f"warning: {w}")
-        if len(data.bad) > 10:  # the warning names the first 10; the log keeps every one
-            self.log.info("all skipped images: " + "; ".join(f"{printable(p)} ({r})" for p, r in data.bad))
-        self.log.info(
-            f"model: {c.model.network} {n_params / 1e6:.2f}M params; {self.task.describe()}"
-        )
-        self.log.info(
-            f"train: {total} steps, batch {c.train.batch_size} x accum {c.train.grad_accum} x {self.dist.world_size} process(es) "
-            f"= global batch {c.train.batch_size * c.train.grad_accum * self.dist.world_size}, lr {c.train.lr} "
-            f"({c.train.lr_schedule}), {self.precision} on {self.device}, {torch.get_num_threads()} threads -> {self.run_dir}"
-        )
 
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> Dict[str, float]:
         """One optimizer step; the mean of every per-sample term over its micro-batches ("loss" first)."""
@@ -310,8 +294,10 @@ class Trainer:
                     ips = window_imgs / max(now - window_t, 1e-9)
                     window_t, window_imgs = now, 0
                     lr = self.optimizer.param_groups[0]["lr"]
-                    metrics.log({"step": step, "epoch": round(epoch, 4), **terms, "lr": lr,
-                                 "images_per_s": round(ips, 2), "elapsed_s": round(now - t0, 2)})
+                    row = {"step": step, "epoch": round(epoch, 4), **terms, "lr": lr, "images_per_s": round(ips, 2), "elapsed_s": round(now - t0, 2)}
+                    metrics.log(row)
+                    if self.tb is not None:
+                        self.tb.log_metrics(step, row, time_fraction=(now - t0) / (60 * tc.max_minutes) if tc.max_minutes else None)
                     others = {k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}
                     bar.set_postfix(loss=f"{ema_loss:.4f}", **others, lr=f"{lr:.2e}", img_s=f"{ips:.1f}", epoch=f"{epoch:.1f}")
                 bar.update(1)
@@ -341,6 +327,10 @@ class Trainer:
             if preview:
                 self.log.info(f"preview grid: {preview}")
         self.log.info(f"model file: {model_file}")
+        try:  # after the line above: the report reads it to show the run finished
+            self.log.info(f"report: {write_report(self.run_dir)}")
+        except (UserError, OSError) as e:
+            self.log.info(f"report not written: {e}")
         return TrainResult(self.run_dir, model_file, step, epoch, loss, interrupted)
 
     @staticmethod
@@ -373,10 +363,15 @@ class Trainer:
             self.net.train(was_training)
         if row:
             MetricsCSV(self.run_dir / "metrics.csv").log({"step": step, **row})
+            if self.tb is not None:
+                self.tb.log_metrics(step, row)
 
     def _preview_safely(self, step: int, data: TrainingImages) -> Optional[Path]:
         was_training = self.net.training
         try:
-            return self.task.preview(self.snapshot(), step, data)
+            path = self.task.preview(self.snapshot(), step, data)
         finally:
             self.net.train(was_training)
+        if path and self.tb is not None:
+            self.tb.add_image_file(path, step)
+        return path

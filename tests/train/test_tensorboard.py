@@ -53,3 +53,17 @@ def test_missing_package_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'difforge\[tb\]'") as e:
         TensorBoardWriter(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_training_with_tensorboard_writes_events_and_the_report(tmp_path):
+    """`train --tensorboard`: scalars of every metrics.csv term and the preview images during the run;
+    report.html at the end of every finished run."""
+    from difforge.train.trainer import Trainer
+    from tests.conftest import tiny_overrides
+
+    result = Trainer(progress=False, **tiny_overrides(tmp_path, max_steps=4, preview_every=2, tensorboard=True)).fit()
+    ea = read_events(result.run_dir / "tb")
+    assert {"loss", "mse", "lr", "images_per_s"} <= set(ea.Tags()["scalars"])
+    assert [e.step for e in ea.Images("previews")] == [2, 4]
+    assert (result.run_dir / "report.html").stat().st_size > 1000
+    assert "report: " in (result.run_dir / "log.txt").read_text()
