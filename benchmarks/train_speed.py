@@ -87,16 +87,16 @@ def run_one(spec: dict) -> dict:
 
 
 def sample_speed(network: str, size: int, steps: int = 50, batch: int = 16) -> float:
-    from difforge.diffusion.denoiser import Denoiser
-    from difforge.diffusion.sampling import sample_images
-    from difforge.diffusion.schedule import Schedule
     from difforge.models import registry
+    from difforge.pipeline import Pipeline, SampleConfig
 
     net = registry.build(network, image_size=size, in_channels=3, num_classes=4).eval()
-    den = Denoiser(net, Schedule.named("linear", 1000), num_classes=4, cfg_scale=3.0)
+    meta = {"network": {"name": network, "config": net.config},
+            "diffusion": {"noise_schedule": "linear", "diffusion_steps": 1000, "target": "eps"},
+            "data": {"image_size": size, "channels": 3, "class_names": ["a", "b", "c", "d"]}}
+    pipe = Pipeline(net, meta, torch.device("cpu"), "fp32")
     t0 = time.perf_counter()
-    sample_images(den, shape=(3, size, size), seeds=list(range(batch)), labels=torch.arange(batch) % 4,
-                  sampler="ddim", steps=steps, batch_size=batch)
+    pipe.sample(list(range(batch)), torch.arange(batch) % 4, SampleConfig(sampler="ddim", steps=steps, cfg=3.0, batch_size=batch))
     return (time.perf_counter() - t0) / batch
 
 

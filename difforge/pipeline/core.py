@@ -25,8 +25,7 @@ import torch
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.guidance import guidance_mode
 from ..diffusion.samplers import get_sampler
-from ..diffusion.samplers.common import randn_like
-from ..diffusion.sampling import make_generators
+from ..diffusion.samplers.common import make_generators, randn_like
 from ..diffusion.schedule import Schedule
 from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from ..diffusion.interpolation import lerp, mix_lambdas, slerp, timesteps_from
-from ..diffusion.samplers.common import randn_like
-from ..diffusion.sampling import make_generators
+from ..diffusion.samplers.common import make_generators, randn_like
 from ..diffusion.schedule import q_sample
 from ..diffusion.timesteps import default_spacing
 from ..errors import UserError

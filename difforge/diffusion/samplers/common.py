@@ -9,6 +9,17 @@ import torch
 Generator = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
 
+def make_generators(seeds: Sequence[int], device: torch.device) -> list:
+    """One generator per image, seeded with ``seeds[i]``: image i draws all of its noise from it,
+    so it depends on its seed only, not on the batch size or its position in the batch."""
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF)
+        gens.append(g)
+    return gens
+
+
 def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     """Standard normal noise shaped like ``x``.
 
