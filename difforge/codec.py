@@ -18,8 +18,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from .errors import CheckpointError
-from .modelfile import file_sha256, load_model_file, load_weights_into, read_metadata
-from .models import registry
+from .modelfile import build_network, check_meta, file_sha256, load_model_file, read_metadata
 from .models.vae import AutoencoderKL
 
 
@@ -27,18 +26,15 @@ def read_vae_kind(path) -> None:
     """CheckpointError unless ``path`` is a VAE model file."""
     kind = read_metadata(path).get("kind", "diffusion")
     if kind != "vae":
-        raise CheckpointError(f"{path} is a {kind} model file, not a VAE; give a file written by `difforge train-vae`")
+        raise CheckpointError(f"{path} is a {str(kind)[:40]} model file, not a VAE; give a file written by `difforge train-vae`")
 
 
-def load_vae(path, device: torch.device = torch.device("cpu")) -> Tuple[AutoencoderKL, Dict[str, Any]]:
-    """A VAE model file -> (frozen VAE in eval mode on ``device``, its metadata)."""
+def load_vae(path, device: torch.device = torch.device("cpu"), check_weights: bool = True) -> Tuple[AutoencoderKL, Dict[str, Any]]:
+    """A VAE model file -> (frozen VAE in eval mode on ``device``, its metadata); ``check_weights``
+    as in :func:`difforge.modelfile.load_model_file`."""
     read_vae_kind(path)
-    tensors, meta = load_model_file(path)
-    try:
-        vae = registry.build(meta["network"]["name"], **meta["network"]["config"])
-    except KeyError as e:
-        raise CheckpointError(f"{path} lacks the {e} entry of a difforge VAE description") from None
-    load_weights_into(vae, tensors, path)
+    tensors, meta = load_model_file(path, check_weights=check_weights)
+    vae = build_network(check_meta(meta, path), tensors, path)
     return vae.to(device).eval().requires_grad_(False), meta
 
 

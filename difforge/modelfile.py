@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .atomic import atomic_write
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 MODEL_FORMAT = "difforge-model"
 STATE_FORMAT = "difforge-train-state"  # written by difforge.train.checkpoint; readable here for its EMA weights
@@ -72,9 +73,12 @@ def read_metadata(path) -> Dict[str, Any]:
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file without difforge metadata; it was not written by difforge")
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path} has corrupt difforge metadata") from None
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path} has corrupt difforge metadata (not valid JSON)") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has corrupt difforge metadata (a JSON {type(meta).__name__}, not an object)")
+    return meta
 
 
 def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
@@ -90,28 +94,66 @@ def stamp_model_meta(meta: Dict[str, Any]) -> Dict[str, Any]:
     return {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **meta}
 
 
+def nonfinite_tensors(tensors: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def nonfinite_message(bad: List[str], total: int) -> str:
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"NaN/Inf weights in {len(bad)} of {total} tensors ({', '.join(bad[:3])}{more})"
+
+
+def check_finite(tensors: Dict[str, torch.Tensor], path) -> None:
+    """CheckpointError when a weight is NaN or infinite: such a model samples grey or NaN images."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{path} holds {nonfinite_message(bad, len(tensors))}: training diverged before this file was written; "
+            "use an earlier checkpoint (step_*.safetensors) or retrain with a lower --lr or with --grad-clip"
+        )
+
+
 def save_model_file(path, state_dict: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
+    """Write a model file; weights with a NaN or an infinity are refused (the file already there is kept)."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise CheckpointError(f"not writing {path}: {nonfinite_message(bad, len(state_dict))}; the file already there is kept")
     return save_tensors(path, state_dict, stamp_model_meta(meta))
 
 
-def load_model_file(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Weights and metadata of a model file; a training-state file is accepted too (its EMA weights)."""
+def load_model_file(path, check_weights: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Weights and metadata of a model file; a training-state file is accepted too (its EMA weights).
+
+    ``check_weights``: refuse NaN/Inf weights (``difforge info`` reads them to report it instead)."""
     meta = read_metadata(path)
     fmt = meta.get("format")
     if fmt not in (MODEL_FORMAT, STATE_FORMAT):
         raise CheckpointError(f"{path} has format {fmt!r}, not a difforge model file")
-    if meta.get("version", 0) > FORMAT_VERSION:
+    version = meta.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: metadata field 'version' must be a whole number, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer difforge (format version {meta['version']}); upgrade difforge")
     tensors = load_tensors(Path(path))
     if fmt == STATE_FORMAT:
         tensors = {k[len("ema/"):]: v for k, v in tensors.items() if k.startswith("ema/")}
-        meta = meta["model"]
+        meta = meta.get("model")
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: training-state metadata field 'model' is missing or not an object")
+    if check_weights:
+        check_finite(tensors, path)
     return tensors, meta
 
 
 def load_weights_into(net: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source) -> None:
     """Load ``state_dict`` strictly, turning mismatches into one message that names the layers."""
-    own = net.state_dict()
+    check_fit(net.state_dict(), state_dict, source)
+    net.load_state_dict(state_dict)
+
+
+def check_fit(own: Dict[str, torch.Tensor], state_dict: Dict[str, torch.Tensor], source) -> None:
+    """CheckpointError naming the layers when ``state_dict``'s names or shapes differ from ``own``'s."""
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
@@ -122,7 +164,28 @@ def load_weights_into(net: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
                 more = f" and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
         raise CheckpointError(f"weights in {source} do not fit this network ({'; '.join(parts)})")
-    net.load_state_dict(state_dict)
+
+
+def build_network(meta: Dict[str, Any], tensors: Dict[str, torch.Tensor], path) -> torch.nn.Module:
+    """The network of checked metadata (:func:`check_meta`) with ``tensors`` loaded.
+
+    It is first built on the ``meta`` device (no memory), so a config that does not build, or
+    whose layers the file's weights do not fit, is one CheckpointError before anything is allocated.
+    """
+    from .models import registry
+
+    name, config = meta["network"]["name"], meta["network"]["config"]
+    try:
+        with torch.device("meta"):
+            shell = registry.build(name, **config)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: metadata field network.config does not build {name!r}: {e}") from None
+    except Exception as e:  # any value of a stranger's file: a wrong type, a negative size, ...
+        raise CheckpointError(f"{path}: metadata field network.config does not build {name!r} ({type(e).__name__}: {str(e)[:200]})") from None
+    check_fit(shell.state_dict(), tensors, path)
+    net = registry.build(name, **config)
+    net.load_state_dict(tensors)
+    return net
 
 
 def file_sha256(path) -> str:
@@ -134,7 +197,112 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
+# -- the metadata schema ------------------------------------------------------------------------
+KINDS = {"diffusion": "network", "classifier": "network", "vae": "autoencoder"}  # kind -> registry kind
+MAX_IMAGE_SIZE = 8192
+MAX_DIFFUSION_STEPS = 100_000
+
+
+def _bad(path, field: str, message: str) -> CheckpointError:
+    return CheckpointError(f"{path}: metadata field {field} {message}; the file is damaged or was not written by this difforge")
+
+
+def _obj(parent: Dict[str, Any], key: str, path, where: str = "") -> Dict[str, Any]:
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        raise _bad(path, where + key, "is missing" if value is None else f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def _int(parent: Dict[str, Any], key: str, path, where: str, lo: int, hi: int) -> int:
+    value = parent.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        got = "missing" if value is None else repr(value)[:40]
+        raise _bad(path, where + key, f"must be a whole number in {lo}..{hi}, got {got}")
+    return value
+
+
+def _text(parent: Dict[str, Any], key: str, path, where: str, choices=None) -> str:
+    value = parent.get(key)
+    if not isinstance(value, str) or (choices is not None and value not in choices):
+        allowed = f"one of {', '.join(choices)}" if choices is not None else "text"
+        raise _bad(path, where + key, f"must be {allowed}, got {'missing' if value is None else repr(value)[:60]}")
+    return value
+
+
+def check_meta(meta: Any, path) -> Dict[str, Any]:
+    """``meta`` when it describes a usable model, else one CheckpointError naming the file and the field.
+
+    Checks the schema of :mod:`difforge.modelfile`: ``kind``; ``network`` (a registered name of
+    the kind's family, a config object); ``diffusion`` (schedule, steps, target) for diffusion
+    models and classifiers; ``data`` (``image_size`` 1..8192, ``channels`` 1..4, ``class_names``
+    a list of distinct texts); a latent model's ``latent`` link. Whether the config builds and the
+    weights fit is :func:`build_network`'s check.
+    """
+    from .diffusion.denoiser import TARGETS
+    from .diffusion.schedule import SCHEDULES, make_betas
+    from .models import registry
+
+    if not isinstance(meta, dict):
+        raise _bad(path, "(the whole description)", f"must be an object, got {type(meta).__name__}")
+    kind = meta.get("kind", "diffusion")
+    if kind not in KINDS:
+        raise _bad(path, "kind", f"must be one of {', '.join(KINDS)}, got {repr(kind)[:40]}")
+    net = _obj(meta, "network", path)
+    name = _text(net, "name", path, "network.")
+    family = registry.kind_of(name)
+    if family is None:
+        raise _bad(path, "network.name", f"names no network this difforge knows ({name[:40]!r}; it has {', '.join(registry.available(KINDS[kind]))})")
+    if family != KINDS[kind]:
+        raise _bad(path, "network.name", f"is {name!r}, an {family}, which a {kind} model file cannot use")
+    config = _obj(net, "config", path, "network.")
+    data = _obj(meta, "data", path)
+    _int(data, "image_size", path, "data.", 1, MAX_IMAGE_SIZE)
+    channels = _int(data, "channels", path, "data.", 1, 4)
+    names = data.get("class_names") if data.get("class_names") is not None else []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise _bad(path, "data.class_names", f"must be a list of distinct non-empty texts, got {repr(names)[:60]}")
+    if kind == "classifier" and not names:
+        raise _bad(path, "data.class_names", "is empty; a classifier file names its classes")
+    if kind in ("diffusion", "classifier"):
+        d = _obj(meta, "diffusion", path)
+        schedule = _text(d, "noise_schedule", path, "diffusion.", SCHEDULES)
+        steps = _int(d, "diffusion_steps", path, "diffusion.", 1, MAX_DIFFUSION_STEPS)
+        try:
+            make_betas(schedule, steps)
+        except ValueError as e:
+            raise _bad(path, "diffusion.diffusion_steps", f"does not fit the schedule ({e})") from None
+    if kind == "diffusion":
+        _text(d, "target", path, "diffusion.", TARGETS)
+        if not isinstance(d.get("learn_sigma", False), bool):
+            raise _bad(path, "diffusion.learn_sigma", f"must be true or false, got {d['learn_sigma']!r}")
+        n = config.get("num_classes")
+        if n is not None and n != len(names):
+            raise _bad(path, "data.class_names", f"names {len(names)} classes but network.config.num_classes is {n!r}")
+    want_in = channels
+    if meta.get("latent"):
+        want_in = _check_latent(meta["latent"], path)
+    if kind != "vae" and want_in is not None and "in_channels" in config and config["in_channels"] != want_in:
+        raise _bad(path, "network.config.in_channels", f"is {config['in_channels']!r} but the model's inputs have {want_in} channels")
+    return meta
+
+
+def _check_latent(link: Any, path) -> Optional[int]:
+    """The latent link's fields (see :mod:`difforge.codec`); returns the latent channels."""
+    if not isinstance(link, dict):
+        raise _bad(path, "latent", f"must be an object, got {type(link).__name__}")
+    _text(link, "vae_path", path, "latent.")
+    for key in ("vae_relpath", "vae_sha256"):
+        if link.get(key) is not None and not isinstance(link[key], str):
+            raise _bad(path, f"latent.{key}", f"must be text, got {link[key]!r}")
+    scale = link.get("scale_factor")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise _bad(path, "latent.scale_factor", f"must be a finite number > 0, got {scale!r}")
+    return _int(link, "latent_channels", path, "latent.", 1, 1024) if "latent_channels" in link else None
+
+
 __all__ = [
-    "FORMAT_VERSION", "MODEL_FORMAT", "STATE_FORMAT", "file_sha256", "load_model_file", "load_tensors",
-    "load_weights_into", "open_checked", "read_metadata", "save_model_file", "save_tensors", "stamp_model_meta",
+    "FORMAT_VERSION", "MODEL_FORMAT", "STATE_FORMAT", "build_network", "check_finite", "check_fit", "check_meta",
+    "file_sha256", "load_model_file", "load_tensors", "load_weights_into", "nonfinite_tensors", "open_checked",
+    "read_metadata", "save_model_file", "save_tensors", "stamp_model_meta",
 ]

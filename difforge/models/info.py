@@ -98,7 +98,18 @@ def describe_vae(vae: nn.Module, meta: Dict[str, Any], path: str = "") -> Dict[s
         "training": {k: v for k, v in meta.get("vae", {}).items() if k != "val"},
         "validation": meta.get("vae", {}).get("val", {}),
         "trained": meta.get("train", {}),
+        "nonfinite_weights": nonfinite_weights(vae),
     }
 
 
-__all__ = ["count_parameters", "describe", "describe_network", "describe_vae", "dummy_inputs", "forward_gflops"]
+def nonfinite_weights(net: nn.Module) -> str:
+    """``"none"``, or how many of the network's tensors hold NaN/Inf and which (``difforge info``)."""
+    sd = net.state_dict()
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return "none"
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"{len(bad)} of {len(sd)} tensors hold NaN/Inf ({', '.join(bad[:3])}{more}): this model cannot sample; use an earlier checkpoint"
+
+
+__all__ = ["count_parameters", "describe", "describe_network", "describe_vae", "dummy_inputs", "forward_gflops", "nonfinite_weights"]

@@ -25,23 +25,17 @@ import torch
 
 from ..diffusion.guidance import ClassifierGuided, TwoModelCFG, same_schedule
 from ..diffusion.schedule import Schedule
-from ..errors import CheckpointError, UserError
+from ..errors import UserError
 
 
 def load_classifier(path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """A noisy classifier file -> (network in eval mode without gradients on ``device``, its metadata)."""
-    from ..modelfile import load_model_file, load_weights_into
-    from ..models import registry
+    from ..modelfile import build_network, check_meta, load_model_file
 
     tensors, meta = load_model_file(path)
     if meta.get("kind") != "classifier":
-        raise UserError(f"{path} is a {meta.get('kind', 'diffusion')} model file, not a noisy classifier; train one with `difforge train-classifier`")
-    try:
-        net = registry.build(meta["network"]["name"], **meta["network"]["config"])
-        meta["diffusion"]["noise_schedule"], meta["diffusion"]["diffusion_steps"], meta["data"]["class_names"]
-    except KeyError as e:
-        raise CheckpointError(f"{path} lacks the {e} entry of a difforge classifier description") from None
-    load_weights_into(net, tensors, path)
+        raise UserError(f"{path} is a {str(meta.get('kind', 'diffusion'))[:40]} model file, not a noisy classifier; train one with `difforge train-classifier`")
+    net = build_network(check_meta(meta, path), tensors, path)
     return net.to(device).eval().requires_grad_(False), meta
 
 
