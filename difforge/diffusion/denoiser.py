@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .schedule import Schedule, alpha_bar_at, to_vp, vp_coefs_at  # noqa: F401  (alpha_bar_at: old home)
+from .schedule import Schedule, alpha_bar_at, sigma_of, to_vp, vp_coefs_at  # noqa: F401  (alpha_bar_at: old home)
 
 TARGETS = ("eps", "x0", "v")
 
@@ -88,6 +88,22 @@ class Prediction:
     mean_grad: Optional[torch.Tensor] = None
 
 
+def in_cfg_interval(schedule: Schedule, t: torch.Tensor, interval: Optional[tuple]) -> torch.Tensor:
+    """(B,) bool: whether guidance applies at each timestep t (Kynkaenniemi et al. 2024, eq. 4).
+
+    Guidance is on where the VE noise level sigma(t) = sqrt((1 - ab_t) / ab_t) lies in the
+    half-open interval (sigma_lo, sigma_hi], and off (the conditional prediction alone) at the
+    highest and lowest noise levels; ``interval`` None is everywhere. sigma, not t, so one
+    interval means the same for every schedule and T (the paper's EDM2 values: (0.28, 5.42]).
+    """
+    t = torch.as_tensor(t)
+    if interval is None:
+        return torch.ones(t.shape, dtype=torch.bool, device=t.device)
+    lo, hi = interval
+    sigma = sigma_of(alpha_bar_at(schedule, t))
+    return (sigma > lo) & (sigma <= hi)
+
+
 def x0_at_sigma(denoiser: Callable, x: torch.Tensor, t: torch.Tensor, sigma: float, y: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The VE view of any denoiser: D(x; sigma) = x0 predicted from x_t = x / sqrt(1 + sigma^2).
 
@@ -141,6 +157,9 @@ class Denoiser:
         cfg_scale: classifier-free guidance s: out = uncond + s (cond - uncond); 1 = plain
             conditional, 0 = unconditional. Cond and uncond run as one batched forward.
         cfg_rescale: guidance rescale phi of Lin et al. 2024 (0 = off).
+        cfg_interval: (sigma_lo, sigma_hi): guidance only where sigma(t) is in (lo, hi]
+            (:func:`in_cfg_interval`); elsewhere only the conditional forward runs (batch B, not
+            2B). None = guidance at every step.
         clip_x0: clamp predicted x0 to [-1, 1] (then eps is made consistent with it).
         threshold: dynamic-thresholding percentile (e.g. 0.995), applied instead of plain clipping.
         autocast: a context-manager factory used around the network call (mixed precision).
@@ -156,6 +175,7 @@ class Denoiser:
         num_classes: int = 0,
         cfg_scale: float = 1.0,
         cfg_rescale: float = 0.0,
+        cfg_interval: Optional[tuple] = None,
         clip_x0: bool = True,
         threshold: Optional[float] = None,
         autocast: Callable = contextlib.nullcontext,
@@ -167,6 +187,7 @@ class Denoiser:
         self.num_classes = num_classes
         self.cfg_scale = float(cfg_scale)
         self.cfg_rescale = float(cfg_rescale)
+        self.cfg_interval = None if cfg_interval is None else (float(cfg_interval[0]), float(cfg_interval[1]))
         self.clip_x0 = clip_x0
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise ValueError(f"dynamic threshold percentile must be in (0, 1], got {threshold}")
@@ -190,8 +211,33 @@ class Denoiser:
         return out.float()
 
     def raw(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None):
-        """Network output split into (prediction of ``target``, var_frac or None), guidance applied."""
+        """Network output split into (prediction of ``target``, var_frac or None), guidance applied.
+
+        Outside ``cfg_interval`` the unconditional half is not computed: a batch wholly outside
+        runs one forward of batch B; a batch with mixed timesteps runs both halves for the
+        samples inside only.
+        """
         guided = self.num_classes > 0 and y is not None and self.cfg_scale != 1.0
+        inside = None
+        if guided and self.cfg_interval is not None:
+            inside = in_cfg_interval(self.schedule, t, self.cfg_interval).to(x_t.device)
+            if bool(inside.all()):
+                inside = None
+            elif not bool(inside.any()):
+                guided = False
+        if guided and inside is not None:  # mixed timesteps: guide the samples inside, the rest plain
+            parts = [self._raw(x_t[m], t[m], y[m], g) for m, g in ((inside, True), (~inside, False))]
+            pred = torch.empty((x_t.shape[0], *parts[0][0].shape[1:]), dtype=parts[0][0].dtype, device=x_t.device)
+            ref, var_frac = pred.clone(), None
+            pred[inside], pred[~inside] = parts[0][0], parts[1][0]
+            ref[inside], ref[~inside] = parts[0][2], parts[1][0]
+            if parts[0][1] is not None:
+                var_frac = torch.empty_like(pred)
+                var_frac[inside], var_frac[~inside] = parts[0][1], parts[1][1]
+            return pred, var_frac, ref
+        return self._raw(x_t, t, y, guided)
+
+    def _raw(self, x_t, t, y, guided: bool):
         if guided:
             null = torch.full_like(y, self.num_classes)
             out = self._forward(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
@@ -231,6 +277,7 @@ __all__ = [
     "constrain_x0",
     "dynamic_threshold",
     "eps_from_x0",
+    "in_cfg_interval",
     "to_eps_x0",
     "training_target",
     "x0_at_sigma",

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import UserError
-from .denoiser import Prediction, constrain_x0, x0_from_eps
+from .denoiser import Prediction, constrain_x0, in_cfg_interval, x0_from_eps
 from .samplers import sampler_spec
 from .schedule import Schedule, vp_coefs_at
 
@@ -137,10 +137,15 @@ class TwoModelCFG:
 
     ``cond`` / ``uncond``: denoisers; a :class:`Denoiser` is used without its own clipping and
     with its built-in CFG off (scale 1). Both must share the schedule.
+
+    ``cfg_interval`` (sigma_lo, sigma_hi) (default: the conditional denoiser's): guidance only
+    where sigma(t) is in (lo, hi] (Kynkaenniemi et al. 2024); at the other steps the unconditional
+    model is not called and the result is the conditional model's (w = 0).
     """
 
     def __init__(self, cond: Callable, uncond: Callable, w: float, *, clip_x0: Optional[bool] = None,
-                 threshold: Optional[float] = None, cfg_rescale: Optional[float] = None):
+                 threshold: Optional[float] = None, cfg_rescale: Optional[float] = None,
+                 cfg_interval: Optional[tuple] = None):
         self.schedule = cond.schedule
         if hasattr(uncond, "schedule") and not same_schedule(cond.schedule, uncond.schedule):
             raise UserError(
@@ -151,6 +156,7 @@ class TwoModelCFG:
         self.clip_x0 = bool(getattr(cond, "clip_x0", False)) if clip_x0 is None else clip_x0
         self.threshold = getattr(cond, "threshold", None) if threshold is None else threshold
         self.cfg_rescale = float(getattr(cond, "cfg_rescale", 0.0) if cfg_rescale is None else cfg_rescale)
+        self.cfg_interval = getattr(cond, "cfg_interval", None) if cfg_interval is None else cfg_interval
         self.cond = self._raw(cond, cfg_scale=1.0)
         self.uncond = self._raw(uncond)
 
@@ -163,9 +169,17 @@ class TwoModelCFG:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> Prediction:
         pc = self.cond(x_t, t, y)
-        pu = self.uncond(x_t, t, None)
         a, s = vp_coefs_at(self.schedule, t, x_t)
-        eps = (1.0 + self.w) * pc.eps - self.w * pu.eps
+        tt = torch.as_tensor(t, device=x_t.device)
+        inside = in_cfg_interval(self.schedule, tt.expand(x_t.shape[0]) if tt.ndim == 0 else tt, self.cfg_interval)
+        if self.w == 0.0 or not bool(inside.any()):
+            eps = pc.eps
+        elif bool(inside.all()):
+            eps = (1.0 + self.w) * pc.eps - self.w * self.uncond(x_t, t, None).eps
+        else:  # mixed timesteps: the unconditional model sees only the samples inside
+            eps = pc.eps.clone()
+            tin = tt if tt.ndim == 0 else tt[inside]
+            eps[inside] = (1.0 + self.w) * pc.eps[inside] - self.w * self.uncond(x_t[inside], tin, None).eps
         eps, x0 = constrain_x0(eps, x0_from_eps(x_t, eps, a, s), x_t, a, s, clip_x0=self.clip_x0,
                                threshold=self.threshold, rescale=self.cfg_rescale, x0_ref=pc.x0)
         return Prediction(eps=eps, x0=x0, var_frac=pc.var_frac)
