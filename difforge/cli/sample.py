@@ -26,6 +26,9 @@ def add_sampling_flags(p) -> None:
                    help=f"classifier-free guidance scale s of eps_u + s (eps_c - eps_u) (1 = off; default {DEFAULTS.cfg:g}); "
                    f"with --uncond-model it is w of (1 + w) eps_c - w eps_u, i.e. w = s - 1 (default {DEFAULTS.two_model_cfg:g})")
     p.add_argument("--cfg-rescale", type=float, default=DEFAULTS.cfg_rescale, help="guidance rescale phi in [0, 1]")
+    p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
+                   help="guide only where the noise level sigma = sqrt((1 - ab_t) / ab_t) is in (LO, HI] "
+                   "(Kynkaenniemi et al. 2024; e.g. 0.28,5.42; inf allowed); other steps skip the unconditional half (default: every step)")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
     p.add_argument(*option_strings("--clip-x0"), dest="clip_x0", type=str2bool, default=DEFAULTS.clip_x0, metavar="BOOL",
@@ -81,6 +84,17 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
+def parse_interval(text):
+    """'0.28,5.42' -> (0.28, 5.42) (checked by SampleConfig.check)."""
+    import argparse
+
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two noise levels LO,HI such as 0.28,5.42, got {text!r}") from None
+    return lo, hi
+
+
 def parse_steps(text):
     """'50' -> (50, None); 'ddim50' / '10,15,20' -> (None, the respacing string)."""
     if text is None:
@@ -119,6 +133,7 @@ def sample_config(args) -> SampleConfig:
         eta=args.eta,
         cfg=args.cfg if args.cfg is not None else (DEFAULTS.two_model_cfg if two_model else DEFAULTS.cfg),
         cfg_rescale=args.cfg_rescale,
+        cfg_interval=getattr(args, "cfg_interval", None),
         clip_x0=args.clip_x0,
         threshold=args.threshold,
         batch_size=args.batch_size,
