@@ -177,6 +177,7 @@ class Pipeline:
             num_classes=net_classes,
             cfg_scale=config.cfg if net_classes else 1.0,
             cfg_rescale=config.cfg_rescale,
+            cfg_interval=config.cfg_interval,
             clip_x0=config.clip_x0 and self.codec is None,  # latents are not bounded to [-1, 1]
             threshold=config.threshold,
             autocast=autocast_factory(self.precision, self.device),
