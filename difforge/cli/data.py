@@ -18,15 +18,22 @@ def add_parser(sub) -> None:
     d.add_argument("--per-class", type=int, default=200, help="images per class (default 200)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    d.add_argument("--masks", action="store_true",
+                   help="also write each image's exact defect mask and a 'good' class of defect-free surfaces: "
+                   "OUT/images/<class>/X.png with OUT/masks/<class>/X.png (0 background, 255 defect)")
     d.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..data.builtin import CLASSES, write_dataset
+    from ..data.builtin import CLASSES, GOOD, write_dataset
     from ..errors import UserError
 
     if args.size < 8 or args.per_class < 1:
         raise UserError("--size must be >= 8 and --per-class >= 1")
-    out = write_dataset(args.out, size=args.size, per_class=args.per_class, seed=args.seed, channels=args.channels)
+    out = write_dataset(args.out, size=args.size, per_class=args.per_class, seed=args.seed, channels=args.channels, masks=args.masks)
+    if args.masks:
+        names = (*CLASSES, GOOD)
+        print(f"wrote {args.per_class * len(names)} images ({', '.join(names)}) to {out / 'images'} and their masks to {out / 'masks'}")
+        return 0
     print(f"wrote {args.per_class * len(CLASSES)} images ({', '.join(CLASSES)}) to {out}")
     return 0

@@ -10,8 +10,7 @@ Four defect classes on metal-like (brushed steel) or wood-like surfaces:
 The surface (metal or wood, its tint, brightness, streak direction and lighting) is drawn
 independently of the class, so only the defect tells the classes apart. Images are drawn at 2-3x
 the output resolution and reduced with Lanczos, so thin lines stay anti-aliased and visible even
-at 32x32.
-
+at 32x32. :func:`make_image_and_mask` also gives each image's exact defect mask.
 Image ``i`` of class ``c`` comes from ``numpy.random.default_rng([seed, c, i])``: it does not
 depend on how many other images are made, and ``seed`` reproduces the whole set bit for bit.
 """
@@ -29,6 +28,7 @@ from PIL import Image
 from ..atomic import atomic_write
 
 CLASSES = ("scratch", "inclusion", "crack", "patch")
+GOOD = "good"  # the defect-free class, written with masks (class index len(CLASSES))
 
 PathLike = Union[str, os.PathLike]
 
@@ -299,6 +299,27 @@ def make_image(class_index: int, size: int, rng: np.random.Generator, channels: 
     """Draw one image of class ``CLASSES[class_index]``: uint8 (size, size, channels)."""
     if not 0 <= class_index < len(CLASSES):
         raise ValueError(f"class_index must be in 0..{len(CLASSES) - 1}, got {class_index}")
+    return _render(class_index, size, rng, channels, clean=False)[0]
+
+
+def make_image_and_mask(class_index: int, size: int, rng: np.random.Generator, channels: int = 3):
+    """(image, mask, clean): the image of :func:`make_image` (bit for bit, same ``rng`` use), its
+    exact defect mask and the same image without the defect; ``class_index == len(CLASSES)`` is
+    a defect-free ``good`` surface (empty mask).
+
+    The surface is rendered twice, with and without the defect, through the same resize and the
+    same sensor noise, so ``mask`` (bool (size, size)) is exactly the set of pixels whose uint8
+    value the defect changed in any channel: ``mask == (image != clean).any(-1)``. Lanczos
+    reduction spreads a defect's edge by up to three output pixels, so the mask includes that
+    faint fringe.
+    """
+    image, clean = _render(class_index, size, rng, channels, clean=True)
+    return image, (image != clean).any(axis=-1), clean
+
+
+def _render(class_index: int, size: int, rng: np.random.Generator, channels: int, clean: bool):
+    if not 0 <= class_index <= len(CLASSES):
+        raise ValueError(f"class_index must be in 0..{len(CLASSES)} ({len(CLASSES)} = {GOOD}), got {class_index}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if size < 8:
@@ -308,13 +329,20 @@ def make_image(class_index: int, size: int, rng: np.random.Generator, channels: 
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
     surface = "metal" if rng.random() < 0.5 else "wood"
     img = (_metal if surface == "metal" else _wood)(rng, xx, yy, n).astype(np.float32)
-    _DEFECTS[class_index](img, rng, xx, yy, n, surface)
+    plain = img.copy() if clean else None
+    if class_index < len(CLASSES):
+        _DEFECTS[class_index](img, rng, xx, yy, n, surface)
+    outs = [_reduce(img, size)] + ([_reduce(plain, size)] if clean else [])
+    noise = rng.normal(0.0, 1.5, outs[0].shape).astype(np.float32)  # a little sensor noise
+    gray = (lambda o: (o @ _LUMA)[..., None]) if channels == 1 else (lambda o: o)
+    finished = [np.clip(gray(out + noise) + 0.5, 0, 255).astype(np.uint8) for out in outs]
+    return finished if clean else (finished[0], None)
+
+
+def _reduce(img: np.ndarray, size: int) -> np.ndarray:
+    """Supersampled float image -> float32 (size, size, 3) in 0..255 (uint8 quantised, Lanczos-reduced)."""
     hi = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    out = np.asarray(Image.fromarray(hi, "RGB").resize((size, size), Image.LANCZOS), dtype=np.float32)
-    out += rng.normal(0.0, 1.5, out.shape).astype(np.float32)  # a little sensor noise
-    if channels == 1:
-        out = (out @ _LUMA)[..., None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(hi, "RGB").resize((size, size), Image.LANCZOS), dtype=np.float32)
 
 
 def generate_arrays(
@@ -337,19 +365,35 @@ def write_dataset(
     seed: int = 0,
     channels: int = 3,
     progress: bool = True,
+    masks: bool = False,
 ) -> Path:
     """Write ``out_dir/<class>/<class>_00000.png`` ... (a class-folder dataset) and return ``out_dir``.
 
+    With ``masks``: the image+mask pairs layout of :mod:`difforge.data.masks` instead,
+    ``out_dir/images/<class>/<class>_00000.png`` and the exact defect mask (0 / 255, see
+    :func:`make_image_and_mask`) as ``out_dir/masks/<class>/<class>_00000.png``, plus a ``good``
+    class of defect-free surfaces with empty masks. The defect images are the same either way.
     Each PNG is written atomically, so an interrupted run leaves only whole files; running it again
     rewrites identical images.
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    jobs = [(c, i) for c in range(len(CLASSES)) for i in range(per_class)]
+    names = list(CLASSES) + ([GOOD] if masks else [])
+    jobs = [(c, i) for c in range(len(names)) for i in range(per_class)]
     for c, i in tqdm(jobs, desc="writing built-in dataset", unit="img", disable=not progress):
-        arr = make_image(c, size, np.random.default_rng([seed, c, i]), channels)
-        path = out_dir / CLASSES[c] / f"{CLASSES[c]}_{i:05d}.png"
-        with atomic_write(path) as tmp:
-            Image.fromarray(arr[..., 0] if channels == 1 else arr).save(tmp, format="PNG")
+        rng = np.random.default_rng([seed, c, i])
+        name = f"{names[c]}/{names[c]}_{i:05d}.png"
+        if masks:
+            arr, mask, _ = make_image_and_mask(c, size, rng, channels)
+            _write_png(mask.astype(np.uint8) * 255, out_dir / "masks" / name)
+            _write_png(arr[..., 0] if channels == 1 else arr, out_dir / "images" / name)
+        else:
+            arr = make_image(c, size, rng, channels)
+            _write_png(arr[..., 0] if channels == 1 else arr, out_dir / name)
     return out_dir
+
+
+def _write_png(arr: np.ndarray, path: Path) -> None:
+    with atomic_write(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
