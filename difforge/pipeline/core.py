@@ -30,7 +30,8 @@ from ..diffusion.schedule import Schedule
 from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError
 from ..models import registry
-from ..modelfile import load_model_file, load_weights_into
+from ..models.info import nonfinite_weights
+from ..modelfile import build_network, check_meta, load_model_file
 from ..runtime import autocast_factory, resolve_device, resolve_precision
 from .config import SampleConfig, check_sampler_options
 from .results import Generated
@@ -68,21 +69,17 @@ class Pipeline:
     # -- loading --------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", precision: Optional[str] = None, vae=None,
-                        backend: str = "torch", onnx=None) -> "Pipeline":
+                        backend: str = "torch", onnx=None, check_weights: bool = True) -> "Pipeline":
         """Load a model file. A latent model finds its VAE by itself (see :func:`difforge.codec.load_codec`);
         ``vae`` gives the VAE file's new place when it moved. ``backend="onnx"`` runs the network with
-        ONNX Runtime from ``onnx`` (default: the model file's name with .onnx; :mod:`difforge.export.onnx`)."""
-        tensors, meta = load_model_file(path)
+        ONNX Runtime from ``onnx`` (default: the model file's name with .onnx; :mod:`difforge.export.onnx`).
+        The metadata is checked (:func:`difforge.modelfile.check_meta`) and NaN/Inf weights are refused
+        unless ``check_weights=False`` (``difforge info`` reports them instead)."""
+        tensors, meta = load_model_file(path, check_weights=check_weights)
         kind = meta.get("kind", "diffusion")
-        if kind != "diffusion":
+        if kind in ("vae", "classifier"):
             raise CheckpointError(f"{path} is a {kind} model file, not a diffusion model; give the diffusion model's file (e.g. runs/NAME/checkpoints/ema.safetensors)")
-        try:
-            net_meta = meta["network"]
-            net = registry.build(net_meta["name"], **net_meta["config"])
-            meta["diffusion"], meta["data"]
-        except KeyError as e:
-            raise CheckpointError(f"{path} lacks the {e} entry of a difforge model description") from None
-        load_weights_into(net, tensors, path)
+        net = build_network(check_meta(meta, path), tensors, path)
         dev = resolve_device(device)
         prec = resolve_precision(precision or SampleConfig().precision, dev)
         if prec == "fp16":  # sampling in fp16 without loss scaling is risky; bf16/fp32 are safe
@@ -157,6 +154,7 @@ class Pipeline:
             "network_config": self.meta["network"]["config"],
             "trained": self.meta.get("train", {}),
             "weights": self.meta.get("weights", "?"),
+            "nonfinite_weights": nonfinite_weights(self.net) if isinstance(self.net, torch.nn.Module) else "not checked",
             **({"latent": dict(self.meta["latent"], vae_file=str(self.codec.path))} if self.codec is not None else {}),
         }
 
@@ -274,8 +272,11 @@ class Pipeline:
                     x = x_T[start : start + len(batch)].to(self.device)
                 y = None if labels is None else labels[start : start + len(batch)].to(self.device)
 
-                def step(i, x_t, x0, _start=start, _b=len(batch)):
+                first_bad = torch.full((), -1, device=self.device)  # the first step with NaN/Inf, kept without a host sync
+
+                def step(i, x_t, x0, _start=start, _b=len(batch), _bad=first_bad):
                     bar.update(_b)
+                    _bad.copy_(torch.where((_bad < 0) & ~torch.isfinite(x_t).all(), i, _bad))
                     if on_step is not None:
                         on_step(_start, _b, i, x_t, x0)
 
@@ -283,9 +284,19 @@ class Pipeline:
                     x0 = fn(den, x, self.schedule, timesteps, y=y, generator=gens, callback=step, **opts)
                 except ValueError as e:  # a sampler / option that does not fit: the user's to fix
                     raise UserError(str(e)) from None
+                if not bool(torch.isfinite(x0).all()):
+                    raise self._nonfinite(int(first_bad), len(timesteps), start // bs + 1)
                 out.append(self.to_pixels(x0).cpu())
         bar.close()
         return torch.cat(out)
+
+    def _nonfinite(self, step: int, num_steps: int, batch: int) -> UserError:
+        where = f"at step {step + 1} of {num_steps}" if step >= 0 else "in its result"
+        overflow = f"values that overflow in {self.precision} (try --precision fp32), or " if self.precision != "fp32" else ""
+        return UserError(
+            f"sampling {self.source or 'the model'} gave NaN/Inf values {where} (batch {batch}); likely cause: {overflow}"
+            "a model whose training diverged (check its weights with `difforge info FILE`)"
+        )
 
     def sample(self, seeds: Sequence[int], labels: Optional[torch.Tensor] = None, config: Optional[SampleConfig] = None, *,
                progress: bool = False, callback: Optional[Callable] = None, **options) -> torch.Tensor:
