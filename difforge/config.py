@@ -37,6 +37,8 @@ class DataConfig:
     image_size: int = 64
     channels: int = 3
     conditional: Optional[bool] = None  # None: class sub-folders -> conditional, flat -> not
+    labels_from_filenames: bool = False  # flat folder: the class is the file name before its first "_" (improved-diffusion)
+    num_classes: Optional[int] = None  # the classes the data must have (IDDM/improved-diffusion --num_classes); None: any
     hflip: bool = True
     skip_bad_images: bool = False
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
@@ -139,12 +141,79 @@ def _choice(name: str, value, allowed) -> None:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
-def _positive(name: str, value, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok or (isinstance(value, float) and math.isnan(value)):
-        raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+MAX_IMAGE_SIZE = 4096  # 4096^2 x 3 floats is 200 MB per image before any network activation
+
+# Every number in the config: field -> (integer?, low, high, low excluded?, high excluded?, why the bound).
+# None as a bound means unbounded on that side. Checked by Config.validate through _number.
+NUMBERS: Dict[str, tuple] = {
+    "image_size": (True, 8, MAX_IMAGE_SIZE, False, False, "one 4096 px image is 200 MB of floats before any activation"),
+    "builtin_per_class": (True, 1, 100_000, False, False, ""),
+    "builtin_seed": (True, 0, 2**63 - 1, False, False, ""),
+    "diffusion_steps": (True, 1, 100_000, False, False, ""),
+    "label_dropout": (False, 0.0, 1.0, False, True, "a probability; 1 would never train the classes"),
+    "p2_gamma": (False, 0.0, 100.0, False, False, ""),
+    "p2_k": (False, 0.0, 1e6, False, False, ""),
+    "snr_gamma": (False, 0.0, 1e6, True, False, ""),
+    "epochs": (True, 1, None, False, False, ""),
+    "max_steps": (True, 1, None, False, False, ""),
+    "max_minutes": (False, 0.0, 1e7, True, False, ""),
+    "batch_size": (True, 1, 65_536, False, False, "images per micro-batch"),
+    "num_workers": (True, 0, 256, False, False, ""),
+    "lr": (False, 0.0, 1.0, True, False, "learning rates are far below 1 (default 2e-4)"),
+    "weight_decay": (False, 0.0, 10.0, False, False, ""),
+    "warmup_steps": (True, 0, None, False, False, ""),
+    "min_lr_ratio": (False, 0.0, 1.0, False, False, "a fraction of lr"),
+    "ema_decay": (False, 0.0, 1.0, False, True, "1 would never update the EMA weights"),
+    "grad_accum": (True, 1, 4096, False, False, ""),
+    "grad_clip": (False, 0.0, 1e9, True, False, "omit it to disable clipping"),
+    "seed": (True, 0, 2**63 - 1, False, False, ""),
+    "log_every": (True, 1, None, False, False, ""),
+    "save_every": (True, 0, None, False, False, "0 = off"),
+    "save_every_epochs": (True, 0, None, False, False, "0 = off"),
+    "save_start": (True, 0, None, False, False, ""),
+    "checkpoint_every": (True, 1, None, False, False, ""),
+    "preview_every": (True, 0, None, False, False, "0 = only at the end"),
+    "preview_num": (True, 1, 1024, False, False, ""),
+    "preview_steps": (True, 1, 100_000, False, False, ""),
+    "eval_every": (True, 0, None, False, False, "0 = off"),
+    "eval_num": (True, 1, 1_000_000, False, False, ""),
+    "num_classes": (True, 1, 100_000, False, False, "omit it to accept any"),
+    "latent_channels": (True, 1, 64, False, False, "e.g. 4 or 8"),
+    "kl_weight": (False, 0.0, 1e6, False, False, ""),
+}
+
+
+_OPTIONAL_NUMBERS = ("epochs", "max_steps", "max_minutes", "grad_clip", "num_classes")  # None: not set
+
+
+def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def _number(name: str, value, lo, hi, lo_open: bool = False, hi_open: bool = False, integer: bool = False, why: str = "") -> None:
+    """One ConfigError naming the field and the allowed range unless ``value`` is a finite number in it."""
+    allowed = _range_text(lo, hi, lo_open, hi_open) + (f" ({why})" if why else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={value!r} must be {'an integer' if integer else 'a number'} {allowed}")
+    if integer and not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r} must be an integer {allowed}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number {allowed}")
+    below = value <= lo if lo_open else value < lo
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        raise ConfigError(f"{name}={value!r} must be {allowed}")
+
+
+def _check_numbers(cfg: "Config") -> None:
+    where = field_sections()
+    for name, (integer, lo, hi, lo_open, hi_open, why) in NUMBERS.items():
+        value = getattr(getattr(cfg, where[name]), name)
+        if value is None and name in _OPTIONAL_NUMBERS:
+            continue
+        _number(name, value, lo, hi, lo_open, hi_open, integer, why)
 
 
 @dataclass
@@ -212,27 +281,18 @@ class Config:
     # -- validation ------------------------------------------------------------------------
     def validate(self) -> None:
         dc, mc, fc, tc = self.data, self.model, self.diffusion, self.train
+        _check_numbers(self)
         _choice("channels", dc.channels, (1, 3))
-        _positive("image_size", dc.image_size)
-        if dc.image_size < 8:
-            raise ConfigError(f"image_size={dc.image_size} is too small; use at least 8")
-        _positive("builtin_per_class", dc.builtin_per_class)
         _choice("noise_schedule", fc.noise_schedule, SCHEDULES)
         _choice("target", fc.target, TARGETS)
         _choice("loss", fc.loss, LOSSES)
-        _positive("diffusion_steps", fc.diffusion_steps)
         if fc.noise_schedule in ("linear", "sqrt_linear") and fc.diffusion_steps <= 20:
             raise ConfigError(f"diffusion_steps={fc.diffusion_steps} is too few for the {fc.noise_schedule} schedule (needs > 20; its last beta is 20/T); use more steps or noise_schedule=cosine")
-        if not 0.0 <= fc.label_dropout < 1.0:
-            raise ConfigError(f"label_dropout={fc.label_dropout} must be in [0, 1)")
         _choice("schedule_sampler", fc.schedule_sampler, SCHEDULE_SAMPLERS)
         _choice("loss_weighting", fc.loss_weighting, LOSS_WEIGHTINGS)
         for name in ("use_kl", "rescale_learned_sigmas"):
             if not isinstance(getattr(fc, name), bool):
                 raise ConfigError(f"{name}={getattr(fc, name)!r} must be true or false")
-        _positive("p2_gamma", fc.p2_gamma, allow_zero=True)
-        _positive("p2_k", fc.p2_k, allow_zero=True)
-        _positive("snr_gamma", fc.snr_gamma)
         if fc.use_kl and fc.loss_weighting != "none":
             raise ConfigError(
                 f"loss_weighting={fc.loss_weighting!r} weights L_simple, which use_kl=true does not train; "
@@ -247,19 +307,6 @@ class Config:
         _choice("lr_schedule", tc.lr_schedule, LR_SCHEDULES)
         _choice("precision", tc.precision, PRECISIONS)
         _choice("image_format", tc.image_format, ("png", "jpg"))
-        for name in ("batch_size", "lr", "grad_accum", "preview_num", "preview_steps", "log_every", "checkpoint_every"):
-            _positive(name, getattr(tc, name))
-        for name in ("epochs", "max_steps", "max_minutes"):
-            _positive(name, getattr(tc, name))
-        _positive("eval_num", tc.eval_num)
-        for name in ("eval_every", "weight_decay", "warmup_steps", "num_workers", "save_every", "save_every_epochs", "save_start", "preview_every"):
-            _positive(name, getattr(tc, name), allow_zero=True)
-        if tc.grad_clip is not None and tc.grad_clip <= 0:
-            raise ConfigError(f"grad_clip={tc.grad_clip} must be > 0 (or omitted to disable clipping)")
-        if not 0.0 <= tc.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay={tc.ema_decay} must be in [0, 1)")
-        if not 0.0 <= tc.min_lr_ratio <= 1.0:
-            raise ConfigError(f"min_lr_ratio={tc.min_lr_ratio} must be in [0, 1]")
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
         self._validate_latent()
@@ -273,11 +320,8 @@ class Config:
             raise ConfigError("latent=true needs vae: the VAE model file (--vae FILE; train one with `difforge train-vae`)")
         if lc.latent and tc.task != "diffusion":
             raise ConfigError(f"latent=true applies to diffusion training, not task={tc.task!r}")
-        if isinstance(lc.latent_channels, bool) or not isinstance(lc.latent_channels, int) or lc.latent_channels < 1:
-            raise ConfigError(f"latent_channels={lc.latent_channels!r} must be an integer >= 1 (e.g. 4 or 8)")
         _choice("downsample", lc.downsample, VAE_DOWNSAMPLE)
         _choice("recon_loss", lc.recon_loss, RECON_LOSSES)
-        _positive("kl_weight", lc.kl_weight, allow_zero=True)
 
 
 def field_sections() -> Dict[str, str]:

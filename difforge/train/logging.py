@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import sys
@@ -34,9 +35,31 @@ def get_logger() -> logging.Logger:
     return log
 
 
+class _RunLogHandler(logging.FileHandler):
+    """log.txt: when it cannot be written (disk full, read-only, ...), one warning on the console and
+    the run goes on logging there; checkpoints are separate files, with their own clear error."""
+
+    def handleError(self, record):
+        from ..atomic import write_error
+
+        error = sys.exc_info()[1]
+        clear = write_error(self.baseFilename, error, kept="the lines written so far are kept") if error is not None else None
+        if clear is None:
+            return super().handleError(record)
+        get_logger().removeHandler(self)
+        with contextlib.suppress(OSError, ValueError):
+            self.close()
+        tqdm.write(f"warning: {clear}; logging to the console only from here", file=sys.stderr)
+
+
 def attach_run_log(run_dir: Path) -> logging.Handler:
     """Also write everything logged to ``run_dir/log.txt`` (appending across resumes)."""
-    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    from ..atomic import write_error
+
+    try:
+        handler = _RunLogHandler(run_dir / "log.txt", encoding="utf-8")
+    except OSError as e:
+        raise write_error(run_dir / "log.txt", e, kept="nothing of this run was written yet") or e
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     get_logger().addHandler(handler)
     return handler
@@ -45,11 +68,29 @@ def attach_run_log(run_dir: Path) -> logging.Handler:
 def detach(handler: Optional[logging.Handler]) -> None:
     if handler is not None:
         get_logger().removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError, ValueError):  # a full disk was reported when it happened
+            handler.close()
+
+
+@contextlib.contextmanager
+def _writing(path: Path, kept: str):
+    """A failed write of ``path`` as one UserError naming it (disk full, read-only, ...)."""
+    from ..atomic import write_error
+
+    try:
+        yield
+    except OSError as e:
+        raise write_error(path, e, kept) or e
 
 
 class MetricsCSV:
-    """Appends rows to metrics.csv; new columns later in a run extend the header."""
+    """Appends rows to metrics.csv; new columns later in a run extend the header.
+
+    Appending a row is one small write; rewriting the file (new columns, resume) is atomic, so a
+    full disk never loses rows already logged. Write errors are one UserError naming the file.
+    """
+
+    KEPT = "the rows logged before are kept, and so are the checkpoints"
 
     def __init__(self, path: Path):
         self.path = path
@@ -70,10 +111,13 @@ class MetricsCSV:
             self._rewrite(keep, self.columns or [])
 
     def _rewrite(self, rows, columns) -> None:
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            w.writerows(rows)
+        from ..atomic import atomic_write
+
+        with atomic_write(self.path, kept=self.KEPT) as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(rows)
         self.columns = list(columns)
 
     def log(self, row: Dict[str, object]) -> None:
@@ -81,19 +125,28 @@ class MetricsCSV:
             with open(self.path, newline="") as f:
                 self.columns = next(csv.reader(f), None)
         if self.columns is None:
-            self.columns = list(row)
-            with open(self.path, "w", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.columns).writeheader()
+            self._rewrite([], list(row))
         elif set(row) - set(self.columns):
             with open(self.path, newline="") as f:
                 rows = list(csv.DictReader(f))
             self._rewrite(rows, self.columns + [k for k in row if k not in self.columns])
-        with open(self.path, "a", newline="") as f:
+        with _writing(self.path, self.KEPT), open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
 
 
+class _TrainBar(tqdm):
+    """The training bar. The loop reports ``loss`` as a moving average (0.95 EMA of the batch
+    losses: one batch's loss jumps with its timesteps); the bar names it ``loss~`` so nobody reads
+    it as the last batch's. metrics.csv and log.txt keep the unsmoothed per-step values."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        if "loss" in kwargs:
+            kwargs = {"loss~": kwargs.pop("loss"), **kwargs}
+        super().set_postfix(ordered_dict, refresh, **kwargs)
+
+
 def progress_bar(total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True, unit="step", file=sys.stderr)
+    return _TrainBar(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True, unit="step", file=sys.stderr)
 
 
 def announce(trainer, data, total: int) -> None:
