@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules.
 
 The LR schedule is a pure function of the step (no scheduler object with hidden state), so a
-resumed run gets the same learning rate from the step counter alone.
+resumed run gets the same learning rate from the step counter alone; a time-budgeted run uses
+the same schedules over the fraction of the budget used (:func:`lr_factor_at`, see
+:mod:`difforge.train.budget`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,25 @@ def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0,
         return 1.0 - (1.0 - min_ratio) * progress
     if schedule in ("cosine", "warmup_cosine"):
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ConfigError(f"lr_schedule={schedule!r} is not allowed; choose one of constant, linear, cosine, warmup_cosine")
+
+
+def lr_factor_at(progress: float, schedule: str, warmup_fraction: float = 0.05, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base LR when a fraction ``progress`` (0..1) of the run is done: the
+    schedules of :func:`lr_factor` over progress instead of steps (a time-budgeted run, where
+    progress is the fraction of the budget used). ``warmup_cosine`` warms up linearly over the
+    first ``warmup_fraction``; every schedule ends at its end value at ``progress`` = 1."""
+    p = min(1.0, max(0.0, float(progress)))
+    warm = warmup_fraction if schedule == "warmup_cosine" else 0.0
+    if warm and p < warm:
+        return p / warm
+    if schedule == "constant":
+        return 1.0
+    q = (p - warm) / (1.0 - warm) if warm else p
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * q
+    if schedule in ("cosine", "warmup_cosine"):
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * q))
     raise ConfigError(f"lr_schedule={schedule!r} is not allowed; choose one of constant, linear, cosine, warmup_cosine")
 
 
