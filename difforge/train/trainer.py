@@ -30,12 +30,13 @@ from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
 from .logging import MetricsCSV, announce, attach_run_log, detach, get_logger, progress_bar
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, set_lr
 from .batches import BatchPlan
 from .rng import INIT, StepRNG, mix_seed, seed_global
 from .report import write_report
 from .tensorboard import TensorBoardWriter
-from .stopping import fit_to_time_budget, stop_on_signals
+from .budget import Pacer
+from .stopping import stop_on_signals
 from .tasks import Snapshot, make_task
 
 STATE_FILE = "state.safetensors"
@@ -72,6 +73,7 @@ class Trainer:
         pretrain: Optional[str] = None,
         progress: bool = True,
         callbacks: Optional[List[Callable]] = None,
+        clock: Callable[[], float] = time.perf_counter,
         **overrides,
     ):
         self.resume_dir = Path(resume) if resume else None
@@ -89,6 +91,8 @@ class Trainer:
         self.pretrain = pretrain
         self.progress = progress
         self.callbacks = list(callbacks or [])
+        self.clock = clock  # the time budget's clock (tests pass a fake one)
+        self.elapsed_before = 0.0  # training seconds of the run before this resume
         self._stop_requested = False
         self.log = get_logger()
         self.dist = DistInfo()
@@ -125,12 +129,15 @@ class Trainer:
         """What previews and evaluations see: the EMA weights with the model's description."""
         return Snapshot(self.ema.shadow, self.task.meta, self.device, self.precision, self.run_dir)
 
-    def _total_steps(self, per_epoch: int) -> int:
+    def _total_steps(self, per_epoch: int) -> Optional[int]:
+        """The step limit; None when the time budget alone decides."""
         tc = self.config.train
         if tc.max_steps:
             return tc.max_steps
         if tc.epochs:
             return math.ceil(tc.epochs * per_epoch / tc.grad_accum)
+        if tc.max_minutes:
+            return None
         return math.ceil(100 * per_epoch / tc.grad_accum)  # IDDM's default of 100 epochs
 
     def _prepare_run_dir(self) -> None:
@@ -152,7 +159,8 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             extra_tensors=self.task.state_tensors(),
             model_meta=dict(meta, weights="ema"),
-            loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict()},
+            loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict(),
+                  "elapsed_s": self.pacer.used if getattr(self, "pacer", None) else self.elapsed_before},
         )
         save_model_file(cdir / EMA_FILE, self.ema.state_dict(), dict(meta, weights="ema"))
         save_model_file(cdir / LAST_FILE, self.net.state_dict(), dict(meta, weights="raw"))
@@ -169,6 +177,7 @@ class Trainer:
         if state["loop"].get("scaler"):
             self.scaler.load_state_dict(state["loop"]["scaler"])
         self.task.load_state_tensors(state["extra"])
+        self.elapsed_before = float(state["loop"].get("elapsed_s", 0.0))
         return int(state["loop"]["step"])
 
     def _load_pretrained(self) -> None:
@@ -207,7 +216,7 @@ class Trainer:
             if main:
                 metrics = MetricsCSV(self.run_dir / "metrics.csv")
                 metrics.truncate_after(start_step)
-                announce(self, data, total)
+                announce(self, data, total or f"(as many as fit in {tc.max_minutes:g} min)")
                 if tc.tensorboard:
                     self.tb = TensorBoardWriter(self.run_dir, config_text=self.config.to_yaml())
             with stop_on_signals(lambda: self._stop_requested, self.request_stop):
@@ -269,23 +278,25 @@ class Trainer:
         step, loss, ema_loss = start_step, float("nan"), None
         terms: Dict[str, float] = {}
         per_epoch_steps = plan.per_epoch / tc.grad_accum
+        self.pacer = pacer = Pacer(total=total, minutes=tc.max_minutes, schedule=tc.lr_schedule, warmup_steps=tc.warmup_steps,
+                                   min_ratio=tc.min_lr_ratio, start_step=start_step, elapsed_before=self.elapsed_before, clock=self.clock)
         t0 = time.perf_counter()
         window_t, window_imgs = t0, 0
         bar = progress_bar(total, start_step, self.progress)
-        interrupted = timed_out = False
+        interrupted = False
+        done = total is not None and step >= total
+        pacer.start()
         try:
-            while step < total:
-                set_lr(self.optimizer, tc.lr * lr_factor(step, total, tc.lr_schedule, tc.warmup_steps, tc.min_lr_ratio))
+            while not done:
+                set_lr(self.optimizer, tc.lr * pacer.lr(step))
                 terms = self._step(data, plan, step)
                 step += 1
-                timed_out = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
-                if tc.max_minutes and step == start_step + 20:
-                    total = fit_to_time_budget(step, start_step, total, time.perf_counter() - t0, tc.max_minutes, self.dist)
-                    bar.total = total
-                # one small all-reduce: the mean of every term, and whether any rank must stop
-                shared = all_reduce_mean(torch.tensor([*terms.values(), float(self._stop_requested), float(timed_out)]), self.dist).tolist()
+                # one small all-reduce: the mean of every term and of the time used, and whether any rank must stop
+                shared = all_reduce_mean(torch.tensor([*terms.values(), float(self._stop_requested), pacer.elapsed()], dtype=torch.float64), self.dist).tolist()
                 terms = dict(zip(terms, shared))
-                loss, self._stop_requested, timed_out = terms["loss"], shared[-2] > 0, shared[-1] > 0
+                loss, self._stop_requested = terms["loss"], shared[-2] > 0
+                done = pacer.after_step(step, shared[-1])
+                bar.total = pacer.planned_steps(step) or bar.total
                 window_imgs += plan.global_batch * tc.grad_accum
                 ema_loss = loss if ema_loss is None else 0.95 * ema_loss + 0.05 * loss
                 epoch = step / per_epoch_steps
@@ -294,19 +305,20 @@ class Trainer:
                     ips = window_imgs / max(now - window_t, 1e-9)
                     window_t, window_imgs = now, 0
                     lr = self.optimizer.param_groups[0]["lr"]
-                    row = {"step": step, "epoch": round(epoch, 4), **terms, "lr": lr, "images_per_s": round(ips, 2), "elapsed_s": round(now - t0, 2)}
+                    row = {"step": step, "epoch": round(epoch, 4), **terms, "lr": lr, "images_per_s": round(ips, 2),
+                           "elapsed_s": round(now - t0, 2), **pacer.row()}
                     metrics.log(row)
                     if self.tb is not None:
-                        self.tb.log_metrics(step, row, time_fraction=(now - t0) / (60 * tc.max_minutes) if tc.max_minutes else None)
-                    others = {k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}
+                        self.tb.log_metrics(step, row, time_fraction=pacer.time_fraction() if pacer.timed else None)
+                    others = {k: f"{v:.4g}" for k, v in terms.items() if k != "loss"} | ({"time": f"{pacer.time_fraction():.0%}"} if pacer.timed else {})
                     bar.set_postfix(loss=f"{ema_loss:.4f}", **others, lr=f"{lr:.2e}", img_s=f"{ips:.1f}", epoch=f"{epoch:.1f}")
                 bar.update(1)
                 for cb in self.callbacks:
                     cb(self, step, loss)
                 if main:
-                    self._periodic_files(step, epoch, terms, total, per_epoch_steps, data)
-                if timed_out:
-                    self.log.info(f"time budget of {tc.max_minutes} min reached at step {step}")
+                    self._periodic_files(step, epoch, terms, math.inf if total is None else total, per_epoch_steps, data)
+                if done:
+                    self.log.info(f"stopped after {step} steps: {pacer.reason}")
                     break
                 if self._stop_requested:
                     interrupted = True
