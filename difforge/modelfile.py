@@ -77,7 +77,8 @@ def read_metadata(path) -> Dict[str, Any]:
     except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path} has corrupt difforge metadata (not valid JSON)") from None
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{path} has corrupt difforge metadata (a JSON {type(meta).__name__}, not an object)")
+        kind = {list: "list", str: "string", type(None): "null", bool: "boolean"}.get(type(meta), "number")
+        raise CheckpointError(f"{path} has corrupt difforge metadata (a JSON {kind}, not an object)")
     return meta
 
 
