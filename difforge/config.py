@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -35,11 +35,13 @@ class DataConfig:
 
     data: Optional[str] = None  # folder of images; None = the built-in defect dataset
     image_size: int = 64
-    channels: int = 3
+    channels: Any = "auto"  # 1, 3, or auto: 1 when every image is grey (R = G = B or a 1-channel file), else 3
     conditional: Optional[bool] = None  # None: class sub-folders -> conditional, flat -> not
     labels_from_filenames: bool = False  # flat folder: the class is the file name before its first "_" (improved-diffusion)
     num_classes: Optional[int] = None  # the classes the data must have (IDDM/improved-diffusion --num_classes); None: any
-    hflip: bool = True
+    hflip: bool = False  # plain random mirror images (leaks into samples: use augment=flips); IDDM's default was on
+    augment: str = ""  # EDM-style augmentations seen by the network as conditioning: any of flips,rot90,translate
+    augment_p: float = 0.0  # probability that an image is augmented (0 = off; see difforge/data/augment.py)
     skip_bad_images: bool = False
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200
@@ -93,6 +95,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True
+    ema_extra: List[float] = field(default_factory=lambda: [0.999, 0.9999])  # also tracked; the best on held-out images wins
+    ema_select: bool = True  # hold out a few images and keep the EMA with the lowest denoising loss on them
+    keep_all_ema: bool = False  # also write every tracked EMA as checkpoints/ema_<decay>.safetensors
     precision: str = "auto"
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
@@ -164,6 +169,7 @@ NUMBERS: Dict[str, tuple] = {
     "warmup_steps": (True, 0, None, False, False, ""),
     "min_lr_ratio": (False, 0.0, 1.0, False, False, "a fraction of lr"),
     "ema_decay": (False, 0.0, 1.0, False, True, "1 would never update the EMA weights"),
+    "augment_p": (False, 0.0, 1.0, False, False, "a probability"),
     "grad_accum": (True, 1, 4096, False, False, ""),
     "grad_clip": (False, 0.0, 1e9, True, False, "omit it to disable clipping"),
     "seed": (True, 0, 2**63 - 1, False, False, ""),
@@ -282,7 +288,12 @@ class Config:
     def validate(self) -> None:
         dc, mc, fc, tc = self.data, self.model, self.diffusion, self.train
         _check_numbers(self)
-        _choice("channels", dc.channels, (1, 3))
+        _choice("channels", dc.channels, (1, 3, "auto"))
+        _check_augment(dc.augment)
+        if not isinstance(tc.ema_extra, (list, tuple)) or not all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 <= d < 1.0 for d in tc.ema_extra
+        ):
+            raise ConfigError(f"ema_extra={tc.ema_extra!r} must be a list of EMA decays in [0, 1), e.g. [0.999, 0.9999]")
         _choice("noise_schedule", fc.noise_schedule, SCHEDULES)
         _choice("target", fc.target, TARGETS)
         _choice("loss", fc.loss, LOSSES)
@@ -322,6 +333,16 @@ class Config:
             raise ConfigError(f"latent=true applies to diffusion training, not task={tc.task!r}")
         _choice("downsample", lc.downsample, VAE_DOWNSAMPLE)
         _choice("recon_loss", lc.recon_loss, RECON_LOSSES)
+
+
+AUGMENTATIONS = ("flips", "rot90", "translate")
+
+
+def _check_augment(text) -> None:
+    names = [a.strip() for a in str(text or "").split(",") if a.strip()]
+    bad = [a for a in names if a not in AUGMENTATIONS]
+    if not isinstance(text, str) or bad:
+        raise ConfigError(f"augment={text!r} is not allowed; give a comma-separated list of {', '.join(AUGMENTATIONS)} (or nothing)")
 
 
 def field_sections() -> Dict[str, str]:

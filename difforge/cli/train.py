@@ -67,9 +67,14 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     g.add_argument(*data_names, *option_strings("--data"), dest="data", default=None, metavar="DIR",
                    help="image folder: class sub-folders (conditional) or flat; default: the built-in defect set")
     add(g, "--image-size", dest="image_size", type=int, help="train resolution in pixels (default 64)")
-    add(g, "--channels", dest="channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB")
+    add(g, "--channels", dest="channels", type=lambda v: v if v == "auto" else int(v), choices=(1, 3, "auto"),
+        help="1 = grayscale, 3 = RGB, auto (default) = 1 when every image is grey (R = G = B), else 3")
     bool_flag(g, "--conditional", "conditional", "force class-conditional (or not); default: class sub-folders decide")
-    bool_flag(g, "--hflip", "hflip", "random horizontal flips (default on)")
+    bool_flag(g, "--hflip", "hflip", "plain random horizontal flips (default off: samples may come out mirrored; "
+              "--augment flips teaches flips without that)")
+    add(g, "--augment", dest="augment", metavar="LIST",
+        help="EDM-style augmentations the network is told about (none reach the samples): any of flips,rot90,translate")
+    add(g, "--augment-p", dest="augment_p", type=float, help="probability that an image is augmented (default 0 = off)")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
     add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")

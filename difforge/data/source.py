@@ -33,29 +33,53 @@ class TrainingImages:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+
+def is_grayscale(images: torch.Tensor) -> bool:
+    """True when every image of a uint8 (N, C, H, W) batch has one channel or R = G = B everywhere."""
+    if images.shape[1] == 1:
+        return True
+    return bool(torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2]))
+
+
+def settle_channels(images: torch.Tensor, wanted) -> Tuple[torch.Tensor, str]:
+    """``channels: auto``: decoded as RGB, kept as one channel when every image is grey
+    (a 1-channel file, or R = G = B), so no capacity or time goes into colour that is not there.
+    Returns the images and a note for the data line ("" unless auto)."""
+    if wanted != "auto":
+        return images, ""
+    if is_grayscale(images):
+        return images[:, :1].contiguous(), " (channels auto: every image is grey, training 1 channel)"
+    return images, " (channels auto: colour images, training 3 channels)"
+
 
 def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImages:
-    """Decode the configured images once. ``cfg.data=None`` means the built-in defect dataset."""
+    """Decode the configured images once. ``cfg.data=None`` means the built-in defect dataset.
+    ``cfg.channels="auto"`` decides 1 or 3 channels from the images (:func:`settle_channels`)."""
+    decode_channels = 3 if cfg.channels == "auto" else cfg.channels
     if cfg.data is None:
         from .builtin import generate_arrays
 
         arrays, labels, names = generate_arrays(
-            size=cfg.image_size, per_class=cfg.builtin_per_class, seed=cfg.builtin_seed, channels=cfg.channels
+            size=cfg.image_size, per_class=cfg.builtin_per_class, seed=cfg.builtin_seed, channels=decode_channels
         )
-        images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+        images, note = settle_channels(torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(), cfg.channels)
         conditional = cfg.conditional is not False
         return TrainingImages(
             images=images,
             labels=torch.from_numpy(labels).long() if conditional else None,
             class_names=list(names) if conditional else [],
-            source=f"built-in defect dataset ({len(names)} classes x {cfg.builtin_per_class}, seed {cfg.builtin_seed})",
+            source=f"built-in defect dataset ({len(names)} classes x {cfg.builtin_per_class}, seed {cfg.builtin_seed}){note}",
         )
     from .folder import load_folder, scan_folder
     from .scan import printable
 
     index = scan_folder(cfg.data, conditional=cfg.conditional)
     loaded = load_folder(
-        index, cfg.image_size, channels=cfg.channels, skip_bad=cfg.skip_bad_images, progress=progress,
+        index, cfg.image_size, channels=decode_channels, skip_bad=cfg.skip_bad_images, progress=progress,
         drop_empty_classes=bool(cfg.drop_empty_classes),
     )
     if len(loaded.images) == 0:
@@ -66,11 +90,12 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
             f"image folder {printable(cfg.data)} has fewer than two classes with readable images left, so it cannot "
             f"train a conditional model; fix the bad files or pass --no-conditional"
         )
+    images, note = settle_channels(loaded.images, cfg.channels)
     return TrainingImages(
-        images=loaded.images,
+        images=images,
         labels=loaded.labels if conditional else None,
         class_names=list(loaded.class_names) if conditional else [],
-        source=printable(cfg.data),
+        source=printable(cfg.data) + note,
         skipped=len(loaded.bad),
         warnings=list(loaded.warnings),
         bad=list(loaded.bad),

@@ -195,6 +195,8 @@ class Trainer:
         main = self.dist.is_main
         self.task = make_task(c, self.dist)
         data = load_training_images(dc, progress=self.progress and main)
+        if dc.channels == "auto":  # decided by the images (data/source.py); config.yaml keeps the decision
+            self.config = c = self.task.config = c.override(channels=data.channels)
         self.task.check_data(data)
         self._build(data)
         if main:
