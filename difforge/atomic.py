@@ -24,10 +24,10 @@ PathLike = Union[str, os.PathLike]
 # errno -> what the user reads; every other OSError is a bug or an unexpected state and keeps its traceback
 _SPACE, _PLACE = "free some space and rerun", "write to a folder you can write to, or fix its permissions"
 WRITE_ERRORS = {
-    errno.ENOSPC: ("the disk is full", _SPACE),
-    errno.EDQUOT: ("the disk quota is exceeded", _SPACE),
-    errno.EFBIG: ("the file is too large for this file system", _SPACE),
-    errno.EROFS: ("the file system is read-only", _PLACE),
+    errno.ENOSPC: ("disk full", _SPACE),
+    errno.EDQUOT: ("disk quota exceeded", _SPACE),
+    errno.EFBIG: ("file too large for this file system", _SPACE),
+    errno.EROFS: ("read-only file system", _PLACE),
     errno.EACCES: ("permission denied", _PLACE),
     errno.EPERM: ("permission denied", _PLACE),
 }

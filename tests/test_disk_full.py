@@ -54,7 +54,7 @@ def full_disk_for(monkeypatch, name, code=errno.ENOSPC):
 
 
 # -- the writer ------------------------------------------------------------------------------
-@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk is full"), (errno.EDQUOT, "quota"), (errno.EROFS, "read-only"),
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk full"), (errno.EDQUOT, "quota"), (errno.EROFS, "read-only"),
                                         (errno.EACCES, "permission denied")])
 def test_atomic_write_maps_errors_and_keeps_the_old_file(tmp_path, monkeypatch, code, words):
     target = tmp_path / "f.bin"
@@ -76,7 +76,7 @@ def test_wrapped_os_error_of_safetensors_is_recognised():
     from safetensors import SafetensorError
 
     e = write_error("m.safetensors", SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
-    assert e is not None and "disk is full" in str(e)
+    assert e is not None and "disk full" in str(e)
 
 
 def test_new_files_follow_the_umask(tmp_path):
@@ -104,14 +104,14 @@ def tiny_fs(tmp_path):
 
 def test_real_full_disk_safetensors(tiny_fs):
     small = save_model_file(tiny_fs / "small.safetensors", {"w": torch.zeros(8)}, {"kind": "diffusion"})
-    with pytest.raises(UserError, match=r"small.safetensors: the disk is full; the previous small.safetensors is unchanged"):
+    with pytest.raises(UserError, match=r"small.safetensors: disk full; the previous small.safetensors is unchanged"):
         save_model_file(small, {"w": torch.zeros(200_000)}, {"kind": "diffusion"})
     assert sorted(p.name for p in tiny_fs.iterdir()) == ["small.safetensors"]
 
 
 def test_real_full_disk_training(tiny_fs, capsys):
     code = main(["train", "--runs-dir", str(tiny_fs), "--run", "r", *TRAIN, "--max-steps", "2"])
-    _one_line(capsys, code, "disk is full", str(tiny_fs / "r" / "checkpoints"))
+    _one_line(capsys, code, "disk full", str(tiny_fs / "r" / "checkpoints"))
 
 
 # -- every write site of training, through the CLI -----------------------------------------------
@@ -119,7 +119,7 @@ def test_real_full_disk_training(tiny_fs, capsys):
 def test_train_site_full(tmp_path, monkeypatch, capsys, name):
     with full_disk_for(monkeypatch, name):
         code = _train(tmp_path, "--max-steps", "2")
-    _one_line(capsys, code, name, "disk is full")
+    _one_line(capsys, code, name, "disk full")
 
 
 def test_metrics_append_full(tmp_path, monkeypatch, capsys):
@@ -134,7 +134,7 @@ def test_metrics_append_full(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(csv.DictWriter, "writerow", writerow)
     code = _train(tmp_path, "--max-steps", "2")
-    _one_line(capsys, code, "metrics.csv", "disk is full", "rows logged before are kept")
+    _one_line(capsys, code, "metrics.csv", "disk full", "rows logged before are kept")
 
 
 def test_log_txt_full_warns_once_and_training_finishes(tmp_path, monkeypatch, capsys):
@@ -165,11 +165,11 @@ def test_previous_checkpoint_survives_a_full_disk_on_resume(tmp_path, monkeypatc
 
 
 # -- sampling outputs ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name,flags", [("scratch_00001.png", []), ("grid_scratch.png", ["--grid"]), ("samples_2x16x16x3.npz", ["--npz"])])
+@pytest.mark.parametrize("name,flags", [("scratch_00001.png", []), ("o-grid_scratch.png", ["--grid"]), ("samples_2x16x16x3.npz", ["--npz"])])
 def test_sample_output_full(tiny_model, tmp_path, monkeypatch, capsys, name, flags):
     with full_disk_for(monkeypatch, name):
         code = main(["sample", str(tiny_model), "--num", "2", "--steps", "2", "--class", "0", "--quiet", "--out", str(tmp_path / "o"), *flags])
-    _one_line(capsys, code, name, "disk is full")
+    _one_line(capsys, code, name, "disk full")
 
 
 def test_read_only_output_folder(tiny_model, tmp_path, monkeypatch, capsys):

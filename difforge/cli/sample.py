@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..errors import UserError
@@ -154,8 +155,9 @@ def guidance_kwargs(args) -> dict:
 
 
 def run(args) -> int:
-    from ..data.outputs import save_generated, save_trajectory
+    from ..data.outputs import BatchWriter, numbered_folder, save_trajectory
     from ..pipeline import Pipeline
+    from ..pipeline.stream import generate_batches
 
     seedtools.resolve(args)
     model = args.model or args.model_flag
@@ -163,6 +165,8 @@ def run(args) -> int:
         raise UserError("give the model file to sample from, e.g. difforge sample runs/default/checkpoints/ema.safetensors")
     if args.trajectory_frames < 1:
         raise UserError(f"--trajectory-frames must be >= 1, got {args.trajectory_frames}")
+    if not math.isfinite(args.classifier_scale):
+        raise UserError(f"classifier_scale (--classifier-scale) must be a finite number, got {args.classifier_scale}")
     if str(model).endswith((".pt", ".pth", ".ckpt")):
         raise UserError(f"{model} is a PyTorch checkpoint of another tool; convert it first: "
                         f"difforge convert {model} --from iddm|openai-adm|dit OUT.safetensors")
@@ -171,14 +175,20 @@ def run(args) -> int:
     out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
     if args.out_name:
         out_dir = out_dir / args.out_name
+    elif not args.out:  # the default folder is numbered (samples/ema, samples/ema-2, ...) rather than overwritten
+        wanted, out_dir = out_dir, numbered_folder(out_dir)
+        if out_dir != wanted:
+            print(f"{wanted} holds earlier samples; writing to {out_dir} (give --out DIR to choose)")
     kwargs = sampling_kwargs(args)
     traj = None
+    writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz)
     if args.trajectory or args.gif:
         traj = pipe.trajectory(num=args.num, class_label=args.class_label, frames=args.trajectory_frames, **kwargs)
-        out = traj.final
-    else:
-        out = pipe.generate(num=args.num, class_label=args.class_label, **kwargs)
-    written = save_generated(out, out_dir, fmt=args.format, grid=args.grid, npz=args.npz)
+        writer.add(traj.final)
+    else:  # batch by batch: each batch is written and dropped, so --num 100000 needs one batch of memory
+        for batch in generate_batches(pipe, num=args.num, class_label=args.class_label, **kwargs):
+            writer.add(batch)
+    written = writer.close()
     print(f"{len(written['images'])} images in {out_dir}")
     for g in written.get("grids", []):
         print(f"grid: {g}")

@@ -9,27 +9,89 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
+import numpy as np
+
 from .io import make_grid, save_gif, save_image, save_images, save_npz
 
 
-def save_generated(out, out_dir, fmt: str = "png", grid: bool = False, npz: bool = False, prefix: str = "sample") -> Dict[str, Any]:
-    """Write images (and optionally a grid and an ``.npz``) to ``out_dir``; return what was written."""
+GRID_MAX = 256  # images per grid (per class): a grid of 100,000 images helps nobody
+
+
+def beside(out_dir, name: str) -> Path:
+    """``samples/ema`` + ``grid.png`` -> ``samples/ema-grid.png``: pictures about a sample folder go next
+    to it, never inside, so the folder holds only samples (``difforge eval`` counts every image in it)."""
     out_dir = Path(out_dir)
-    arr = out.images.numpy()
-    labels = out.labels.numpy() if out.labels is not None else None
-    written: Dict[str, Any] = {"images": save_images(arr, out_dir, prefix=prefix, fmt=fmt, labels=labels, class_names=out.class_names or None)}
-    if grid:
-        if labels is not None and out.class_names:
+    return out_dir.parent / f"{out_dir.name}-{name}"
+
+
+def numbered_folder(out_dir) -> Path:
+    """``out_dir`` if it is new or empty, else the first new or empty of ``out_dir-2``, ``out_dir-3``, ...
+    (sampling twice into the default folder keeps both sets)."""
+    out_dir = Path(out_dir)
+    candidate, n = out_dir, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = out_dir.parent / f"{out_dir.name}-{n}"
+    return candidate
+
+
+class BatchWriter:
+    """Write generated images batch by batch (:func:`difforge.pipeline.stream.generate_batches`).
+
+    Images are saved as they come (``{class or prefix}_{i:05d}.{fmt}``, i counting across batches)
+    and dropped; only what the extras need is kept: for ``grid`` the first :data:`GRID_MAX` images
+    (per class), for ``npz`` every image as uint8 (N x H x W x C bytes: 1.2 GB for 100,000 64 px RGB
+    images, 4x less than the sampler's float32). Grids go beside ``out_dir`` (:func:`beside`).
+    """
+
+    def __init__(self, out_dir, fmt: str = "png", grid: bool = False, npz: bool = False, prefix: str = "sample"):
+        self.out_dir, self.fmt, self.grid, self.npz, self.prefix = Path(out_dir), fmt, grid, npz, prefix
+        self.images: list = []
+        self.count = 0
+        self.class_names: list = []
+        self._kept: list = []  # uint8 batches kept for the npz
+        self._grid: Dict[Any, list] = {}  # class index (or None) -> uint8 images for its grid
+        self._labels: list = []
+
+    def add(self, out) -> None:
+        arr = out.images.numpy()
+        labels = out.labels.numpy() if out.labels is not None else None
+        self.class_names = list(out.class_names or [])
+        self.images += save_images(arr, self.out_dir, prefix=self.prefix, fmt=self.fmt, start=self.count, labels=labels,
+                                   class_names=self.class_names or None)
+        self.count += len(arr)
+        if self.npz:
+            self._kept.append(arr.copy())
+            if labels is not None:
+                self._labels.append(labels.copy())
+        if self.grid:
+            keys = labels.tolist() if labels is not None and self.class_names else [None] * len(arr)
+            for img, k in zip(arr, keys):
+                if len(self._grid.setdefault(k, [])) < GRID_MAX:
+                    self._grid[k].append(img.copy())
+
+    def close(self) -> Dict[str, Any]:
+        """Write the grids and the ``.npz``; return what was written (images, grids, npz)."""
+        written: Dict[str, Any] = {"images": self.images}
+        if self.grid:
             written["grids"] = []
-            for k, name in enumerate(out.class_names):
-                sel = arr[labels == k]
-                if len(sel):
-                    written["grids"].append(save_image(make_grid(sel), out_dir / f"grid_{name}.{fmt}"))
-        else:
-            written["grids"] = [save_image(make_grid(arr), out_dir / f"grid.{fmt}")]
-    if npz:
-        written["npz"] = save_npz(out_dir / f"{prefix}s_{len(arr)}x{arr.shape[1]}x{arr.shape[2]}x{arr.shape[3]}.npz", arr, labels)
-    return written
+            for k in sorted(self._grid, key=lambda k: -1 if k is None else k):
+                name = "grid" if k is None else f"grid_{self.class_names[k]}"
+                written["grids"].append(save_image(make_grid(np.stack(self._grid[k])), beside(self.out_dir, f"{name}.{self.fmt}")))
+        if self.npz and self._kept:
+            arr = np.concatenate(self._kept)
+            self._kept = []
+            labels = np.concatenate(self._labels) if self._labels else None
+            name = f"{self.prefix}s_{len(arr)}x{arr.shape[1]}x{arr.shape[2]}x{arr.shape[3]}.npz"
+            written["npz"] = save_npz(self.out_dir / name, arr, labels)
+        return written
+
+
+def save_generated(out, out_dir, fmt: str = "png", grid: bool = False, npz: bool = False, prefix: str = "sample") -> Dict[str, Any]:
+    """Write images (and optionally grids beside ``out_dir`` and an ``.npz`` in it); return what was written."""
+    writer = BatchWriter(out_dir, fmt, grid, npz, prefix)
+    writer.add(out)
+    return writer.close()
 
 
 def save_interpolation(result, out_dir, fmt: str = "png", gif: bool = False, duration_ms: int = 150) -> Dict[str, Any]:
@@ -47,13 +109,14 @@ def save_interpolation(result, out_dir, fmt: str = "png", gif: bool = False, dur
 
 def save_trajectory(result, out_dir, fmt: str = "png", gif: bool = False, duration_ms: int = 300) -> Dict[str, Any]:
     """Write ``trajectory.png`` (:meth:`Trajectory.grid`) and, with ``gif``, ``trajectory.gif``
-    (per frame: x_t on the top row, predicted x0 below; the last frame held longer)."""
+    (per frame: x_t on the top row, predicted x0 below; the last frame held longer), beside
+    ``out_dir`` (``samples/ema-trajectory.png``) so the sample folder holds only samples."""
     out_dir = Path(out_dir)
-    written: Dict[str, Any] = {"grid": save_image(result.grid(), out_dir / f"trajectory.{fmt}")}
+    written: Dict[str, Any] = {"grid": save_image(result.grid(), beside(out_dir, f"trajectory.{fmt}"))}
     if gif:
         frames = result.gif_frames()
-        written["gif"] = save_gif(frames + [frames[-1]] * 3, out_dir / "trajectory.gif", duration_ms=duration_ms)
+        written["gif"] = save_gif(frames + [frames[-1]] * 3, beside(out_dir, "trajectory.gif"), duration_ms=duration_ms)
     return written
 
 
-__all__ = ["save_generated", "save_interpolation", "save_trajectory"]
+__all__ = ["BatchWriter", "beside", "numbered_folder", "save_generated", "save_interpolation", "save_trajectory"]

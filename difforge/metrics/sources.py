@@ -9,6 +9,7 @@ image is center-cropped to a square and resized (antialiased bicubic) to ``image
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +68,13 @@ def folder_source(root: PathLike, image_size: Optional[int] = None, workers: Opt
     from ..data.folder import load_image, scan_folder
 
     index = scan_folder(root)
-    size = int(image_size or probe_size(index.paths[0]))
+    keep = [i for i, p in enumerate(index.paths) if not is_picture_about_samples(p, index.root)]
+    paths = [index.paths[i] for i in keep]
+    if not paths:
+        raise DataError(f"{root} holds only grid / trajectory pictures, no samples")
+    size = int(image_size or probe_size(paths[0]))
     workers = max(1, workers or min(8, os.cpu_count() or 1))
-    paths = index.paths
+    skipped = len(index.paths) - len(paths)
 
     def decode(p: Path) -> np.ndarray:
         try:
@@ -85,5 +90,15 @@ def folder_source(root: PathLike, image_size: Optional[int] = None, workers: Opt
                 pending = [pool.submit(decode, p) for p in paths[start + n : start + 2 * n]]
                 yield np.stack([f.result() for f in current])
 
-    labels = np.asarray(index.labels, dtype=np.int64) if index.conditional else None
-    return ImageSource(str(index.root), len(paths), batches, size, labels, list(index.class_names))
+    labels = np.asarray(index.labels, dtype=np.int64)[keep] if index.conditional else None
+    name = str(index.root) + (f" ({skipped} grid/trajectory pictures skipped)" if skipped else "")
+    return ImageSource(name, len(paths), batches, size, labels, list(index.class_names))
+
+
+# what `difforge sample --grid/--trajectory` and `interpolate` wrote inside sample folders before they went beside them
+_PICTURES = re.compile(r"^(grid(_.+)?|trajectory|interpolation)\.(png|jpe?g|webp|bmp)$", re.IGNORECASE)
+
+
+def is_picture_about_samples(path: Path, root: Path) -> bool:
+    """A grid or trajectory picture at the top of a sample folder (old layout), not a sample to evaluate."""
+    return Path(path).parent == Path(root) and bool(_PICTURES.match(Path(path).name))

@@ -13,6 +13,7 @@ chart, the preview grids in step order, the final per-class sample grids of ``di
 from __future__ import annotations
 
 import base64
+import glob
 import html
 import re
 from pathlib import Path
@@ -74,10 +75,12 @@ def previews(run_dir) -> List[Tuple[int, Path]]:
 
 
 def final_grids(run_dir) -> Dict[str, List[Path]]:
-    """Per-class grids written by ``difforge sample --grid`` into ``samples/<model>/``: folder -> grids."""
+    """Per-class grids written by ``difforge sample --grid`` beside ``samples/<model>/`` (``<model>-grid*``;
+    older versions wrote them inside): folder -> grids."""
     out: Dict[str, List[Path]] = {}
     for folder in sorted(p for p in (Path(run_dir) / "samples").glob("*") if p.is_dir()):
-        grids = sorted(p for p in folder.glob("grid*") if p.suffix.lower() in IMAGE_TYPES)
+        found = [*folder.parent.glob(f"{glob.escape(folder.name)}-grid*"), *folder.glob("grid*")]
+        grids = sorted(p for p in found if p.suffix.lower() in IMAGE_TYPES)
         if grids:
             out[folder.name] = grids
     return out
@@ -199,7 +202,7 @@ def render(run_dir) -> str:
         parts.append("<h2>Final samples per class</h2>")
         for folder, paths in grids.items():
             parts.append(f"<h3>samples/{html.escape(folder)}</h3>")
-            parts += [f"<figure>{_file_img(p, p.stem)}<figcaption>{html.escape(p.stem.replace('grid_', '').replace('grid', 'all'))}</figcaption></figure>"
+            parts += [f"<figure>{_file_img(p, p.stem)}<figcaption>{html.escape(p.stem.removeprefix(folder + '-').replace('grid_', '').replace('grid', 'all'))}</figcaption></figure>"
                       for p in paths]
     parts += ["<h2>Model file</h2>", _model_section(run)]
     cfg_path = run / "config.yaml"

@@ -126,8 +126,9 @@ def test_cli_sample_trajectory_gif_and_npz_per_class(tiny_model, tmp_path):
     res = cli("sample", tiny_model, "--num", "1", "--class", "all", "--steps", "5", "--trajectory",
               "--trajectory-frames", "3", "--gif", "--npz", "--out", out, "--quiet")
     assert res.returncode == 0, res.stderr
-    assert Image.open(out / "trajectory.png").size == (3 * 18 + 2, 2 * 4 * 18 + 2)
-    assert Image.open(out / "trajectory.gif").n_frames >= 3
+    assert Image.open(tmp_path / "s-trajectory.png").size == (3 * 18 + 2, 2 * 4 * 18 + 2)  # beside the sample folder
+    assert Image.open(tmp_path / "s-trajectory.gif").n_frames >= 3
+    assert not list(out.glob("trajectory*"))
     images = _read_like_the_evaluator(out / "samples_4x16x16x3.npz")
     assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8
     assert np.load(out / "samples_4x16x16x3.npz")["arr_1"].tolist() == [0, 1, 2, 3]
