@@ -1,16 +1,17 @@
-"""IDDM / improved-diffusion flag names accepted as aliases of difforge's flags.
+"""IDDM / improved-/guided-diffusion / DiT flag names accepted as aliases of difforge's flags.
 
 Kept in one table so the CLI, its help and the README's alias table cannot drift apart.
 """
 
 ALIASES = {
     # data
-    "--data": ["--dataset_path", "--data_dir"],
+    "--data": ["--dataset_path", "--data_dir", "--data-path"],
     "--image-size": ["--image_size"],
+    "--num-classes": ["--num_classes"],
     "--num-workers": ["--num_workers"],
     # run folder
     "--run": ["--run-name", "--run_name"],  # --run-name also under torchrun, whose --run-path makes --run ambiguous
-    "--runs-dir": ["--result_path"],
+    "--runs-dir": ["--result_path", "--results-dir"],
     # network / diffusion
     "--network": ["--network_name"],
     "--noise-schedule": ["--noise_schedule"],
@@ -31,6 +32,7 @@ ALIASES = {
     "--optimizer": ["--optim"],
     "--ema-decay": ["--ema_rate"],
     "--grad-accum": ["--microbatch_accum"],
+    "--seed": ["--global-seed"],
     "--weight-decay": ["--weight_decay"],
     # checkpoints / previews
     "--save-every-epochs": ["--save_model_interval_epochs"],
@@ -38,6 +40,7 @@ ALIASES = {
     "--save-every": ["--save_interval"],
     "--log-every": ["--log_interval"],
     "--preview-num": ["--num_vis"],
+    "--preview-sampler": ["--sample"],  # IDDM's train.py --sample: the sampler of its previews
     "--image-format": ["--image_format"],
     "--pretrain": ["--pretrain_path"],
     # sampling
@@ -70,6 +73,6 @@ def option_strings(flag: str) -> list:
 
 
 def alias_table_markdown() -> str:
-    rows = ["| difforge | IDDM / improved-diffusion |", "| --- | --- |"]
+    rows = ["| difforge | IDDM / improved-/guided-diffusion / DiT |", "| --- | --- |"]
     rows += [f"| `{k}` | {', '.join(f'`{a}`' for a in v)} |" for k, v in ALIASES.items()]
     return "\n".join(rows)

@@ -40,9 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag is reported by the sub-command's parser (its usage, not the
+    top-level one) with a "did you mean" for near-misses among that command's flags."""
+    import difflib
+
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    sub = _subparser(parser, args.command)
+    flags = [s for a in sub._actions for s in a.option_strings]
+    hints = []
+    for token in extra:
+        name = token.split("=", 1)[0]
+        close = difflib.get_close_matches(name, flags, n=3, cutoff=0.75) if name.startswith("-") else []
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    sub.error(message + "".join("\n" + h for h in hints))
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    return parser
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(parser, argv)
+    args.argv = argv
     try:
         return int(args.func(args) or 0)
     except UserError as e:

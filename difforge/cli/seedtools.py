@@ -173,6 +173,119 @@ def check_model(args, meta: Dict[str, Any], source: str) -> None:
         print(f"note: {', '.join(ignored)} mean nothing when sampling a difforge model file; ignored", file=sys.stderr)
 
 
+# -- training -----------------------------------------------------------------------------------
+# improved-diffusion's spellings of network flags: they describe OpenAI's UNet (difforge's ``adm``)
+ADM_SPELLINGS = ("--num_channels", "--num_res_blocks", "--attention_resolutions", "--num_heads", "--num_head_channels",
+                 "--use_scale_shift_norm", "--resblock_updown", "--channel_mult", "--use_new_attention_order")
+# difforge option names -> adm's (OpenAI's) names
+ADM_OPTION_NAMES = {"base_channels": "num_channels", "head_channels": "num_head_channels"}
+# training flags of the seed tools that mean nothing here, with the reason shown in the note
+TRAIN_IGNORED = {
+    "--use_checkpoint": "gradient checkpointing is not used",
+    "--num_heads_upsample": "the up path uses the down path's heads",
+    "--fp16_scale_growth": "precision is --precision",
+    "--microbatch": "use --grad-accum",
+}
+
+
+class Given(argparse.Action):
+    """Store the value and remember the spelling the user typed (``args.given_flags``), so an
+    improved-diffusion spelling can pick its network (see :func:`resolve_train`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if values is None and self.nargs == "?" else values)
+        namespace.given_flags = (getattr(namespace, "given_flags", None) or set()) | {option_string}
+
+
+def add_train_flags(p, classifier: bool = False) -> None:
+    """The seed tools' training flags that have no difforge spelling (see README "Coming from IDDM")."""
+    g = p.add_argument_group("flags of the seed tools (IDDM, improved-/guided-diffusion, DiT)",
+                             "improved-diffusion's network flags (--num_channels, --num_heads, ...) pick the adm network "
+                             "unless --network is given")
+    g.add_argument("--class_cond", dest="class_cond", type=str2bool, default=None, metavar="BOOL",
+                   help="improved-diffusion: class-conditional; a flat folder takes classes from file names (CLASS_xxx.png)")
+    g.add_argument("--anneal_lr", dest="anneal_lr", type=str2bool, default=None, metavar="BOOL",
+                   help="guided-diffusion: learning rate decays linearly to 0 (= --lr-schedule linear)")
+    g.add_argument("--lr_anneal_steps", dest="lr_anneal_steps", type=int, default=None,
+                   help="improved-diffusion: train N steps with the learning rate decaying linearly to 0")
+    g.add_argument("--use_fp16", dest="use_fp16", type=str2bool, default=None, metavar="BOOL",
+                   help="improved-diffusion: fp16 on a GPU (= --precision fp16); nothing on a CPU")
+    g.add_argument("--rescale_timesteps", dest="rescale_timesteps", type=str2bool, default=None, metavar="BOOL",
+                   help="improved-diffusion: the network sees t * 1000 / T (adm only)")
+    g.add_argument("--load_model_dir", dest="load_model_dir", default=None, metavar="NAME",
+                   help="IDDM: with --resume True, the run RESULT_PATH/NAME to continue")
+    if classifier:
+        g.add_argument("--classifier_pool", dest="classifier_pool", default=None,
+                       help="guided-diffusion: pooling of the classifier head (only 'attention' here)")
+        g.add_argument("--classifier_resblock_updown", dest="clf_resblock_updown", type=str2bool, default=None, metavar="BOOL")
+        g.add_argument("--classifier_use_scale_shift_norm", dest="clf_use_scale_shift_norm", type=str2bool, default=None, metavar="BOOL")
+    else:
+        g.add_argument("--model", dest="dit_model", default=None, metavar="DiT-XL/2",
+                       help="DiT: the model preset (= --network dit-xl/2)")
+        for flag, opt in (("--num_heads", "num_heads"), ("--num_head_channels", "num_head_channels"), ("--channel_mult", "channel_mult"),
+                          ("--use_scale_shift_norm", "use_scale_shift_norm"), ("--resblock_updown", "resblock_updown"),
+                          ("--use_new_attention_order", "use_new_attention_order")):
+            typ = str2bool if opt.startswith(("use_", "resblock")) else (str if opt == "channel_mult" else int)
+            g.add_argument(flag, dest=f"net_{opt}", type=typ, default=None, action=Given, help=argparse.SUPPRESS)
+    for flag in TRAIN_IGNORED:
+        g.add_argument(flag, dest="ignored_" + flag.lstrip("-"), default=None, help=argparse.SUPPRESS)
+
+
+def resolve_train(args) -> List[str]:
+    """Fold the seed tools' training flags into difforge's; returns the notes to print (one line each)."""
+    notes: List[str] = []
+    if getattr(args, "class_cond", None) is not None:
+        if args.conditional is not None and args.conditional != args.class_cond:
+            raise UserError("--class_cond and --conditional disagree; give one of them")
+        args.conditional = args.class_cond
+        if args.class_cond:
+            args.labels_from_filenames = True
+    if getattr(args, "anneal_lr", None):
+        args.lr_schedule = args.lr_schedule or "linear"
+    if getattr(args, "lr_anneal_steps", None):
+        args.max_steps = args.max_steps or args.lr_anneal_steps
+        args.lr_schedule = args.lr_schedule or "linear"
+    if getattr(args, "dit_model", None):
+        name = args.dit_model.lower()
+        if args.network and args.network.lower() != name:
+            raise UserError(f"--model {args.dit_model} and --network {args.network} disagree; give one of them")
+        args.network = name
+    if getattr(args, "classifier_pool", None) not in (None, "attention"):
+        raise UserError(f"--classifier_pool {args.classifier_pool}: only 'attention' pooling is implemented here "
+                        f"(guided-diffusion's default); leave the flag out or pass --classifier_pool attention")
+    given = getattr(args, "given_flags", None) or set()
+    adm_flags = [f for f in ADM_SPELLINGS if f in given]
+    if adm_flags and not args.network and not getattr(args, "config", None):
+        args.network = "adm"
+        notes.append(f"note: {', '.join(adm_flags)} describe OpenAI's UNet: training network 'adm' "
+                     f"(pass --network to choose another)")
+    if (args.network or "").startswith("adm"):
+        for ours, theirs in ADM_OPTION_NAMES.items():
+            if getattr(args, f"net_{ours}", None) is not None:
+                setattr(args, f"net_{theirs}", getattr(args, f"net_{ours}"))
+                setattr(args, f"net_{ours}", None)
+        if getattr(args, "rescale_timesteps", None):
+            args.network_option = [*(args.network_option or []), f"timestep_scale={1000.0 / (args.diffusion_steps or 1000)}"]
+    elif getattr(args, "rescale_timesteps", None):
+        notes.append("note: --rescale_timesteps True applies to the adm network only; ignored")
+    ignored = [f for f in TRAIN_IGNORED if getattr(args, "ignored_" + f.lstrip("-"), None) is not None]
+    if getattr(args, "main_gpu", None) is not None:
+        ignored.append("--main_gpu")
+    if getattr(args, "num_workers", None) is not None:
+        ignored.append("--num_workers")
+    if getattr(args, "use_fp16", None):
+        import torch
+
+        if torch.cuda.is_available():
+            args.precision = args.precision or "fp16"
+        else:
+            ignored.append("--use_fp16")
+    if ignored:
+        notes.append(f"note: {', '.join(ignored)} mean nothing here (images are decoded once into memory, one process "
+                     f"per device, fp16 needs a GPU); ignored")
+    return notes
+
+
 def _dest(flag: str) -> str:
     return "seed_" + flag.lstrip("-").replace("-", "_dash_")
 
@@ -183,4 +296,4 @@ def _show(v) -> str:
     return str(v)
 
 
-__all__ = ["add_flags", "check_model", "resolve", "str2bool", "MODEL_CHECKS", "IGNORED"]
+__all__ = ["add_flags", "add_train_flags", "check_model", "resolve", "resolve_train", "str2bool", "MODEL_CHECKS", "IGNORED"]

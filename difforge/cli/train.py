@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .aliases import option_strings
+from .seedtools import Given, add_train_flags, resolve_train
 
 # network options that have their own flag (stored in model.network_options)
 NETWORK_FLAGS = {
@@ -17,6 +18,10 @@ NETWORK_FLAGS = {
     "act": ("--act", str, "activation: silu, gelu, relu, relu6, lrelu"),
 }
 
+# adm's own option names, set by improved-diffusion's flags (cli/seedtools.py)
+SEED_NETWORK_KEYS = ("num_channels", "num_heads", "num_head_channels", "use_scale_shift_norm", "resblock_updown",
+                     "use_new_attention_order")
+
 
 def add(p, flag: str, **kw):
     """add_argument with the IDDM aliases of ``flag`` and no default (unset flags keep the config's value)."""
@@ -25,7 +30,15 @@ def add(p, flag: str, **kw):
 
 
 def bool_flag(p, flag: str, dest: str, help: str):
-    p.add_argument(*option_strings(flag), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help)
+    """``--flag``, ``--flag True/False`` (IDDM's and improved-diffusion's form) and ``--no-flag``."""
+    p.add_argument(*option_strings(flag), dest=dest, nargs="?", const=True, type=parse_bool, default=None, metavar="BOOL", help=help)
+    p.add_argument("--no-" + flag[2:], dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+def resume_value(text: str):
+    """``--resume`` (alone: the run named by --run), ``--resume True/False`` (IDDM) or ``--resume RUN_DIR``."""
+    low = str(text).lower()
+    return True if low in ("true", "yes", "1") else (False if low in ("false", "no", "0") else text)
 
 
 def parse_bool(text: str) -> bool:
@@ -70,6 +83,9 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--channels", dest="channels", type=lambda v: v if v == "auto" else int(v), choices=(1, 3, "auto"),
         help="1 = grayscale, 3 = RGB, auto (default) = 1 when every image is grey (R = G = B), else 3")
     bool_flag(g, "--conditional", "conditional", "force class-conditional (or not); default: class sub-folders decide")
+    add(g, "--labels-from-filenames", dest="labels_from_filenames", action="store_const", const=True,
+        help="flat folder: the class is the file name before its first '_' (cat_001.png -> cat), as improved-diffusion")
+    add(g, "--num-classes", dest="num_classes", type=int, help="the number of classes the data must have (checked; default: any)")
     bool_flag(g, "--hflip", "hflip", "plain random horizontal flips (default off: samples may come out mirrored; "
               "--augment flips teaches flips without that)")
     add(g, "--augment", dest="augment", metavar="LIST",
@@ -86,7 +102,7 @@ def add_network_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
     add(g, "--network", dest="network", help="network name (see `difforge info --networks`)")
     for key, (flag, typ, text) in NETWORK_FLAGS.items():
-        add(g, flag, dest=f"net_{key}", type=typ, help=text)
+        add(g, flag, dest=f"net_{key}", type=typ, action=Given, help=text)
     add(g, "--network-option", dest="network_option", action="append", metavar="KEY=VALUE", help="any other network setting (repeatable)")
     value_bool_flag(g, "--learn-sigma", "learn_sigma", "network also predicts the variance (2C outputs), trained by the hybrid loss")
 
@@ -134,7 +150,8 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
 
     g = p.add_argument_group("checkpoints and previews")
-    add(g, "--resume", dest="resume", nargs="?", const=True, metavar="RUN_DIR", help="continue a run (default: the run named by --run)")
+    add(g, "--resume", dest="resume", nargs="?", const=True, type=resume_value, metavar="RUN_DIR",
+        help="continue a run: RUN_DIR, or alone / True the run named by --run (IDDM: --resume True --load_model_dir NAME)")
     p.add_argument("--start_epoch", dest="start_epoch", type=int, default=None, help=argparse.SUPPRESS)
     add(g, "--pretrain", dest="pretrain", metavar="FILE", help="start from the weights of a model file (fine-tune)")
     add(g, "--checkpoint-every", dest="checkpoint_every", type=int, help="steps between resumable checkpoints (default 500)")
@@ -143,7 +160,7 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--save-start", dest="save_start", type=int, help="first epoch to keep numbered snapshots")
     add(g, "--preview-every", dest="preview_every", type=int, help="steps between preview grids (default: only at the end)")
     add(g, "--preview-num", dest="preview_num", type=int)
-    add(g, "--preview-sampler", dest="preview_sampler")
+    add(g, "--preview-sampler", dest="preview_sampler", help="sampler of the preview grids (IDDM's --sample at training)")
     add(g, "--preview-steps", dest="preview_steps", type=int)
     add(g, "--image-format", dest="image_format", choices=("png", "jpg"))
     add(g, "--log-every", dest="log_every", type=int)
@@ -155,7 +172,8 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--eval-metrics", dest="eval_metrics", help="comma-separated: fid,sfid,kid,is,pr (default fid,kid)")
     add(g, "--eval-features", dest="eval_features", metavar="inception|FILE.pt", help="feature extractor (default inception: needs its weight file)")
     g = p.add_argument_group("several processes (see README: torchrun for several GPUs / nodes)")
-    g.add_argument("--distributed", action="store_true", help="launch --world-size processes on this machine (DDP; gloo on CPU, NCCL on GPUs)")
+    g.add_argument("--distributed", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
+                   help="launch --world-size processes on this machine (DDP; gloo on CPU, NCCL on GPUs); IDDM's --distributed True")
     g.add_argument("--world-size", "--world_size", dest="world_size", type=int, default=None, help="processes to launch with --distributed (default: GPUs, or 2 on CPU)")
     g.add_argument("--main_gpu", dest="main_gpu", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE.yaml", help="settings file; flags override it")
@@ -170,6 +188,7 @@ def add_parser(sub) -> None:
         "Without --data it trains on the built-in industrial-defect dataset.",
     )
     add_training_flags(p)
+    add_train_flags(p)
     p.set_defaults(func=run)
 
 
@@ -177,7 +196,8 @@ def overrides_from_args(args) -> dict:
     """Flat config overrides from parsed flags; only flags the user gave."""
     from ..train.start import config_overrides
 
-    return config_overrides(vars(args), {key: getattr(args, f"net_{key}", None) for key in NETWORK_FLAGS},
+    keys = [*NETWORK_FLAGS, *SEED_NETWORK_KEYS]
+    return config_overrides(vars(args), {key: getattr(args, f"net_{key}", None) for key in keys},
                             getattr(args, "network_option", None) or [])
 
 
@@ -189,7 +209,7 @@ def _launch_distributed(args) -> int:
     from ..train.distributed import launch
 
     n = args.world_size or (torch.cuda.device_count() or 2)
-    argv = [a for a in sys.argv[1:] if a != "--distributed"]
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])  # the children see WORLD_SIZE and do not launch again
     print(f"launching {n} processes (batch {args.batch_size or 'per config'} each)", file=sys.stderr)
     return launch(argv, n)
 
@@ -199,13 +219,24 @@ def fit_from_args(args, overrides: dict, defaults: dict = None):
     (shared by ``train``, ``train-vae`` and ``train-classifier``)."""
     from ..train.start import start_run
 
-    return start_run(args.config, overrides, resume=args.resume, pretrain=args.pretrain, progress=not args.quiet, defaults=defaults)
+    return start_run(args.config, overrides, resume=args.resume, pretrain=args.pretrain, progress=not args.quiet, defaults=defaults,
+                     resume_name=getattr(args, "load_model_dir", None), start_epoch=args.start_epoch)
+
+
+def prepare(args) -> bool:
+    """Seed-tool flags folded in and their notes printed; True when this process only launches others."""
+    import os
+    import sys
+
+    main = os.environ.get("RANK", "0") == "0"
+    for note in resolve_train(args):
+        if main:
+            print(note, file=sys.stderr)
+    return bool(args.distributed) and "WORLD_SIZE" not in os.environ
 
 
 def run(args) -> int:
-    import os
-
-    if args.distributed and "WORLD_SIZE" not in os.environ:
+    if prepare(args):
         return _launch_distributed(args)
     trainer, result = fit_from_args(args, overrides_from_args(args))
     if not trainer.dist.is_main:

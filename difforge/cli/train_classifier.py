@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .seedtools import add_train_flags
 from .train import add, add_data_flags, add_loop_flags, overrides_from_args
 
 # guided-diffusion's classifier flags -> options of the classifier networks
@@ -32,6 +33,7 @@ def add_parser(sub) -> None:
     add(g, "--noise-schedule", dest="noise_schedule", help="its schedule: linear, cosine, sqrt_linear or sqrt (default linear)")
     add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="its T (default 1000)")
     add_loop_flags(p)
+    add_train_flags(p, classifier=True)
     p.set_defaults(func=run)
 
 
@@ -41,18 +43,18 @@ def classifier_overrides(args) -> dict:
 
     out = overrides_from_args(args)
     out["task"] = "classifier"
-    options = {**out.get("network_options", {}), **network_options({key: getattr(args, f"clf_{key}", None) for key in CLASSIFIER_FLAGS})}
+    out.setdefault("labels_from_filenames", True)  # guided-diffusion's classifier_train reads classes off file names
+    keys = [*CLASSIFIER_FLAGS, "resblock_updown", "use_scale_shift_norm"]
+    options = {**out.get("network_options", {}), **network_options({key: getattr(args, f"clf_{key}", None) for key in keys})}
     if options:
         out["network_options"] = options
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
+    from .train import _launch_distributed, fit_from_args, prepare
 
-    from .train import _launch_distributed, fit_from_args
-
-    if args.distributed and "WORLD_SIZE" not in os.environ:
+    if prepare(args):
         return _launch_distributed(args)
     trainer, result = fit_from_args(args, classifier_overrides(args))
     if not trainer.dist.is_main:

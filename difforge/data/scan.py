@@ -168,11 +168,21 @@ def _class_names(dirs: list[Path]) -> list[str]:
     return names
 
 
-def scan_folder(root: PathLike, conditional: Optional[bool] = None) -> FolderIndex:
+def labels_from_filenames(paths: list[Path]) -> tuple[list[int], list[str]]:
+    """``(labels, class_names)`` read off file names as improved-diffusion's ``image_datasets``
+    does: the class is the name before the first ``_`` (``cat_001.png`` -> ``cat``), sorted."""
+    names = [p.name.split("_")[0] for p in paths]
+    classes = sorted(set(names))
+    return [classes.index(n) for n in names], [printable(c) for c in classes]
+
+
+def scan_folder(root: PathLike, conditional: Optional[bool] = None, from_filenames: bool = False) -> FolderIndex:
     """Index the images of ``root`` (see the module docstring for the layouts).
 
     ``conditional=None`` decides from the layout (two or more class folders -> conditional);
     ``True`` demands class folders (at least two); ``False`` uses every image and ignores classes.
+    ``from_filenames``: a flat folder takes its classes from the file names
+    (:func:`labels_from_filenames`); class sub-folders, where there are some, still decide.
     Nothing is decoded here; :func:`difforge.data.folder.load_folder` does that.
     """
     root = Path(root).expanduser()
@@ -202,6 +212,12 @@ def scan_folder(root: PathLike, conditional: Optional[bool] = None) -> FolderInd
                 f"image folder {shown} contains no images; accepted extensions are {_EXTS} "
                 f"(directly in the folder, or in one sub-folder per class)"
             )
+        if from_filenames and conditional is not False:
+            labels, names = labels_from_filenames(loose)
+            if len(names) < 2:
+                raise DataError(f"the file names in {shown} name a single class {names[0]!r} (the part before the first "
+                                f"'_'); name files CLASS_xxx.png with at least two classes, or train unconditionally")
+            return FolderIndex(root, loose, labels, names, True, warnings=warnings)
         if conditional:
             raise DataError(
                 f"image folder {shown} has no class sub-folders, so it cannot train a conditional model; "

@@ -56,6 +56,14 @@ def settle_channels(images: torch.Tensor, wanted) -> Tuple[torch.Tensor, str]:
     return images, " (channels auto: colour images, training 3 channels)"
 
 
+def check_num_classes(cfg: DataConfig, found: int, source: str) -> None:
+    """``num_classes`` (IDDM's / improved-diffusion's ``--num_classes``) must be the data's class count."""
+    if cfg.num_classes is not None and cfg.num_classes != found:
+        has = f"{found} classes" if found else "no classes (unconditional)"
+        raise DataError(f"--num_classes {cfg.num_classes} does not match the data: {source} has {has}; "
+                        f"leave --num_classes out (the data decides) or point --data at the right folder")
+
+
 def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImages:
     """Decode the configured images once. ``cfg.data=None`` means the built-in defect dataset.
     ``cfg.channels="auto"`` decides 1 or 3 channels from the images (:func:`settle_channels`)."""
@@ -68,6 +76,7 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
         )
         images, note = settle_channels(torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(), cfg.channels)
         conditional = cfg.conditional is not False
+        check_num_classes(cfg, len(names) if conditional else 0, "the built-in defect dataset")
         return TrainingImages(
             images=images,
             labels=torch.from_numpy(labels).long() if conditional else None,
@@ -77,7 +86,7 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
     from .folder import load_folder, scan_folder
     from .scan import printable
 
-    index = scan_folder(cfg.data, conditional=cfg.conditional)
+    index = scan_folder(cfg.data, conditional=cfg.conditional, from_filenames=bool(cfg.labels_from_filenames))
     loaded = load_folder(
         index, cfg.image_size, channels=decode_channels, skip_bad=cfg.skip_bad_images, progress=progress,
         drop_empty_classes=bool(cfg.drop_empty_classes),
@@ -90,6 +99,7 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
             f"image folder {printable(cfg.data)} has fewer than two classes with readable images left, so it cannot "
             f"train a conditional model; fix the bad files or pass --no-conditional"
         )
+    check_num_classes(cfg, len(loaded.class_names) if conditional else 0, printable(cfg.data))
     images, note = settle_channels(loaded.images, cfg.channels)
     return TrainingImages(
         images=images,

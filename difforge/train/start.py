@@ -49,22 +49,54 @@ def config_overrides(values: Mapping[str, Any], options: Optional[Mapping[str, A
     return out
 
 
+def resumed_epoch(run_dir: Union[str, Path]) -> Optional[float]:
+    """The epoch a run's last checkpoint reached (from ``checkpoints/last.safetensors``), or None."""
+    from ..modelfile import read_metadata
+
+    path = Path(run_dir) / "checkpoints" / "last.safetensors"
+    try:
+        return float(read_metadata(path)["train"]["epoch"])
+    except Exception:  # noqa: BLE001 - no checkpoint or an older file: nothing to say
+        return None
+
+
+def start_epoch_note(run_dir: Union[str, Path], start_epoch: Optional[int]) -> Optional[str]:
+    """IDDM's ``--start_epoch N``: the run continues from its checkpoint; one line when N differs."""
+    epoch = resumed_epoch(run_dir)
+    if start_epoch is None or epoch is None or round(epoch) == start_epoch:
+        return None
+    return (f"--start_epoch {start_epoch}: {run_dir} was saved at epoch {epoch:g}; "
+            f"continuing from epoch {epoch:g} (the checkpoint's), with the optimizer and EMA state")
+
+
 def start_run(config_file: Optional[str], overrides: Dict[str, Any], *, resume: Union[str, bool, None] = None,
-              pretrain: Optional[str] = None, progress: bool = True, defaults: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Any]:
+              pretrain: Optional[str] = None, progress: bool = True, defaults: Optional[Mapping[str, Any]] = None,
+              resume_name: Optional[str] = None, start_epoch: Optional[int] = None) -> Tuple[Any, Any]:
     """Settings file + overrides -> a finished run; ``(trainer, result)``.
 
     ``config_file`` is the base and ``overrides`` win (network options merge). ``resume=True``
-    names the run by ``run``/``runs_dir`` as IDDM does; ``defaults`` (e.g. a task's network)
-    apply to a new run only: a resumed run keeps its own config.yaml.
+    names the run by ``run``/``runs_dir`` as IDDM does, or by ``resume_name`` in ``runs_dir``
+    (IDDM's ``--load_model_dir``); ``start_epoch`` (IDDM's) only adds a log line when the
+    checkpoint's epoch differs. ``defaults`` (e.g. a task's network) apply to a new run only: a
+    resumed run keeps its own config.yaml.
     """
+    from .logging import get_logger
     from .trainer import Trainer
 
     base = Config.load(config_file) if config_file else None
     if base is not None and "network_options" in overrides:
         overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
+    if resume_name and not resume:
+        raise ConfigError(f"--load_model_dir {resume_name} names the run to resume; add --resume True")
     if resume is True:
         cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
-        resume = str(Path(cfg.train.runs_dir) / cfg.train.run)
+        resume = str(Path(cfg.train.runs_dir) / (resume_name or cfg.train.run))
+        if resume_name:
+            overrides["run"] = resume_name  # the run continues in its own folder
+    if resume:
+        note = start_epoch_note(resume, start_epoch)
+        if note:
+            get_logger().info(f"note: {note}")
     if not resume:
         for key, value in (defaults or {}).items():
             overrides.setdefault(key, value)
