@@ -165,7 +165,7 @@ def _size_error(levels: int, image_size: int) -> Optional[str]:
 
 @register("unet")
 class UNet(nn.Module):
-    """IDDM-style UNet: ``net(x, t, y=None) -> (B, out_channels, H, W)``.
+    """IDDM-style UNet: ``net(x, t, y=None, aug_labels=None) -> (B, out_channels, H, W)``.
 
     Args:
         image_size: the training image size; it decides where ``attention_resolutions`` apply.
@@ -181,6 +181,9 @@ class UNet(nn.Module):
         learn_sigma: output 2C channels (eps and the variance interpolation of improved DDPM).
         norm_groups: at most this many GroupNorm groups (gcd with the channel count is used).
         use_scale_shift_norm: condition by GN(h)(1 + scale) + shift, else by adding emb before GN.
+        aug_dim: length of the augmentation label vector (EDM, Karras et al. 2022 app. D.2;
+            :mod:`difforge.data.augment`); 0 = none. A bias-free, zero-initialised linear map adds it
+            to the time embedding, so an absent ``aug_labels`` (sampling) is the zero vector.
     """
 
     arch = "unet"
@@ -200,6 +203,7 @@ class UNet(nn.Module):
         learn_sigma: bool = False,
         norm_groups: int = 32,
         use_scale_shift_norm: bool = True,
+        aug_dim: int = 0,
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
@@ -223,6 +227,8 @@ class UNet(nn.Module):
             norm_groups=_int("norm_groups", norm_groups, 1),
             use_scale_shift_norm=_bool("use_scale_shift_norm", use_scale_shift_norm),
         )
+        if aug_dim:  # kept out of the config of networks without it, so their model files stay as they were
+            self.config["aug_dim"] = _int("aug_dim", aug_dim, 0)
         error = _size_error(len(channel_mult), image_size)
         if error:
             raise ConfigError(error)
@@ -239,6 +245,7 @@ class UNet(nn.Module):
         attn = dict(head_channels=head_channels, norm_groups=norm_groups)
         self.time_embed = TimestepEmbedder(base_channels, emb_dim, act)
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.aug_embed = zero_(nn.Linear(aug_dim, emb_dim, bias=False)) if aug_dim else None
         self.emb_act = make_act(act)
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
@@ -284,7 +291,8 @@ class UNet(nn.Module):
         if error:
             raise ConfigError(error)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
+                aug_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, _, h, w = x.shape
         div = 2 ** (self.num_levels - 1)
         if h % div or w % div:
@@ -297,6 +305,8 @@ class UNet(nn.Module):
             if y is None:
                 y = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_embed(y)
+        if self.aug_embed is not None and aug_labels is not None:  # absent = zeros = nothing added
+            emb = emb + self.aug_embed(aug_labels.to(emb.dtype))
         emb = self.emb_act(emb)
 
         hs = self.input_conv(x)

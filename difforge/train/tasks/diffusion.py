@@ -10,12 +10,14 @@ the EMA weights through :class:`difforge.pipeline.Pipeline`, as ``difforge sampl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
+from ...data import augment
 from ...diffusion.objective import Objective, drop_labels
 from ...diffusion.schedule import Schedule
 from ...diffusion.timestep_samplers import make_timestep_sampler
@@ -43,6 +45,13 @@ class DiffusionTask(Task):
         dc, mc, fc = c.data, c.model, c.diffusion
         options = dict(mc.network_options)
         options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
+        self.augment = augment.parse(dc.augment) if dc.augment_p > 0 else ()
+        if self.augment:  # the network is told what was done (EDM app. D.2): zeros at sampling
+            if c.latent.latent:
+                raise ConfigError("augment applies to pixel-space training; drop --augment for a latent run")
+            if "aug_dim" not in registry.options(mc.network):
+                raise ConfigError(f"augment needs a network with augmentation conditioning (unet, unet-small, unet-tiny), not {mc.network!r}")
+            options["aug_dim"] = augment.AUG_DIM
         self.latents = None
         if c.latent.latent:  # the network sees the VAE's scaled latents (train/latent_data.py)
             from ..latent_data import LatentTraining
@@ -77,6 +86,10 @@ class DiffusionTask(Task):
         x = batch.x
         if self.latents is not None:  # a fresh posterior sample s * z per step
             x = self.latents.sample(x, rng.generator, rng.mine, rng.global_batch)
+        cond = {}
+        if self.augment:  # drawn first, over the global batch, from the step's generator
+            x, cond["aug_labels"] = augment.augment(x, rng.rand((augment.DRAWS,)), self.augment, self.config.data.augment_p)
+            net = functools.partial(net, **cond)
         y = None
         if batch.labels is not None:
             y = rng.local(drop_labels(batch.labels, fc.label_dropout, self.num_classes, rng.generator), x.device)
@@ -100,6 +113,8 @@ class DiffusionTask(Task):
         c = self.config
         text = (f"{c.diffusion.noise_schedule} schedule, T={c.diffusion.diffusion_steps}, "
                 f"target {c.diffusion.target}, loss {c.diffusion.loss}")
+        if self.augment:
+            text += f"; augment {','.join(self.augment)} with p={c.data.augment_p:g} (network-conditioned, none in samples)"
         if self.latents is not None:
             ch, h, w = self.latents.shape
             text += (f"; latent {ch}x{h}x{w} of the VAE {self.latents.codec.path} "
