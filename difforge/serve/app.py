@@ -11,7 +11,8 @@
 Every request is validated (pydantic, then the model's classes and the image limit) before it is
 queued; an error answers 4xx with ``{"detail": "FIELD: what is wrong", "field": FIELD}``. Each
 model has one worker thread and a bounded queue (:mod:`difforge.serve.jobs`); a full queue
-answers 429 at once. With a token, every ``/v1`` call needs ``Authorization: Bearer TOKEN``.
+answers 429 at once. With a token, every ``/v1`` call and the API reference need ``Authorization:
+Bearer TOKEN``, checked before the body is read; a body over the limit (1 MB) answers 413 unread.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def create_app(models: Dict[str, Any], settings: Optional[ServeSettings] = None)
 
     from . import routes
     from .errors import ApiError
+    from .limits import Guard
     from .schemas import request_model
     from .state import ServeState
 
@@ -97,6 +99,8 @@ def create_app(models: Dict[str, Any], settings: Optional[ServeSettings] = None)
     app.state.serve = state
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    s = state.settings  # the token and the body limit before any body is read; the request log around them
+    app.add_middleware(Guard, token=s.token, max_body_bytes=s.max_body_bytes, max_upload_bytes=s.max_upload_bytes, upload_paths=s.upload_paths)
     app.middleware("http")(_log_request)
 
     GenerateRequest = request_model(state.settings, state.samplers, state.names, state.default_sampler)

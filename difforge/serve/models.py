@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 
@@ -51,41 +51,70 @@ def model_names(paths: Sequence[Path]) -> List[str]:
 
 def find_model_files(files: Iterable[str] = (), models_dir: Optional[str] = None) -> List[Path]:
     """The files given plus every ``*.safetensors`` under ``models_dir`` (training-state files left out)."""
-    out: List[Path] = []
+    return [p for p, _ in _candidates(files, models_dir)]
+
+
+def _candidates(files: Iterable[str] = (), models_dir: Optional[str] = None) -> List[Tuple[Path, bool]]:
+    """(path, given by name) of every file to serve; a file found in ``models_dir`` may be skipped."""
+    out: List[Tuple[Path, bool]] = []
     for f in files:
         p = Path(f)
         if not p.is_file():
             raise UserError(f"model file {p} does not exist" + (" (it is a folder; use --models-dir)" if p.is_dir() else ""))
-        out.append(p)
+        out.append((p, True))
     if models_dir:
         d = Path(models_dir)
         if not d.is_dir():
             raise UserError(f"--models-dir {d} is not a folder")
-        found = sorted(q for q in d.rglob("*.safetensors") if q.is_file() and _is_model_file(q))
+        found = sorted(q for q in d.rglob("*.safetensors") if q.is_file() and not _is_state_file(q))
         if not found:
             raise UserError(f"--models-dir {d} holds no .safetensors model files")
-        out.extend(found)
+        out.extend((q, False) for q in found)
     if not out:
         raise UserError("give at least one model file (e.g. runs/default/checkpoints/ema.safetensors) or --models-dir DIR")
-    unique: Dict[Path, Path] = {}
-    for p in out:
-        unique.setdefault(p.resolve(), p)
+    unique: Dict[Path, Tuple[Path, bool]] = {}
+    for p, named in out:  # the same file twice: kept once, as given by name if it was
+        first, was_named = unique.get(p.resolve(), (p, False))
+        unique[p.resolve()] = (first, was_named or named)
     return list(unique.values())
 
 
-def _is_model_file(path: Path) -> bool:
-    """A difforge model file (not a training state, not someone else's safetensors): reads the header only."""
-    from ..modelfile import MODEL_FORMAT, read_metadata
+def _is_state_file(path: Path) -> bool:
+    """A training-state file (it sits beside the model files of a run; not served): reads the header only."""
+    from ..modelfile import STATE_FORMAT, read_metadata
 
     try:
-        return read_metadata(path).get("format") == MODEL_FORMAT
+        return read_metadata(path).get("format") == STATE_FORMAT
     except UserError:
-        return False
+        return False  # unreadable: loading it says why
 
 
-def load_models(files: Iterable[str] = (), models_dir: Optional[str] = None, device: str = "auto", precision: str = "auto") -> Dict[str, "object"]:
-    """Load every model once: ``{name: Pipeline}`` in the order given."""
+def load_models(files: Iterable[str] = (), models_dir: Optional[str] = None, device: str = "auto", precision: str = "auto",
+                warn: Optional[Callable[[str], None]] = None) -> Dict[str, "object"]:
+    """Load every model once: ``{name: Pipeline}`` in the order given.
+
+    A file named on the command line must load; a file found under ``models_dir`` that cannot be
+    served (malformed, NaN weights, a VAE or classifier, another tool's file) is skipped with a
+    warning (``warn``, default: the log), and the rest are served. No servable file is an error.
+    """
     from ..pipeline import Pipeline
 
-    paths = find_model_files(files, models_dir)
-    return {name: Pipeline.from_checkpoint(p, device=device, precision=precision) for name, p in zip(model_names(paths), paths)}
+    if warn is None:
+        from ..train.logging import get_logger
+
+        warn = get_logger().warning
+    candidates = _candidates(files, models_dir)
+    names = model_names([p for p, _ in candidates])
+    models: Dict[str, object] = {}
+    skipped = []
+    for name, (path, named) in zip(names, candidates):
+        try:
+            models[name] = Pipeline.from_checkpoint(path, device=device, precision=precision)
+        except UserError as e:
+            if named:
+                raise
+            skipped.append(path)
+            warn(f"warning: skipping {path}: {e}")
+    if not models:
+        raise UserError(f"--models-dir {models_dir}: none of its {len(skipped)} .safetensors files can be served (see the warnings above)")
+    return models

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import ConfigError
 from ..pipeline import SampleConfig
@@ -24,9 +24,13 @@ class ServeSettings:
     batch_size: int = SAMPLING.batch_size  # images per network batch
     default_num: int = 4
     default_steps: int = SAMPLING.steps
+    max_body_bytes: int = 1 << 20  # a JSON request body (a generate request is < 1 kB); larger: 413 before reading it
+    max_upload_bytes: int = 64 << 20  # the body limit of the paths in upload_paths (routes that take files)
+    upload_paths: Tuple[str, ...] = ()
 
     def __post_init__(self):
-        for name in ("max_num", "max_steps", "queue", "keep_jobs", "batch_size", "default_num", "default_steps"):
+        for name in ("max_num", "max_steps", "queue", "keep_jobs", "batch_size", "default_num", "default_steps",
+                     "max_body_bytes", "max_upload_bytes"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
