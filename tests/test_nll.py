@@ -64,3 +64,22 @@ def test_nll_on_a_folder_and_errors(models, tmp_path, capsys):
     assert code == 0 and "4 images from" in out and "conditioned on their classes" in out
     code, _, err = _run(capsys, models["fixed"], "--variance", "learned", "--num", "2")
     assert code == 2 and "learn_sigma" in err
+
+
+def test_nll_estimate_by_default_and_full_on_request(models, capsys):
+    """T = 40: --timesteps 10 is an estimate with an error bar; --full and K >= T are the exact value."""
+    reports = {}
+    for name, extra in (("est", ["--timesteps", "10"]), ("full", ["--full"]), ("k_t", ["--timesteps", "40"])):
+        code, out, _ = _run(capsys, models["fixed"], "--num", "4", "--batch-size", "4", "--json", "--precision", "fp32", *extra)
+        assert code == 0
+        reports[name] = json.loads(out)
+    est, full = reports["est"], reports["full"]
+    assert not est["exact"] and est["timesteps"] == 10 and est["timestep_std_error"] > 0
+    assert full["exact"] and full["timesteps"] == 40 and full["timestep_std_error"] == 0
+    assert reports["k_t"]["bits_per_dim"] == full["bits_per_dim"]
+    assert abs(est["bits_per_dim"] - full["bits_per_dim"]) <= 3 * est["timestep_std_error"]
+    assert est["prior_bits_per_dim"] == full["prior_bits_per_dim"] and est["decoder_bits_per_dim"] == full["decoder_bits_per_dim"]
+    code, out, _ = _run(capsys, models["fixed"], "--num", "4", "--batch-size", "4", "--timesteps", "10", "--precision", "fp32")
+    assert code == 0 and "estimate: 10 of 40 steps" in out and "--full" in out
+    code, _, err = _run(capsys, models["fixed"], "--num", "4", "--timesteps", "1")
+    assert code == 2 and "--timesteps" in err

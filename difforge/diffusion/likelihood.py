@@ -208,45 +208,9 @@ def bits_per_dim(
     }
 
 
-def dataset_bits_per_dim(
-    denoiser: Callable,
-    images: torch.Tensor,
-    labels: Optional[torch.Tensor] = None,
-    *,
-    batch_size: int = 32,
-    variance: Optional[str] = None,
-    seed: int = 0,
-    device="cpu",
-    progress: bool = False,
-) -> Dict[str, torch.Tensor]:
-    """:func:`bits_per_dim` over (N, C, H, W) uint8 ``images`` in batches, with a tqdm bar.
-
-    Batch b draws its noise from a generator seeded with (seed, b), so a run is reproducible
-    for a given batch size. Returns (N,) float64 tensors ``total``, ``prior``, ``decoder``, ``kl``.
-    """
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be a (N, C, H, W) uint8 tensor, got {tuple(images.shape)} {images.dtype}")
-    from tqdm import tqdm
-
-    n, steps = images.shape[0], denoiser.schedule.num_steps
-    batches = range(0, n, batch_size)
-    bar = tqdm(total=len(batches) * steps, desc="bits/dim", unit="step", disable=not progress, leave=False)
-    parts = []
-    try:
-        for b, start in enumerate(batches):
-            x0 = images[start : start + batch_size].to(device).float() / 127.5 - 1.0
-            y = None if labels is None else labels[start : start + batch_size].to(device)
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + b)
-            parts.append(bits_per_dim(denoiser, x0, y, variance=variance, generator=g, callback=lambda _: bar.update(1)))
-    finally:
-        bar.close()
-    return {k: torch.cat([p[k] for p in parts]) for k in ("total", "prior", "decoder", "kl")}
-
-
 __all__ = [
     "VARIANCES",
     "bits_per_dim",
-    "dataset_bits_per_dim",
     "discretized_gaussian_log_likelihood",
     "extract_log_variance",
     "fixed_log_variance_table",
