@@ -197,3 +197,15 @@ def test_messages_name_the_field(variants, capsys):
     for name, field in expect.items():
         code, err, _ = _run(["sample", str(variants[name]), "--num", "1"], capsys)
         assert code == 2 and field in err, (name, err)
+
+
+def test_sampling_stops_at_nan_with_the_file_and_step(variants):
+    from difforge.errors import CheckpointError
+    from difforge.pipeline import Pipeline
+
+    pipe = Pipeline.from_checkpoint(variants["NaN weights"], device="cpu", precision="fp32", check_weights=False)
+    for sampler in ("ddim", "ddpm", "dpm++2m"):
+        with pytest.raises(CheckpointError) as e:
+            pipe.generate(num=3, steps=4, sampler=sampler, batch_size=2)
+        msg = str(e.value)
+        assert "NaN_weights.safetensors gave NaN/Inf values at step 1 of 4 (batch 1)" in msg and "diverged" in msg, msg

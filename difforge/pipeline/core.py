@@ -290,10 +290,10 @@ class Pipeline:
         bar.close()
         return torch.cat(out)
 
-    def _nonfinite(self, step: int, num_steps: int, batch: int) -> UserError:
+    def _nonfinite(self, step: int, num_steps: int, batch: int) -> CheckpointError:
         where = f"at step {step + 1} of {num_steps}" if step >= 0 else "in its result"
         overflow = f"values that overflow in {self.precision} (try --precision fp32), or " if self.precision != "fp32" else ""
-        return UserError(
+        return CheckpointError(
             f"sampling {self.source or 'the model'} gave NaN/Inf values {where} (batch {batch}); likely cause: {overflow}"
             "a model whose training diverged (check its weights with `difforge info FILE`)"
         )

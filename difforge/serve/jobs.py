@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..errors import UserError
+from ..errors import CheckpointError, UserError
 
 log = logging.getLogger("difforge.serve")
 
@@ -182,6 +182,9 @@ class ModelWorker:
                 callback=lambda d, t, s, n: job.on_progress(d, t, s, n, self.batch_size),
             )
             pngs = encode_png(out.images.numpy())
+        except CheckpointError as e:  # the model's fault (e.g. NaN/Inf samples), not the request's; paths stay in the log
+            log.error("job %s model=%s failed: %s", job.id, self.name, e)
+            job.fail(f"model {self.name!r} cannot make these images (NaN/Inf values or a damaged model); the server's log says why", 500)
         except UserError as e:
             job.fail(str(e), 422)
         except Exception as e:  # a bug: keep the server up, keep the traceback in the log

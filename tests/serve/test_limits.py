@@ -141,3 +141,23 @@ def test_models_dir_skips_bad_files_with_a_warning(tmp_path, tiny_model):
     (d / "good.safetensors").unlink()
     with pytest.raises(UserError, match="none of its 2"):
         load_models([], str(d), device="cpu", warn=warnings.append)
+
+
+def test_nan_model_answers_500_in_one_line_without_paths(make_client, tmp_path, tiny_model):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from difforge.modelfile import load_model_file
+    from difforge.pipeline import Pipeline
+
+    tensors, meta = load_model_file(tiny_model)
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    path = tmp_path / "nan.safetensors"
+    save_file(tensors, str(path), metadata={"difforge": json.dumps(meta)})
+    c = make_client(models={"nan": Pipeline.from_checkpoint(path, device="cpu", precision="fp32", check_weights=False)})
+    res = c.post("/v1/generate", json=SMALL)
+    assert res.status_code == 500 and "NaN/Inf" in res.json()["detail"] and str(tmp_path) not in res.text, res.text
+    assert "\n" not in res.json()["detail"]
