@@ -26,7 +26,7 @@ from ..data.source import TrainingImages, load_training_images
 from ..errors import CheckpointError, ConfigError, UserError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from ..modelfile import load_model_file, load_weights_into, save_model_file
-from . import checkpoint as ckpt
+from . import checkpoint as ckpt, guards
 from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown
 from .ema import EMA
 from .logging import MetricsCSV, announce, attach_run_log, detach, get_logger, progress_bar
@@ -151,6 +151,7 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
     def _save(self, step: int, epoch: float, loss: float) -> None:
         cdir = self.run_dir / "checkpoints"
+        guards.check_weights(step, cdir, self.net.state_dict(), self.ema.state_dict())  # keep the last good files
         meta = dict(self.model_meta, train={"step": step, "epoch": epoch, "run": self.config.train.run})
         ckpt.save_training_state(
             cdir / STATE_FILE,
@@ -259,12 +260,10 @@ class Trainer:
             means = torch.stack([terms[k].detach().float().mean() for k in others]).tolist() if others else []
             for k, v in zip(["loss", *others], [loss.item(), *means]):
                 sums[k] = sums.get(k, 0.0) + v / tc.grad_accum
-        total_loss = sums["loss"]
-        if not math.isfinite(total_loss):
-            raise FloatingPointError(
-                f"loss became {total_loss} at step {step}; lower --lr, use --precision fp32, or set --grad-clip"
-            )
+        guards.check_loss(sums["loss"], step, self.run_dir / "checkpoints")  # before the step: no NaN reaches the weights
         self.scaler.unscale_(self.optimizer)
+        if not self.scaler.is_enabled():  # fp16's scaler skips steps with inf gradients by itself
+            guards.check_grads(self.net.parameters(), step, self.run_dir / "checkpoints")
         if tc.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
