@@ -11,7 +11,13 @@ PY="$VENV/bin/python"
 stamp="$VENV/.difforge-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$PY" -m pip install --quiet --upgrade pip
-  "$PY" -m pip install --quiet "torch==${DIFFORGE_TORCH:-2.13.0}"
+  TORCH="torch==${DIFFORGE_TORCH:-2.13.0}"
+  if ! "$PY" -m pip install --quiet "$TORCH"; then
+    echo "setup.sh: could not install $TORCH with: $PY -m pip install $TORCH" >&2
+    echo "setup.sh: pip installs torch from the package index it is configured for (pip config list; PIP_INDEX_URL)." >&2
+    echo "setup.sh: install the CPU build of $TORCH into $VENV yourself (e.g. from a wheel file: $PY -m pip install ./torch-*.whl), then rerun scripts/setup.sh" >&2
+    exit 1
+  fi
   "$PY" -m pip install --quiet -e ".[test]"
   touch "$stamp"
 fi

@@ -241,7 +241,6 @@ def run(args) -> int:
     trainer, result = fit_from_args(args, overrides_from_args(args))
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0
-    print(f"run folder: {result.run_dir}")
-    print(f"model file: {result.model_file}")
+    print(f"run folder: {result.run_dir}")  # the trainer's log already said "model file: ..."
     print(f"sample:     difforge sample {result.model_file} --num 16 --grid")
     return 130 if result.interrupted else 0

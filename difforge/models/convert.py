@@ -38,6 +38,7 @@ import argparse
 import inspect
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -68,11 +69,14 @@ def load_torch_state_dict(path) -> StateDict:
         except Exception as e:  # noqa: BLE001 - any failure of a foreign file is the file's fault
             raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notes: the refusal below says what matters
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - torch's message gives the reason at its end, after a long preamble
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        why = f"it holds a pickled object of {found.group(1)}" if found else str(e).strip().splitlines()[0][:200]
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", str(e), re.S)
+        why = (f"it holds a pickled object of {found.group(1)}" if found else f"a weights-only load stops at: "
+               f"{' '.join(detail.group(1).split())}; is it a PyTorch checkpoint?" if detail else " ".join(str(e).split())[-300:])
         raise CheckpointError(f"{path}: {REFUSED} ({why})") from None
     return unwrap_state_dict(obj, path)
 

@@ -128,3 +128,27 @@ def test_train_bar_names_its_smoothed_loss():
     bar.set_postfix(loss="0.1234", lr="1e-3")
     assert str(bar).count("loss~=0.1234") == 1 and "lr=1e-3" in str(bar)
     bar.close()
+
+
+def test_convert_refusal_gives_the_reason_whole(tmp_path, capsys):
+    """torch's weights-only error starts with 200 characters of preamble; the reason is at its end."""
+    import pickle
+
+    bad = tmp_path / "plain_pickle.pt"
+    bad.write_bytes(pickle.dumps({"w": [1, 2]}, protocol=4))
+    code = main(["convert", str(bad), "--from", "dit", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "refused: not a plain tensor state dict (a weights-only load stops at: Unsupported operand" in err
+    assert err.strip().endswith("is it a PyTorch checkpoint?)")
+
+
+def test_train_says_model_file_once(tmp_path, capsys):
+    from tests.conftest import TINY_NET
+
+    code = main(["train", "--runs-dir", str(tmp_path), "--image-size", "16", "--base-channels", str(TINY_NET["base_channels"]),
+                 "--channel-mult", "1,2", "--num-res-blocks", "1", "--attention-resolutions", "8", "--builtin-per-class", "2",
+                 "--batch-size", "4", "--max-steps", "1", "--precision", "fp32", "--quiet", "--preview-num", "1", "--preview-steps", "1"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert (out.out + out.err).count("model file:") == 1
