@@ -1,4 +1,4 @@
-"""`difforge convert SRC.pt OUT.safetensors --from openai-adm|dit --config CONFIG`: import a checkpoint."""
+"""`difforge convert SRC.pt OUT.safetensors --from iddm|openai-adm|dit [--config CONFIG]`: import a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from pathlib import Path
 
 from ..errors import UserError
 
-SOURCES = ("openai-adm", "dit")  # = difforge.models.convert_file.SOURCES (not imported here: --help stays fast)
+SOURCES = ("openai-adm", "dit", "iddm")  # = difforge.models.convert_file.SOURCES (not imported here: --help stays fast)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "convert",
-        help="import an OpenAI ADM or DiT checkpoint as a difforge model file",
+        help="import an IDDM, OpenAI ADM or DiT checkpoint as a difforge model file",
         description=(
-            "Convert an improved-/guided-diffusion (openai-adm) or DiT checkpoint into a self-describing difforge "
-            "model file. The checkpoint is read with torch.load(weights_only=True): files holding pickled objects "
+            "Convert an IDDM (ckpt_last.pt: its settings come with it), improved-/guided-diffusion (openai-adm) or DiT "
+            "checkpoint into a self-describing difforge model file. The checkpoint is read with torch.load(weights_only=True): files holding pickled objects "
             "are refused. Every weight must fit the network the config describes."
         ),
     )

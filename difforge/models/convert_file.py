@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ..errors import UserError
 from . import convert as conv
 
-SOURCES = tuple(conv.CONVERTERS)  # "openai-adm", "dit"
+SOURCES = (*conv.CONVERTERS, "iddm")  # "openai-adm", "dit", "iddm" (IDDM's checkpoint dict: .convert_iddm)
 
 
 def read_config(spec: Optional[str], source: str) -> Tuple[Dict[str, Any], Optional[str]]:
@@ -62,6 +62,12 @@ def convert_checkpoint(src, source: str, config: Optional[str] = None,
     ``config``: a preset or options file (:func:`read_config`); ``overrides``: single options
     that win over it (None values ignored), e.g. ``image_size``, ``class_names``, ``rescale_timesteps``.
     """
+    if source == "iddm":  # the checkpoint carries its own settings
+        from .convert_iddm import convert_iddm_checkpoint
+
+        if config is not None:
+            raise UserError("--config is not used with --from iddm: the IDDM checkpoint holds its own settings")
+        return convert_iddm_checkpoint(src, overrides)
     mapping, preset = read_config(config, source)
     mapping.update({k: v for k, v in (overrides or {}).items() if v is not None})
     net_options, extra = conv.options_from_config(source, mapping)

@@ -9,7 +9,10 @@ from difforge.models.convert_file import SOURCES, read_class_names, read_config
 
 
 def test_sources_are_the_converters():
-    assert SOURCES == ("openai-adm", "dit")
+    from difforge.cli.convert import SOURCES as CLI_SOURCES
+
+    assert SOURCES == ("openai-adm", "dit", "iddm")
+    assert set(CLI_SOURCES) == set(SOURCES)
 
 
 def test_presets_and_files(tmp_path):
