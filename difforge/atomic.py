@@ -85,10 +85,12 @@ def atomic_write(path: PathLike, kept: Optional[str] = None) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files are as shareable as any other
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes 0600 (so do writers that replace tmp_path with their own temp file, like
+        # safetensors); a run's files are as shareable as any other file the user creates
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException as e:
         if tmp_path is not None:

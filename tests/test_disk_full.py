@@ -91,6 +91,16 @@ def test_new_files_follow_the_umask(tmp_path):
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o600
 
 
+def test_model_files_follow_the_umask(tmp_path):
+    """safetensors replaces our temporary file with its own (0600): the mode is set after it wrote."""
+    old = os.umask(0o022)
+    try:
+        path = save_model_file(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, {"kind": "diffusion"})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 # -- a real small tmpfs (root only) ------------------------------------------------------------
 @pytest.fixture
 def tiny_fs(tmp_path):
