@@ -18,7 +18,7 @@ class ServeSettings:
     max_num: int = 64  # images per request: num, or num x classes for class "all"
     max_steps: int = 1000  # network steps per image
     queue: int = 8  # requests waiting per model, besides the one running
-    token: Optional[str] = None  # if set, every /v1 call needs Authorization: Bearer TOKEN
+    token: Optional[str] = None  # if set, every /v1 call and /docs, /openapi.json need Authorization: Bearer TOKEN
     keep_jobs: int = 32  # finished jobs kept for GET /v1/jobs/{id} ...
     job_ttl: float = 600.0  # ... for at most this many seconds
     batch_size: int = SAMPLING.batch_size  # images per network batch
