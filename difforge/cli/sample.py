@@ -168,8 +168,9 @@ def run(args) -> int:
     if not math.isfinite(args.classifier_scale):
         raise UserError(f"classifier_scale (--classifier-scale) must be a finite number, got {args.classifier_scale}")
     if str(model).endswith((".pt", ".pth", ".ckpt")):
-        raise UserError(f"{model} is a PyTorch checkpoint of another tool; convert it first: "
-                        f"difforge convert {model} --from iddm|openai-adm|dit OUT.safetensors")
+        from ..models.convert_file import convert_command
+
+        raise UserError(f"{model} is a PyTorch checkpoint of another tool; convert it first: {convert_command(model)}")
     pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae, backend=args.backend, onnx=args.onnx)
     seedtools.check_model(args, pipe.meta, str(model))
     out_dir = Path(args.out) if args.out else default_out_dir(Path(model))

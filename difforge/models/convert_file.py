@@ -45,6 +45,35 @@ def read_config(spec: Optional[str], source: str) -> Tuple[Dict[str, Any], Optio
     return data, None
 
 
+def guess_source(path) -> Optional[str]:
+    """``iddm``, ``dit`` or ``openai-adm`` for a checkpoint whose keys say which (weights_only
+    load); None when unreadable or unknown. For error messages: conversion never guesses."""
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a hint only
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if "ema_model" in obj or "classes_name" in obj:
+        return "iddm"
+    inner = next((obj[k] for k in ("ema", "model", "state_dict") if isinstance(obj.get(k), dict)), obj)
+    keys = [k[len("module."):] if str(k).startswith("module.") else str(k) for k in inner]
+    if any(k.startswith(("x_embedder.", "t_embedder.")) for k in keys):
+        return "dit"
+    if any(k.startswith("input_blocks.") for k in keys):
+        return "openai-adm"
+    return None
+
+
+def convert_command(path) -> str:
+    """The ``difforge convert`` line for the checkpoint ``path`` (its format named when recognised)."""
+    source = guess_source(path)
+    config = " --config CONFIG" if source in ("openai-adm", "dit") else ""
+    return f"difforge convert {path} OUT.safetensors --from {source or 'iddm|openai-adm|dit'}{config}"
+
+
 def read_class_names(text: Optional[str]) -> Optional[List[str]]:
     """Class names: a text file with one name a line, or comma-separated names; None stays None."""
     if text is None:

@@ -92,4 +92,5 @@ def test_cli_convert_then_sample(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert list((tmp_path / "g").glob("**/*.png"))
     rc = main(["sample", "--weight_path", str(tmp_path / "ckpt_last.pt")])
-    assert rc == 2 and "difforge convert" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and f"difforge convert {tmp_path / 'ckpt_last.pt'} OUT.safetensors --from iddm\n" in err
