@@ -4,10 +4,8 @@ Each line is the one in the tool's README (issue 24) with the program name, path
 image size 16, a few channels, one epoch or two steps, batch 4. Every other flag is verbatim.
 """
 
-from pathlib import Path
-
-import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from difforge.cli.main import main
@@ -81,8 +79,12 @@ def test_training_line_runs(name, folders, tmp_path, capsys):
         assert (ckpt / f).is_file(), f
     assert (tmp_path / "runs" / run / "config.yaml").is_file()
     meta = read_metadata(ckpt / "ema.safetensors")
+    cfg = yaml.safe_load((tmp_path / "runs" / run / "config.yaml").read_text())
     if name == "iddm-conditional":
         assert meta["data"]["class_names"] == ["crack", "inclusion", "patch", "scratch"]
+        assert cfg["train"]["preview_sampler"] == "ddpm"  # IDDM's --sample at training
+    if name.startswith("improved"):
+        assert cfg["train"]["lr_schedule"] == "linear" and cfg["train"]["max_steps"] == 2  # --lr_anneal_steps
     if name.startswith("improved"):
         assert meta["network"]["name"] == "adm" and "network 'adm'" in err
         assert meta["diffusion"]["learn_sigma"] is True
@@ -107,7 +109,10 @@ def test_classifier_train_line(folders, tmp_path, capsys):
     assert rc == 0, err
     meta = read_metadata(tmp_path / "runs" / "default" / "checkpoints" / "ema.safetensors")
     assert meta["data"]["class_names"] == ["crack", "inclusion", "patch", "scratch"]
-    assert meta["network"]["config"]["resblock_updown"] is True
+    net = meta["network"]["config"]
+    assert net["resblock_updown"] is True and net["use_scale_shift_norm"] is True and net["num_channels"] == 32
+    cfg = yaml.safe_load((tmp_path / "runs" / "default" / "config.yaml").read_text())
+    assert cfg["train"]["lr_schedule"] == "linear" and cfg["train"]["weight_decay"] == 0.05  # --anneal_lr True
 
 
 def test_classifier_pool_other_than_attention_refused(folders, tmp_path, capsys):
