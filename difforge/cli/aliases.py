@@ -38,6 +38,7 @@ ALIASES = {
     "--save-every-epochs": ["--save_model_interval_epochs"],
     "--save-start": ["--start_model_interval"],
     "--save-every": ["--save_interval"],
+    "--checkpoint-every": ["--ckpt-every"],
     "--log-every": ["--log_interval"],
     "--preview-num": ["--num_vis"],
     "--preview-sampler": ["--sample"],  # IDDM's train.py --sample: the sampler of its previews

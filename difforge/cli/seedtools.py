@@ -250,6 +250,9 @@ def resolve_train(args) -> List[str]:
         if args.network and args.network.lower() != name:
             raise UserError(f"--model {args.dit_model} and --network {args.network} disagree; give one of them")
         args.network = name
+    if getattr(args, "vae", None) in ("ema", "mse"):
+        raise UserError(f"--vae {args.vae} is DiT's choice of Stable Diffusion's VAE, which difforge does not download; "
+                        f"train one with `difforge train-vae` and pass its file, or leave --vae out to diffuse pixels")
     if getattr(args, "classifier_pool", None) not in (None, "attention"):
         raise UserError(f"--classifier_pool {args.classifier_pool}: only 'attention' pooling is implemented here "
                         f"(guided-diffusion's default); leave the flag out or pass --classifier_pool attention")

@@ -133,6 +133,21 @@ def test_then_sample_the_trained_model(folders, tmp_path, capsys):
     assert len(list((tmp_path / "df").glob("**/*.png"))) >= 2
 
 
+def test_improved_diffusion_train_then_image_sample(folders, tmp_path, capsys):
+    """image_train.py's flags, then image_sample.py's with the same model flags: checked equal, accepted."""
+    import numpy as np
+
+    words, _ = LINES["improved-64-classcond"]
+    assert _run(["train", *_argv(words, folders, tmp_path / "runs"), *TINY], capsys)[0] == 0
+    model = tmp_path / "runs" / "default" / "checkpoints" / "ema.safetensors"
+    rc, out, err = _run(["sample", "--model_path", str(model), "--image_size", "16", "--num_channels", "16", "--num_res_blocks", "1",
+                         "--learn_sigma", "True", "--class_cond", "True", "--diffusion_steps", "4000", "--noise_schedule", "cosine",
+                         "--timestep_respacing", "3", "--num_samples", "2", "--batch_size", "2", "--out", str(tmp_path / "s"),
+                         "--quiet"], capsys)
+    assert rc == 0, err
+    assert np.load(tmp_path / "s" / "samples_2x16x16x3.npz")["arr_0"].shape == (2, 16, 16, 3)
+
+
 def test_class_cond_on_flat_folder_labels_from_names(folders, tmp_path, capsys):
     from difforge.config import DataConfig
     from difforge.data.source import load_training_images
