@@ -86,8 +86,8 @@ def start_run(config_file: Optional[str], overrides: Dict[str, Any], *, resume: 
     base = Config.load(config_file) if config_file else None
     if base is not None and "network_options" in overrides:
         overrides["network_options"] = {**base.model.network_options, **overrides["network_options"]}
-    if resume_name and not resume:
-        raise ConfigError(f"--load_model_dir {resume_name} names the run to resume; add --resume True")
+    if resume_name and not resume:  # IDDM reads it only when resuming
+        get_logger().info(f"note: --load_model_dir {resume_name} is used with --resume True only; ignored")
     if resume is True:
         cfg = (base or Config()).override(**{k: v for k, v in overrides.items() if k in ("run", "runs_dir")})
         resume = str(Path(cfg.train.runs_dir) / (resume_name or cfg.train.run))
