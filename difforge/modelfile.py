@@ -255,7 +255,7 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
     if family is None:
         raise _bad(path, "network.name", f"names no network this difforge knows ({name[:40]!r}; it has {', '.join(registry.available(KINDS[kind]))})")
     if family != KINDS[kind]:
-        raise _bad(path, "network.name", f"is {name!r}, an {family}, which a {kind} model file cannot use")
+        raise _bad(path, "network.name", f"is {name!r}, which a {kind} model file cannot use (it is registered as {family})")
     config = _obj(net, "config", path, "network.")
     data = _obj(meta, "data", path)
     _int(data, "image_size", path, "data.", 1, MAX_IMAGE_SIZE)

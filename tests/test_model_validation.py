@@ -209,3 +209,23 @@ def test_sampling_stops_at_nan_with_the_file_and_step(variants):
             pipe.generate(num=3, steps=4, sampler=sampler, batch_size=2)
         msg = str(e.value)
         assert "NaN_weights.safetensors gave NaN/Inf values at step 1 of 4 (batch 1)" in msg and "diverged" in msg, msg
+
+
+@pytest.mark.parametrize("kind", ["classifier", "vae"])
+def test_classifier_and_vae_loaders_check_the_metadata(tmp_path, kind):
+    from difforge.codec import load_vae
+    from difforge.errors import CheckpointError
+    from difforge.pipeline.guidance import load_classifier
+
+    meta = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "kind": kind, "network": {"name": "unet", "config": {}},
+            "diffusion": {"noise_schedule": "linear", "diffusion_steps": 100}, "data": {"image_size": 16, "channels": 3, "class_names": ["a"]}}
+    path = tmp_path / f"{kind}.safetensors"
+    _write(path, {"w": torch.zeros(1)}, json.dumps(meta))
+    load = load_classifier if kind == "classifier" else load_vae
+    with pytest.raises(CheckpointError, match="do not fit" if kind == "classifier" else "network.name is 'unet', which a vae model file cannot use"):
+        load(path, torch.device("cpu"))
+    meta["data"]["image_size"] = -1
+    meta["network"]["name"] = "classifier-tiny" if kind == "classifier" else "vae"
+    _write(path, {"w": torch.zeros(1)}, json.dumps(meta))
+    with pytest.raises(CheckpointError, match="data.image_size"):
+        load(path, torch.device("cpu"))
