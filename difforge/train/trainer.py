@@ -36,6 +36,8 @@ from .rng import INIT, StepRNG, mix_seed, seed_global
 from .report import write_report
 from .tensorboard import TensorBoardWriter
 from .budget import Pacer
+from .settle import settle_run
+from .validation import choose_ema
 from .stopping import stop_on_signals
 from .tasks import Snapshot, make_task
 
@@ -97,6 +99,7 @@ class Trainer:
         self.log = get_logger()
         self.dist = DistInfo()
         self.tb = None  # a TensorBoardWriter on rank 0 with tensorboard=True
+        self.val, self.chosen_ema = None, None  # held-out images; the EMA they chose (train/validation.py)
 
     # -- public helpers -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -118,7 +121,7 @@ class Trainer:
         if tc.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.net.parameters(), tc.optimizer, tc.lr, tc.weight_decay, self.device)
-        self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup)
+        self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup, extra=tc.ema_extra if self.val is not None else ())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     @property
@@ -127,7 +130,7 @@ class Trainer:
 
     def snapshot(self) -> Snapshot:
         """What previews and evaluations see: the EMA weights with the model's description."""
-        return Snapshot(self.ema.shadow, self.task.meta, self.device, self.precision, self.run_dir)
+        return Snapshot(self.chosen_ema or self.ema.shadow, self.task.meta, self.device, self.precision, self.run_dir)
 
     def _total_steps(self, per_epoch: int) -> Optional[int]:
         """The step limit; None when the time budget alone decides."""
@@ -158,7 +161,7 @@ class Trainer:
             model=self.net.state_dict(),
             ema=self.ema.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            extra_tensors=self.task.state_tensors(),
+            extra_tensors={**self.task.state_tensors(), **self.ema.extra_tensors()},
             model_meta=dict(meta, weights="ema"),
             loop={"step": step, "ema_updates": self.ema.updates, "last_loss": loss, "scaler": self.scaler.state_dict(),
                   "elapsed_s": self.pacer.used if getattr(self, "pacer", None) else self.elapsed_before},
@@ -173,7 +176,7 @@ class Trainer:
     def _restore(self) -> int:
         state = ckpt.load_training_state(self.run_dir / "checkpoints" / STATE_FILE)
         load_weights_into(self.net, state["model"], self.run_dir)
-        self.ema.load_state_dict(state["ema"], state["loop"]["ema_updates"])
+        self.ema.load_state_dict(state["ema"], state["loop"]["ema_updates"], state["extra"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["loop"].get("scaler"):
             self.scaler.load_state_dict(state["loop"]["scaler"])
@@ -184,7 +187,7 @@ class Trainer:
     def _load_pretrained(self) -> None:
         tensors, meta = load_model_file(self.pretrain)
         load_weights_into(self.net, tensors, self.pretrain)
-        self.ema.shadow.load_state_dict(self.net.state_dict())
+        self.ema.load_state_dict(self.net.state_dict(), self.ema.updates)  # every tracked EMA starts there
         self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
 
     # -- the loop -------------------------------------------------------------------------
@@ -196,8 +199,8 @@ class Trainer:
         main = self.dist.is_main
         self.task = make_task(c, self.dist)
         data = load_training_images(dc, progress=self.progress and main)
-        if dc.channels == "auto":  # decided by the images (data/source.py); config.yaml keeps the decision
-            self.config = c = self.task.config = c.override(channels=data.channels)
+        self.config, data, self.val = settle_run(c, data, self.task, self.dist)  # channels/network auto, held-out images
+        c = self.config
         self.task.check_data(data)
         self._build(data)
         if main:
@@ -336,6 +339,7 @@ class Trainer:
         if interrupted:
             self.log.info(f"stopped at step {step}; resume with: difforge train --resume {self.run_dir}")
         else:
+            self.chosen_ema = choose_ema(self, step, epoch)
             preview = self._preview_safely(step, data)
             if preview:
                 self.log.info(f"preview grid: {preview}")

@@ -62,7 +62,7 @@ def test_latent_training_end_to_end(tmp_path, vae_file, count_encoded):
 
 
 def test_hflip_encodes_each_mirror_image_once(tmp_path, vae_file, count_encoded):
-    Trainer(progress=False, **latent_overrides(tmp_path, vae_file, max_steps=2, latent_cache=False)).fit()
+    Trainer(progress=False, **latent_overrides(tmp_path, vae_file, max_steps=2, latent_cache=False, hflip=True)).fit()
     assert count_encoded["n"] == 32
     assert not (tmp_path / "runs" / "t" / "latents").exists()
 

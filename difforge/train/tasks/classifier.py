@@ -79,7 +79,7 @@ class ClassifierTask(Task):
         c = self.config
         dc, mc, fc, tc = c.data, c.model, c.diffusion, c.train
         options = dict(mc.network_options)
-        options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes)
+        options.update(image_size=dc.image_size, in_channels=int(data.images.shape[1]), num_classes=data.num_classes)  # channels: auto decided by the images
         registry.check_image_size(mc.network, options, dc.image_size)
         net = registry.build(mc.network, **options).to(device)
         self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
@@ -93,7 +93,7 @@ class ClassifierTask(Task):
             "kind": "classifier",
             "network": {"name": mc.network, "config": net.config},
             "diffusion": {"noise_schedule": fc.noise_schedule, "diffusion_steps": fc.diffusion_steps},
-            "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": self.class_names},
+            "data": {"image_size": dc.image_size, "channels": int(data.images.shape[1]), "class_names": self.class_names},
             "classifier": {"validation": self.val_source},
         }
         return net

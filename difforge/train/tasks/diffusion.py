@@ -44,7 +44,7 @@ class DiffusionTask(Task):
         c = self.config
         dc, mc, fc = c.data, c.model, c.diffusion
         options = dict(mc.network_options)
-        options.update(image_size=dc.image_size, in_channels=dc.channels, num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
+        options.update(image_size=dc.image_size, in_channels=int(data.images.shape[1]), num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
         self.augment = augment.parse(dc.augment) if dc.augment_p > 0 else ()
         if self.augment:  # the network is told what was done (EDM app. D.2): zeros at sampling
             if c.latent.latent:
@@ -69,7 +69,7 @@ class DiffusionTask(Task):
             "kind": "diffusion",
             "network": {"name": mc.network, "config": net.config},
             "diffusion": dict(dataclasses.asdict(fc), learn_sigma=mc.learn_sigma),  # every resolved setting
-            "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": data.class_names},
+            "data": {"image_size": dc.image_size, "channels": int(data.images.shape[1]), "class_names": data.class_names},
         }
         if self.latents is not None:  # data.image_size stays in pixels; this links the VAE
             self.meta["latent"] = self.latents.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")

@@ -60,7 +60,7 @@ class VAETask(Task):
         for key in ("in_channels", "latent_channels", "downsample"):
             if key in options:
                 raise ConfigError(f"set {key} with its own setting (--{key.replace('_', '-')}), not as a network option")
-        vae = build_vae(mc.network, in_channels=dc.channels, latent_channels=lc.latent_channels, downsample=lc.downsample, **options)
+        vae = build_vae(mc.network, in_channels=int(data.images.shape[1]), latent_channels=lc.latent_channels, downsample=lc.downsample, **options)
         if tc.eval_every == 0:  # validate once per epoch
             per_epoch = max(1, len(data.images) // (tc.batch_size * self.dist.world_size))
             tc.eval_every = max(1, round(per_epoch / tc.grad_accum))
@@ -69,7 +69,7 @@ class VAETask(Task):
             "kind": "vae",
             "network": {"name": mc.network, "config": vae.config},
             "vae": {"kl_weight": lc.kl_weight, "recon_loss": lc.recon_loss, "validation": self.val_source},
-            "data": {"image_size": dc.image_size, "channels": dc.channels, "class_names": []},
+            "data": {"image_size": dc.image_size, "channels": int(data.images.shape[1]), "class_names": []},
         }
         return vae.to(device)
 

@@ -1,0 +1,58 @@
+"""What a run decides from its data before the network is built: ``channels: auto`` (from the
+images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
+``network: auto`` (:mod:`difforge.train.autonet`). The decisions go into the config, so
+config.yaml records them and a resumed run makes none of them again."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import torch
+
+from ..config import Config
+from ..data.source import TrainingImages
+from .validation import hold_out
+
+
+def settle_run(config: Config, data: TrainingImages, task, dist=None) -> Tuple[Config, TrainingImages, Optional[TrainingImages]]:
+    """``(config, training images, held-out images or None)``; the task gets the settled config."""
+    if config.data.channels == "auto":
+        if config.latent.latent and config.latent.vae:  # the VAE's channels decide a latent run
+            data = _to_channels(data, _vae_channels(config.latent.vae, data.channels))
+        config = config.override(channels=data.channels)
+    val = None
+    if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent:
+        data, val = hold_out(data, config.train.seed)
+    if config.model.network == "auto":
+        from .autonet import choose_network
+
+        config = choose_network(config, data, task, dist)
+    task.config = config
+    return config, data, val
+
+
+def _vae_channels(path: str, fallback: int) -> int:
+    from ..errors import UserError
+    from ..modelfile import read_metadata
+
+    try:
+        return int(read_metadata(path)["data"]["channels"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return fallback  # the latent set-up names what is wrong with the file
+
+
+def _to_channels(data: TrainingImages, channels: int) -> TrainingImages:
+    """Grey images repeated to RGB, or RGB to grey (ITU-R 601 luma), for a VAE of the other kind."""
+    x = data.images
+    if channels == x.shape[1]:
+        return data
+    if channels == 3:
+        x = x.expand(-1, 3, -1, -1).contiguous()
+    else:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return dataclasses.replace(data, images=x)
+
+
+__all__ = ["settle_run"]
