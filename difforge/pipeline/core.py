@@ -248,15 +248,16 @@ class Pipeline:
 
     def sample_batches(self, seeds: Sequence[int], labels: Optional[torch.Tensor], config: SampleConfig, opts: Dict[str, Any], *,
                        timesteps: Optional[list] = None, x_T: Optional[torch.Tensor] = None, progress: bool = False,
-                       desc: str = "sample", on_step: Optional[Callable] = None) -> torch.Tensor:
+                       desc: str = "sample", on_step: Optional[Callable] = None, sampler: Optional[Callable] = None) -> torch.Tensor:
         """The one batch core: float pixels (N, C, H, W) in [-1, 1] on the CPU.
 
         Image i draws all of its noise from the generator seeded with ``seeds[i]``, so it depends
         on its seed only, not on the batch size. ``x_T`` (N, *sample_shape), when given, replaces
         the starting noise (the generators are still advanced past it, so the sampler noise is the
         same as without it). ``on_step(start, batch_len, i, x_t, x0_pred)`` after every step.
+        ``sampler``: a function with the sampler contract in place of ``config.sampler``'s (inpainting).
         """
-        fn = get_sampler(config.sampler)
+        fn = sampler or get_sampler(config.sampler)
         den = self.denoiser(config)
         timesteps = self.timesteps(config) if timesteps is None else timesteps
         n, bs = len(seeds), config.batch_size
@@ -341,6 +342,13 @@ class Pipeline:
 
         pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
         return interpolate(pipe, images, seeds, class_label, **kwargs)
+
+    def inpaint(self, image, mask, num: int = 4, class_label: ClassLabel = None, **kwargs):
+        """Fill the white region of ``mask`` in ``image`` (see :func:`difforge.pipeline.inpaint.inpaint`)."""
+        from .inpaint import inpaint
+
+        pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
+        return inpaint(pipe, image, mask, num, class_label, **kwargs)
 
 
 __all__ = ["Pipeline", "ClassLabel", "GUIDANCE_ARGS"]
