@@ -162,3 +162,25 @@ def test_pipeline_inpaint_with_a_trained_model_from_files(tiny_model, files):
     src = load_image(img, 16, 3)
     keep = ~out.mask.numpy()
     assert (out.images.numpy()[:, keep] == src[keep]).all()
+
+
+class HalfCodec:
+    """A stand-in VAE: latents are the 2x2-averaged pixels."""
+
+    def latent_shape(self, size):
+        return (3, size // 2, size // 2)
+
+    def encode(self, x):
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def decode(self, z):
+        return torch.nn.functional.interpolate(z, scale_factor=2).clamp(-1, 1)
+
+
+def test_latent_model_regenerates_latents_under_the_mask_and_pastes_pixels():
+    pipe = fake_pipe()
+    pipe.codec = HalfCodec()
+    src, mask = source(), box_mask()
+    out = pipe.inpaint(src, mask, num=2, method="blend", steps=4)
+    imgs = out.images.numpy()
+    assert (imgs[:, ~mask] == src[~mask]).all() and (imgs[:, mask] != src[mask]).any()
