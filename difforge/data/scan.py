@@ -221,7 +221,8 @@ def scan_folder(root: PathLike, conditional: Optional[bool] = None, from_filenam
         if conditional:
             raise DataError(
                 f"image folder {shown} has no class sub-folders, so it cannot train a conditional model; "
-                f"put each class in its own sub-folder ({shown}/<class>/...) or pass --no-conditional"
+                f"put each class in its own sub-folder ({shown}/<class>/...), name the files CLASS_xxx.png and pass "
+                f"--labels-from-filenames, or pass --no-conditional"
             )
         return FolderIndex(root, loose, [0] * len(loose), [], False, warnings=warnings)
 
