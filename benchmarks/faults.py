@@ -110,10 +110,13 @@ def kill_resume(tmp: Path, kills: int, steps: int, every: int, rng: random.Rando
         base = [sys.executable, "-m", "difforge", "train"]
         flags = ["--runs-dir", tmp, "--run", run.name, *TINY, "--max-steps", steps, "--checkpoint-every", every]
         proc = subprocess.Popen([*base, *map(str, flags)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        # a random moment: mostly while training (import takes ~4 s here), sometimes while starting or saving
-        deadline = time.monotonic() + rng.uniform(3.0, 14.0)
-        while time.monotonic() < deadline and proc.poll() is None:
+        # a random moment while training: the clock starts at the first logged step (start-up varies with load)
+        started = time.monotonic() + 120
+        while _steps_logged(run) < 1 and proc.poll() is None and time.monotonic() < started:
             time.sleep(0.05)
+        deadline = time.monotonic() + rng.uniform(0.0, 0.25 * steps)  # ~0.4 s a step here: mostly before the end
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         reached = _steps_logged(run)
