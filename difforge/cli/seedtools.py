@@ -181,11 +181,15 @@ ADM_SPELLINGS = ("--num_channels", "--num_res_blocks", "--attention_resolutions"
 ADM_OPTION_NAMES = {"base_channels": "num_channels", "head_channels": "num_head_channels"}
 # training flags of the seed tools that mean nothing here, with the reason shown in the note
 TRAIN_IGNORED = {
-    "--use_checkpoint": "gradient checkpointing is not used",
+    "--use_checkpoint": "no gradient checkpointing",
     "--num_heads_upsample": "the up path uses the down path's heads",
     "--fp16_scale_growth": "precision is --precision",
     "--microbatch": "use --grad-accum",
 }
+# flags with a difforge destination of their own that still mean nothing here
+NOTED = {"main_gpu": ("--main_gpu", "the launcher gives each process its device"),
+         "num_workers": ("--num_workers", "images are decoded once into memory"),
+         "use_fp16": ("--use_fp16", "fp16 needs a GPU; --precision chooses")}
 
 
 class Given(argparse.Action):
@@ -271,21 +275,16 @@ def resolve_train(args) -> List[str]:
             args.network_option = [*(args.network_option or []), f"timestep_scale={1000.0 / (args.diffusion_steps or 1000)}"]
     elif getattr(args, "rescale_timesteps", None):
         notes.append("note: --rescale_timesteps True applies to the adm network only; ignored")
-    ignored = [f for f in TRAIN_IGNORED if getattr(args, "ignored_" + f.lstrip("-"), None) is not None]
-    if getattr(args, "main_gpu", None) is not None:
-        ignored.append("--main_gpu")
-    if getattr(args, "num_workers", None) is not None:
-        ignored.append("--num_workers")
+    ignored = [(f, why) for f, why in TRAIN_IGNORED.items() if getattr(args, "ignored_" + f.lstrip("-"), None) is not None]
     if getattr(args, "use_fp16", None):
         import torch
 
         if torch.cuda.is_available():
             args.precision = args.precision or "fp16"
-        else:
-            ignored.append("--use_fp16")
+            args.use_fp16 = None
+    ignored += [NOTED[k] for k in NOTED if getattr(args, k, None) is not None and getattr(args, k) is not False]
     if ignored:
-        notes.append(f"note: {', '.join(ignored)} mean nothing here (images are decoded once into memory, one process "
-                     f"per device, fp16 needs a GPU); ignored")
+        notes.append(f"note: {', '.join(f'{f} ({why})' for f, why in ignored)}: nothing to do here; ignored")
     return notes
 
 
