@@ -88,6 +88,8 @@ def test_training_line_runs(name, folders, tmp_path, capsys):
     if name.startswith("improved"):
         assert meta["network"]["name"] == "adm" and "network 'adm'" in err
         assert meta["diffusion"]["learn_sigma"] is True
+    if name == "improved-64-classcond":  # --class_cond True on a flat folder: classes from the file names
+        assert meta["data"]["class_names"] == ["crack", "inclusion", "patch", "scratch"]
     if name == "improved-256-lsun":
         cfg = meta["network"]["config"]
         assert cfg["num_heads"] == 1 and cfg["use_scale_shift_norm"] is False and list(cfg["attention_resolutions"]) == [8]
