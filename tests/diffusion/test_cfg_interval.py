@@ -162,3 +162,16 @@ def test_sample_config_and_cli_flag():
     assert sample_config(p.parse_args(["--cfg-interval", "0.28,inf"])).cfg_interval == (0.28, math.inf)
     with pytest.raises(SystemExit):
         p.parse_args(["--cfg-interval", "0.28"])
+
+
+def test_pipeline_denoiser_takes_the_interval_from_sample_config():
+    from difforge.models import registry
+    from difforge.pipeline import Pipeline
+
+    net = registry.build("unet-tiny", image_size=16, in_channels=3, num_classes=2)
+    meta = {"network": {"name": "unet-tiny", "config": net.config},
+            "diffusion": {"noise_schedule": "linear", "diffusion_steps": 100, "target": "eps"},
+            "data": {"image_size": 16, "channels": 3, "class_names": ["a", "b"]}}
+    pipe = Pipeline(net, meta, torch.device("cpu"), "fp32")
+    assert pipe.denoiser(SampleConfig()).cfg_interval is None
+    assert pipe.denoiser(SampleConfig(cfg_interval=(0.5, 2.0))).cfg_interval == (0.5, 2.0)
