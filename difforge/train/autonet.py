@@ -1,0 +1,85 @@
+"""``network: auto``: the widest UNet that sees every training image often enough in the time budget.
+
+With ``max_minutes`` the candidates (:data:`CANDIDATES`, narrowest first) are timed by a short
+probe: :data:`PROBE_STEPS` optimizer steps (after one warm-up step) of each at the run's real
+batch size, image size and class count, on the run's device. A candidate fits when
+``budget / step_time * global_batch / images >= EPOCHS_WANTED``; the widest that fits is chosen
+(probing stops at the first that does not, since wider ones are slower), and the narrowest when
+none does. Every number is printed. Without a budget there is nothing to size against and the
+``fast`` preset's network is used. Under DDP the step times are averaged over ranks, so every
+rank chooses the same network. The probe runs before the budget's clock starts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+from ..config import Config
+from ..models import registry
+from ..runtime import resolve_device
+from .distributed import DistInfo, all_reduce_mean, device_for
+from .logging import get_logger
+
+CANDIDATES = ("unet-tiny", "unet-small", "unet")  # narrowest first
+EPOCHS_WANTED = 30  # passes over the data the budget must allow
+PROBE_STEPS = 2
+FALLBACK = "unet-tiny"  # without a budget (the fast preset's network)
+
+
+def probe_step_seconds(name: str, config: Config, data, device: torch.device, steps: int = PROBE_STEPS) -> float:
+    """Seconds per optimizer step (forward, backward, AdamW) of network ``name`` at the run's batch."""
+    dc, tc = config.data, config.train
+    options = dict(config.model.network_options, image_size=dc.image_size, in_channels=int(data.images.shape[1]),
+                   num_classes=data.num_classes, learn_sigma=config.model.learn_sigma)
+    net = registry.build(name, **options).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    idx = torch.arange(tc.batch_size) % len(data.images)
+    x = data.images[idx].to(device).float().div(127.5).sub(1.0)
+    y = data.labels[idx].to(device) if data.labels is not None and data.num_classes else None
+    t = torch.linspace(0, config.diffusion.diffusion_steps - 1, len(idx), device=device).long()
+    times = []
+    for i in range(steps + 1):  # the first step (allocations, kernel choice) is not timed
+        start = time.perf_counter()
+        out = net(x, t, y)
+        (out[:, : x.shape[1]] - x).square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return sum(times) / len(times)
+
+
+def choose_network(config: Config, data, task=None, dist: Optional[DistInfo] = None) -> Config:
+    """``config`` with ``network`` set to the chosen UNet preset (see the module docstring)."""
+    log, tc = get_logger(), config.train
+    if not tc.max_minutes or config.latent.latent:
+        why = "no --max-minutes to size it against" if not tc.max_minutes else "a latent run"
+        log.info(f"network auto: {FALLBACK} ({why})")
+        return config.override(network=FALLBACK)
+    dist = dist or DistInfo()
+    device = resolve_device(device_for(dist, tc.device))
+    n, seconds = len(data.images), tc.max_minutes * 60
+    global_batch = tc.batch_size * tc.grad_accum * dist.world_size
+    chosen, rows = CANDIDATES[0], []
+    state = torch.get_rng_state()
+    for name in CANDIDATES:
+        per_step = probe_step_seconds(name, config, data, device) * tc.grad_accum
+        per_step = float(all_reduce_mean(torch.tensor([per_step], dtype=torch.float64), dist)[0])
+        epochs = seconds / per_step * global_batch / n
+        rows.append(dict(name=name, step=per_step, epochs=epochs))
+        if epochs < EPOCHS_WANTED:
+            break
+        chosen = name
+    torch.set_rng_state(state)  # the probe leaves the run's randomness as it was
+    listed = "; ".join(f"{r['name']} {r['step']:.2f} s/step -> {r['epochs']:.0f} epochs" for r in rows)
+    log.info(f"network auto: {chosen} (the widest that sees each of the {n} images >= {EPOCHS_WANTED} times "
+             f"in {tc.max_minutes:g} min at batch {global_batch}; probe: {listed})")
+    return config.override(network=chosen)
+
+
+__all__ = ["CANDIDATES", "EPOCHS_WANTED", "choose_network", "probe_step_seconds"]
