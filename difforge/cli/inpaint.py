@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument(*option_strings("--class"), dest="class_label", default=None,
                    help="class name or index to paint, or 'all' (default: classes in turn)")
     p.add_argument("--num", type=int, default=4, help="images (per class with --class all; default 4)")
-    p.add_argument("--method", default="repaint", choices=("repaint", "blend"), help="repaint (default) or blend")
+    p.add_argument("--method", default=None, choices=("repaint", "blend"),
+                   help="repaint or blend (default: repaint; blend for a mask-conditioned model)")
     p.add_argument("--resample", type=int, default=10, help="RePaint: passes over each jump (default 10; 1 = no resampling)")
     p.add_argument("--jump", type=int, default=10, help="RePaint: steps per jump back up (default 10)")
     p.add_argument("--feather", type=int, default=0, metavar="PX",
@@ -58,19 +59,22 @@ def run(args) -> int:
             raise UserError(f"{what} {path} does not exist; check the path")
     if args.method == "repaint" and args.sampler not in (None, "ddpm"):
         raise UserError(f"RePaint (--method repaint) takes DDPM steps; --sampler {args.sampler} works with --method blend")
-    config = sample_config(args)
-    if args.method == "repaint":
-        config = config.replace(sampler="ddpm", steps=config.steps or DEFAULTS.steps)
     pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae)
+    method = args.method or ("blend" if pipe.meta.get("inputs", {}).get("mask_conditioning") else "repaint")
+    if method == "repaint" and args.sampler not in (None, "ddpm"):
+        raise UserError(f"RePaint (--method repaint) takes DDPM steps; --sampler {args.sampler} works with --method blend")
+    config = sample_config(args)
+    if method == "repaint":
+        config = config.replace(sampler="ddpm", steps=config.steps or DEFAULTS.steps)
     result = pipe.inpaint(
         args.image, args.mask, args.num, args.class_label,
-        method=args.method, resample=args.resample, jump=args.jump, feather=args.feather,
+        method=method, resample=args.resample, jump=args.jump, feather=args.feather,
         config=config, seed=args.seed, progress=not args.quiet, **guidance_kwargs(args), **sampler_opts(args),
     )
     out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
     written = result.save(out_dir, fmt=args.format)
     area = int(result.mask.sum())
-    print(f"{len(written['images'])} inpainted images in {out_dir} ({args.method}; {area} of {result.mask.numel()} pixels filled)")
+    print(f"{len(written['images'])} inpainted images in {out_dir} ({method}; {area} of {result.mask.numel()} pixels filled)")
     print(f"mask: {written['mask']}")
     print(f"grid: {written['grid']}")
     return 0

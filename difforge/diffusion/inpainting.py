@@ -170,4 +170,37 @@ def inpainting_sampler(method: str, known: torch.Tensor, keep: torch.Tensor, sam
     return run
 
 
-__all__ = ["KnownRegion", "METHODS", "blend", "inpainting_sampler", "jump_levels", "repaint", "repaint_evaluations"]
+class MaskConditionedNet(torch.nn.Module):
+    """A mask-conditioned network seen as a plain one: ``net(x_t, t, y)`` with the fill ``mask``
+    (1 = fill) and the ``known`` image (x0 in [-1, 1]) fixed.
+
+    The inner network takes 2C + 1 channels: x_t, the mask and the masked clean image
+    ``known * (1 - mask)`` (the inpainting-model recipe of latent diffusion); it was built with
+    in_channels 2C + 1 and so also outputs 2C + 1 (x2 with learned variance) channels, of which
+    the first C (and, with ``learn_sigma``, the first C of the second half) are the prediction.
+    ``mask`` and ``known`` have batch 1 or the batch of x (a CFG batch of 2B repeats them).
+    """
+
+    def __init__(self, net: torch.nn.Module, mask: torch.Tensor, known: torch.Tensor, learn_sigma: bool = False):
+        super().__init__()
+        self.net = net
+        self.mask, self.known, self.learn_sigma = mask, known, learn_sigma
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None, **cond) -> torch.Tensor:
+        out = self.net(mask_condition(x, self.mask, self.known), t, y, **cond)
+        return _split_sigma(out, x.shape[1]) if self.learn_sigma else out[:, : x.shape[1]]
+
+
+def mask_condition(x: torch.Tensor, mask: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The 2C + 1 input channels (x_t, mask, known * (1 - mask)), mask and known repeated to x's batch."""
+    reps = x.shape[0] // mask.shape[0]
+    m, k = mask.to(x.dtype).repeat(reps, 1, 1, 1), known.to(x.dtype).repeat(reps, 1, 1, 1)
+    return torch.cat([x, m, k * (1 - m)], dim=1)
+
+
+def _split_sigma(out: torch.Tensor, c: int) -> torch.Tensor:
+    half = out.shape[1] // 2
+    return torch.cat([out[:, :c], out[:, half : half + c]], dim=1)
+
+
+__all__ = ["KnownRegion", "METHODS", "MaskConditionedNet", "mask_condition", "blend", "inpainting_sampler", "jump_levels", "repaint", "repaint_evaluations"]

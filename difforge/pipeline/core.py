@@ -257,6 +257,9 @@ class Pipeline:
         same as without it). ``on_step(start, batch_len, i, x_t, x0_pred)`` after every step.
         ``sampler``: a function with the sampler contract in place of ``config.sampler``'s (inpainting).
         """
+        if sampler is None and self.meta.get("inputs", {}).get("mask_conditioning"):
+            raise UserError(f"{self.source or 'this model'} is a mask-conditioned inpainting model: it needs an image and a mask; "
+                            f"use difforge inpaint MODEL --image IMG --mask MASK (Python: pipe.inpaint)")
         fn = sampler or get_sampler(config.sampler)
         den = self.denoiser(config)
         timesteps = self.timesteps(config) if timesteps is None else timesteps

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..diffusion.inpainting import METHODS, inpainting_sampler
+from ..diffusion.inpainting import METHODS, MaskConditionedNet, inpainting_sampler
 from ..diffusion.samplers import get_sampler
 from ..errors import DataError, UserError
 from .config import SampleConfig
@@ -68,11 +68,13 @@ class Inpainted:
         return written
 
 
-def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: str = "repaint", resample: int = 10, jump: int = 10,
+def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: Optional[str] = None, resample: int = 10, jump: int = 10,
             feather: int = 0, config: Optional[SampleConfig] = None, seed: int = 0, seeds: Optional[Sequence[int]] = None,
             progress: bool = False, **options) -> Inpainted:
     """``num`` images that are ``image`` outside the white region of ``mask`` and generated inside.
 
+    A mask-conditioned model (``meta["inputs"]["mask_conditioning"]``, :mod:`difforge.train.tasks.inpaint`)
+    also sees the mask and the masked image; ``method`` defaults to ``blend`` for it, ``repaint`` otherwise.
     ``image``: a path (resized / center-cropped like training data) or uint8 (H, W, C). ``mask``:
     a path (validated, see :mod:`difforge.data.masks`; same size as the image file) or an (H, W)
     bool / uint8 array at the model's size; white (> 127) = fill. ``method``: ``repaint``
@@ -86,6 +88,9 @@ def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: str = 
     """
     from ..data.io import to_uint8
 
+    conditioned = bool(pipe.meta.get("inputs", {}).get("mask_conditioning"))
+    if method is None:  # a mask-conditioned model needs no resampling
+        method = "blend" if conditioned else "repaint"
     if method not in METHODS:
         raise UserError(f"unknown inpainting method {method!r} (--method); choose {' or '.join(METHODS)}")
     for name, v, lo in (("resample", resample, 1), ("jump", jump, 1), ("feather", feather, 0)):
@@ -93,7 +98,7 @@ def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: str = 
             raise UserError(f"{name} (--{name}) must be a whole number >= {lo}, got {v!r}")
     config = _config(config, method, options)
     config, opts = pipe.prepare(config, options)
-    src = load_source(pipe, image)
+    src = np.array(load_source(pipe, image))  # a writable copy
     fill = _mask(pipe, mask, image)
     if not fill.any():
         raise UserError("the mask is empty (no pixel above 127): paint the region to fill white on black")
@@ -106,6 +111,11 @@ def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: str = 
     if pipe.codec is not None:  # a latent is regenerated when any pixel under it is filled
         x0 = pipe.codec.encode(x0)
         keep = ~(F.adaptive_max_pool2d((~keep).float(), tuple(x0.shape[-2:])) > 0)
+    if conditioned:  # the model sees (x_t, mask, masked image): a view of it with this request's mask
+        if pipe.codec is not None:
+            raise UserError("a mask-conditioned latent model is not supported")
+        net = MaskConditionedNet(pipe.net, region[None, None].float().to(pipe.device), x0, pipe.learn_sigma)
+        pipe = type(pipe)(net, pipe.meta, pipe.device, pipe.precision, pipe.source, pipe.codec, pipe.guide, pipe.class_names)
     base = get_sampler(config.sampler) if method == "blend" else None
     fn = inpainting_sampler(method, x0, keep, base, int(resample), int(jump))
     x = pipe.sample_batches(seeds, labels, config, opts, progress=progress, desc=f"inpaint {method}", sampler=fn)

@@ -184,3 +184,33 @@ def test_latent_model_regenerates_latents_under_the_mask_and_pastes_pixels():
     out = pipe.inpaint(src, mask, num=2, method="blend", steps=4)
     imgs = out.images.numpy()
     assert (imgs[:, ~mask] == src[~mask]).all() and (imgs[:, mask] != src[mask]).any()
+
+
+class MaskConditionedFake(torch.nn.Module):
+    """7 input channels (x_t, mask, masked image) -> 7 outputs; records what it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def forward(self, x, t, y=None):
+        self.seen.append(x.detach().clone())
+        return torch.cat([0.5 * x[:, :3] + x[:, 3:4], x[:, 3:]], 1) + self.w
+
+
+def test_mask_conditioned_model_sees_mask_and_masked_image_and_sample_refuses():
+    pipe = fake_pipe(("dent", "scratch"))
+    pipe.net = MaskConditionedFake()
+    pipe.meta = dict(pipe.meta, inputs={"mask_conditioning": {"extra_channels": "C + 1"}})
+    src, mask = source(), box_mask()
+    with pytest.raises(UserError, match="mask-conditioned.*difforge inpaint"):
+        pipe.generate(num=1, steps=2)
+    out = pipe.inpaint(src, mask, num=2, class_label="dent", steps=3, cfg=2.0)
+    assert out.method == "blend" and (out.images.numpy()[:, ~mask] == src[~mask]).all()
+    seen = pipe.net.seen[0]
+    assert seen.shape == (4, 7, SIZE, SIZE)  # CFG: cond + uncond in one batch
+    m = torch.from_numpy(mask).float()
+    known = torch.from_numpy(src).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.equal(seen[:, 3], m.expand(4, -1, -1))
+    assert torch.allclose(seen[:, 4:], (known * (1 - m)).expand(4, -1, -1, -1))

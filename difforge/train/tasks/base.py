@@ -58,6 +58,7 @@ TASK_MODULES: Dict[str, Union[str, Type["Task"]]] = {
     "diffusion": "difforge.train.tasks.diffusion:DiffusionTask",
     "vae": "difforge.train.tasks.vae:VAETask",
     "classifier": "difforge.train.tasks.classifier:ClassifierTask",
+    "inpaint": "difforge.train.tasks.inpaint:InpaintTask",
 }
 
 
