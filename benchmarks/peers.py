@@ -1,0 +1,280 @@
+"""difforge against diffusers, side by side in one run, at equal FLOPs and batch.
+
+    pip install -e ".[bench]"                    # diffusers, for this benchmark only
+    python benchmarks/peers.py                   # 32 and 64 px, fp32 (+ bf16 where the CPU has it): ~5 min quiet
+    python benchmarks/peers.py --quick           # a tiny run that checks the script works (not a measurement)
+
+The networks: difforge's default ``unet`` (class-conditional, 4 classes) and a diffusers
+``UNet2DModel`` built to the same layout (block_out_channels 64,128,128,128, 2 layers per block,
+attention at 16 and 8 px, head dim 32, scale-shift norm, a class embedding); the script counts
+both forwards with torch's FlopCounterMode and refuses to compare if the FLOPs differ.
+
+Measured, each configuration in a fresh subprocess (so its peak RSS is its own):
+- training images/s (eps MSE on the linear schedule, AdamW, batch ``--batch``), fp32 / bf16;
+  difforge through its Objective, diffusers through DDPMScheduler.add_noise + F.mse_loss;
+- sampling seconds per 100 class-conditional images with CFG 3: difforge's default SampleConfig
+  (also with ``cfg_interval``), and diffusers' DDIMScheduler with 50 steps and batched CFG;
+  and seconds per network row (one image through the network once);
+- the in-run 3x3 conv forward+backward peak, each training result as a fraction of it;
+- CPU model and flags (lscpu), threads, /proc/loadavg before and after (a loaded machine makes
+  every number meaningless: run it alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+CLASSES = 4
+ATTN_RES = (16, 8)
+INTERVAL = (0.28, 5.42)  # Kynkaenniemi et al. 2024, EDM2-S: a first guess to be measured, not a tuned default
+
+
+def conv_peak(dtype: torch.dtype, seconds: float) -> float:
+    """GFLOP/s of a 3x3 conv (128->128 ch, 32x32, batch 16) forward + backward (input and weight grads)."""
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1)
+    x = torch.randn(16, 128, 32, 32, requires_grad=True)
+    flops = 3 * 2 * 16 * 128 * 128 * 9 * 32 * 32
+    n, t0 = 0, None
+    while True:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y = conv(x)
+        y.float().sum().backward()
+        n += 1
+        if n == 2:
+            t0 = time.perf_counter()
+        elif n > 2 and time.perf_counter() - t0 > seconds:
+            return flops * (n - 2) / (time.perf_counter() - t0) / 1e9
+
+
+def build(framework: str, size: int):
+    torch.manual_seed(0)
+    if framework == "difforge":
+        from difforge.models import registry
+
+        return registry.build("unet", image_size=size, in_channels=3, num_classes=CLASSES)
+    from diffusers import UNet2DModel
+
+    res = [size // 2**i for i in range(4)]
+    return UNet2DModel(
+        sample_size=size, in_channels=3, out_channels=3, block_out_channels=(64, 128, 128, 128), layers_per_block=2,
+        down_block_types=tuple("AttnDownBlock2D" if r in ATTN_RES else "DownBlock2D" for r in res),
+        up_block_types=tuple("AttnUpBlock2D" if r in ATTN_RES else "UpBlock2D" for r in reversed(res)),
+        attention_head_dim=32, norm_num_groups=32, resnet_time_scale_shift="scale_shift", num_class_embeds=CLASSES + 1,
+    )
+
+
+def call(framework: str, net, x, t, y):
+    return net(x, t, y) if framework == "difforge" else net(x, t, class_labels=y).sample
+
+
+def gflops(framework: str, size: int) -> float:
+    """Forward GFLOPs per image, counted the same way for both (difforge.models.info's SDPA rule)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from difforge.models.info import _custom_flops
+
+    net = build(framework, size)
+    x, t, y = torch.zeros(1, 3, size, size), torch.full((1,), 500), torch.zeros(1, dtype=torch.long)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_custom_flops()) as c:
+        call(framework, net, x, t, y)
+    return c.get_total_flops() / 1e9
+
+
+def train_speed(spec: dict) -> dict:
+    """Training steps of one (framework, size, precision); returns images/s and peak RSS."""
+    fw, size, batch, bf16 = spec["framework"], spec["size"], spec["batch"], spec["precision"] == "bf16"
+    net = build(fw, size).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, foreach=True)
+    x0, y = torch.randn(batch, 3, size, size), torch.randint(0, CLASSES, (batch,))
+    if fw == "difforge":
+        from difforge.diffusion.objective import Objective
+        from difforge.diffusion.schedule import Schedule
+
+        obj = Objective(Schedule.named("linear", 1000))
+        loss_fn = lambda t, eps: obj(net, x0, t, eps, y)["loss"].mean()  # noqa: E731
+    else:
+        from diffusers import DDPMScheduler
+
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+        loss_fn = lambda t, eps: torch.nn.functional.mse_loss(  # noqa: E731
+            net(sched.add_noise(x0, eps, t), t, class_labels=y).sample.float(), eps)
+
+    def step():
+        t, eps = torch.randint(0, 1000, (batch,)), torch.randn_like(x0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(t, eps)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    n, t0 = 0, time.perf_counter()
+    while n < spec["min_steps"] or time.perf_counter() - t0 < spec["seconds"]:
+        step()
+        n += 1
+    return {"images_per_s": batch * n / (time.perf_counter() - t0)}
+
+
+@torch.no_grad()
+def sample_speed(spec: dict) -> dict:
+    """Seconds for ``num`` images (CFG) and per network row, in batches of ``batch``."""
+    fw, size, num, batch, steps = spec["framework"], spec["size"], spec["num"], spec["batch"], spec["steps"]
+    bf16 = spec["precision"] == "bf16"
+    net = build(fw, size).eval()
+    rows = [0]
+    if fw == "difforge":
+        from difforge.pipeline import Pipeline, SampleConfig
+
+        meta = {"network": {"name": "unet", "config": net.config},
+                "diffusion": {"noise_schedule": "linear", "diffusion_steps": 1000, "target": "eps"},
+                "data": {"image_size": size, "channels": 3, "class_names": [str(i) for i in range(CLASSES)]}}
+        inner = net.forward
+        net.forward = lambda x, *a, **k: (rows.__setitem__(0, rows[0] + x.shape[0]), inner(x, *a, **k))[1]
+        pipe = Pipeline(net, meta, torch.device("cpu"), "bf16" if bf16 else "fp32")
+        config = SampleConfig(batch_size=batch, cfg_interval=tuple(spec["interval"]) if spec.get("interval") else None)
+        if steps:
+            config = config.replace(steps=steps)
+        t0 = time.perf_counter()
+        pipe.sample(list(range(num)), torch.arange(num) % CLASSES, config)
+        dt = time.perf_counter() - t0
+    else:
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+        t0 = time.perf_counter()
+        for start in range(0, num, batch):
+            b = min(batch, num - start)
+            g = torch.Generator().manual_seed(start)
+            x = torch.randn(b, 3, size, size, generator=g)
+            y = torch.arange(start, start + b) % CLASSES
+            sched.set_timesteps(steps or 50)
+            for t in sched.timesteps:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out = net(torch.cat([x, x]), t, class_labels=torch.cat([y, torch.full_like(y, CLASSES)])).sample.float()
+                rows[0] += 2 * b
+                cond, uncond = out.chunk(2)
+                x = sched.step(uncond + 3.0 * (cond - uncond), t, x).prev_sample
+        dt = time.perf_counter() - t0
+    return {"seconds": dt, "seconds_per_100": 100 * dt / num, "rows": rows[0], "ms_per_row": 1000 * dt / rows[0]}
+
+
+def child(spec: dict) -> dict:
+    torch.set_num_threads(spec["threads"])
+    out = train_speed(spec) if spec["kind"] == "train" else sample_speed(spec)
+    return {**out, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def run_child(spec: dict) -> dict:
+    res = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    if res.returncode != 0:
+        return {"error": (res.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    from difforge.runtime import cpu_has_fast_bf16
+
+    model, flags = "?", []
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("Flags:"):
+                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma", "f16c"))]
+    except OSError:
+        pass
+    return {"cpu": model, "flags": " ".join(flags), "fast_bf16": cpu_has_fast_bf16(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="32,64")
+    ap.add_argument("--precisions", default="auto", help="fp32,bf16 or auto (bf16 only where the CPU has native bf16)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds of training steps per configuration")
+    ap.add_argument("--sample-num", type=int, default=32, help="images sampled per framework (reported per 100)")
+    ap.add_argument("--sample-size", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="tiny settings: checks the script runs, measures nothing")
+    ap.add_argument("--_child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._child:
+        print(json.dumps(child(json.loads(args._child))))
+        return
+
+    m = machine()
+    precisions = (["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]) if args.precisions == "auto" else args.precisions.split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seconds, min_steps, steps, num, batch = args.seconds, 3, None, args.sample_num, args.batch
+    if args.quick:
+        sizes, seconds, min_steps, steps, num, batch = [32], 0.1, 1, 2, 2, 2
+    load_before = loadavg()
+    print(f"# CPU {m['cpu']} ({m['flags']}); native bf16: {m['fast_bf16']}; {m['threads']} threads; torch {m['torch']} ({m['capability']})")
+    print(f"# load average before: {load_before}" + ("   [--quick: NOT a measurement]" if args.quick else ""))
+    peaks = {p: conv_peak(torch.bfloat16 if p == "bf16" else torch.float32, 0.3 if args.quick else 2.0) for p in precisions}
+    print("# in-run 3x3 conv fwd+bwd peak: " + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peaks.items()))
+    flops = {}
+    for size in sorted(set(sizes + [args.sample_size if not args.quick else 32])):
+        flops[size] = {fw: gflops(fw, size) for fw in ("difforge", "diffusers")}
+        if abs(flops[size]["difforge"] - flops[size]["diffusers"]) > 1e-6 * flops[size]["difforge"]:
+            raise SystemExit(f"forward FLOPs differ at {size} px: {flops[size]}; the comparison would not be at equal FLOPs")
+    print("# forward GFLOPs / image (equal for both): " + ", ".join(f"{s} px {v['difforge']:.3f}" for s, v in flops.items()))
+
+    print("\n| training | px | batch | precision | difforge img/s | diffusers img/s | ratio | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        for p in precisions:
+            r = {fw: run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p,
+                                "seconds": seconds, "min_steps": min_steps, "threads": m["threads"]}) for fw in ("difforge", "diffusers")}
+            if any("error" in v for v in r.values()):
+                print(f"| | {size} | {batch} | {p} | failed: {r} |")
+                continue
+            pct = {fw: 3 * flops[size][fw] * r[fw]["images_per_s"] / peaks[p] for fw in r}
+            print(f"| | {size} | {batch} | {p} | {r['difforge']['images_per_s']:.1f} | {r['diffusers']['images_per_s']:.1f} | "
+                  f"{ratio(r['difforge']['images_per_s'], r['diffusers']['images_per_s'])} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
+                  f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
+
+    size = 32 if args.quick else args.sample_size
+    print(f"\n| sampling ({size} px, CFG 3, batch {batch}) | precision | s / 100 images | ms / network row | rows / image | speed-up vs diffusers | RSS GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for p in precisions:
+        base = {"kind": "sample", "size": size, "num": num, "batch": batch, "precision": p, "steps": steps, "threads": m["threads"]}
+        runs = [("diffusers DDIM-50 + CFG", {**base, "framework": "diffusers"}),
+                ("difforge default (SampleConfig)", {**base, "framework": "difforge"}),
+                (f"difforge default + cfg_interval {INTERVAL}", {**base, "framework": "difforge", "interval": list(INTERVAL)})]
+        ref = None
+        for name, spec in runs:
+            r = run_child(spec)
+            if "error" in r:
+                print(f"| {name} | {p} | failed: {r['error']} |")
+                continue
+            ref = ref or r["seconds_per_100"]
+            print(f"| {name} | {p} | {r['seconds_per_100']:.1f} | {r['ms_per_row']:.1f} | {r['rows'] / num:.0f} | "
+                  f"{ratio(ref, r['seconds_per_100'])} | {r['peak_rss_gib']:.2f} |")
+    print(f"\n# load average after: {loadavg()} (before: {load_before})")
+
+
+if __name__ == "__main__":
+    main()
