@@ -39,7 +39,7 @@ class DataConfig:
     conditional: Optional[bool] = None  # None: class sub-folders -> conditional, flat -> not
     labels_from_filenames: bool = False  # flat folder: the class is the file name before its first "_" (improved-diffusion)
     num_classes: Optional[int] = None  # the classes the data must have (IDDM/improved-diffusion --num_classes); None: any
-    hflip: bool = False  # plain random mirror images (leaks into samples: use augment=flips); IDDM's default was on
+    hflip: bool = False  # plain random mirror images (they reach the samples: prefer augment=flips); on before the presets
     augment: str = ""  # EDM-style augmentations seen by the network as conditioning: any of flips,rot90,translate
     augment_p: float = 0.0  # probability that an image is augmented (0 = off; see difforge/data/augment.py)
     skip_bad_images: bool = False
@@ -52,7 +52,7 @@ class DataConfig:
 class ModelConfig:
     """Which network, with which options (passed to ``models.registry.build``)."""
 
-    network: str = "unet"
+    network: str = "unet-tiny"  # the `fast` preset's (difforge/train/presets.py); "auto" sizes it to the time budget
     network_options: Dict[str, Any] = field(default_factory=dict)
     learn_sigma: bool = False
 
@@ -62,8 +62,8 @@ class DiffusionConfig:
     """The forward process and the training objective."""
 
     diffusion_steps: int = 1000
-    noise_schedule: str = "linear"
-    target: str = "eps"
+    noise_schedule: str = "cosine"
+    target: str = "v"
     loss: str = "mse"
     label_dropout: float = 0.1  # probability of training with the null class (CFG)
     use_kl: bool = False  # train on the VLB alone (improved-diffusion's RESCALED_KL)
@@ -88,12 +88,12 @@ class TrainConfig:
     batch_size: int = 16
     num_workers: int = 0
     optimizer: str = "adamw"
-    lr: float = 2e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "warmup_cosine"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     ema_warmup: bool = True
     ema_extra: List[float] = field(default_factory=lambda: [0.999, 0.9999])  # also tracked; the best on held-out images wins
     ema_select: bool = True  # hold out a few images and keep the EMA with the lowest denoising loss on them

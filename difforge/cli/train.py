@@ -100,7 +100,8 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
 
 def add_network_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
-    add(g, "--network", dest="network", help="network name (see `difforge info --networks`)")
+    add(g, "--network", dest="network", help="network name (see `difforge info --networks`; default unet-tiny), or auto: "
+        "with --max-minutes the widest UNet that sees each image 30 times in the budget, by a timing probe")
     for key, (flag, typ, text) in NETWORK_FLAGS.items():
         add(g, flag, dest=f"net_{key}", type=typ, action=Given, help=text)
     add(g, "--network-option", dest="network_option", action="append", metavar="KEY=VALUE", help="any other network setting (repeatable)")
@@ -136,11 +137,16 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--batch-size", dest="batch_size", type=int, help="images per micro-batch, per process (default 16)")
     add(g, "--num-workers", dest="num_workers", type=int, help="accepted for IDDM compatibility; images are decoded once up front")
     add(g, "--optimizer", dest="optimizer", help="adam, adamw or sgd")
-    add(g, "--lr", dest="lr", type=float, help="learning rate (default 2e-4)")
+    add(g, "--lr", dest="lr", type=float, help="peak learning rate (default 1e-3)")
     add(g, "--weight-decay", dest="weight_decay", type=float)
     add(g, "--lr-schedule", dest="lr_schedule", help="constant, linear, cosine or warmup_cosine")
     add(g, "--warmup-steps", dest="warmup_steps", type=int)
-    add(g, "--ema-decay", dest="ema_decay", type=float, help="EMA decay (default 0.999)")
+    add(g, "--ema-decay", dest="ema_decay", type=float, help="EMA decay (default 0.995; 0.999 and 0.9999 are tracked beside it and the best on held-out images kept)")
+    add(g, "--ema-extra", dest="ema_extra", type=lambda v: [float(d) for d in v.split(",") if d.strip()], metavar="D1,D2",
+        help="more EMA decays tracked beside --ema-decay (default 0.999,0.9999); the best on held-out images is kept")
+    bool_flag(g, "--ema-select", "ema_select", "hold out 5%% of the images (80 or more) and keep the best EMA on them (default on)")
+    add(g, "--keep-all-ema", dest="keep_all_ema", action="store_const", const=True,
+        help="also write every tracked EMA as checkpoints/ema_<decay>.safetensors")
     add(g, "--precision", dest="precision", help="auto (bf16 where the hardware has fast bf16), fp32, bf16, fp16")
     p.add_argument("--amp", dest="precision", action="store_const", const="auto", help="IDDM: mixed precision where it is fast (= --precision auto)")
     add(g, "--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step")
@@ -189,6 +195,11 @@ def add_parser(sub) -> None:
     )
     add_training_flags(p)
     add_train_flags(p)
+    from ..train.presets import DEFAULT_PRESET, PRESETS
+
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help=f"a named recipe for a new run (default {DEFAULT_PRESET}: the built-in defaults); flags win. "
+                   "iddm = IDDM's defaults, classic = difforge's defaults before presets")
     p.set_defaults(func=run)
 
 
@@ -238,7 +249,10 @@ def prepare(args) -> bool:
 def run(args) -> int:
     if prepare(args):
         return _launch_distributed(args)
-    trainer, result = fit_from_args(args, overrides_from_args(args))
+    from ..train.presets import preset_values
+
+    preset = preset_values(args.preset) if getattr(args, "preset", None) else None
+    trainer, result = fit_from_args(args, overrides_from_args(args), defaults=preset)
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0
     print(f"run folder: {result.run_dir}")  # the trainer's log already said "model file: ..."

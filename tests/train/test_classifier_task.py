@@ -78,7 +78,7 @@ def test_loss_is_cross_entropy_on_q_sample_of_the_schedule():
 def test_training_writes_accuracy_by_noise_level_and_a_self_describing_file(files):
     meta = read_metadata(files["clf"])
     assert meta["kind"] == "classifier"
-    assert meta["diffusion"] == {"noise_schedule": "linear", "diffusion_steps": 1000}
+    assert meta["diffusion"] == {"noise_schedule": "cosine", "diffusion_steps": 1000}  # the diffusion default's
     assert meta["data"]["class_names"] == ["scratch", "inclusion", "crack", "patch"]
     assert set(bucket_names(1000)) <= set(meta["classifier"]["accuracy"])
     header = (files["clf"].parent.parent / "metrics.csv").read_text().splitlines()[0].split(",")

@@ -58,7 +58,7 @@ def test_report_is_self_contained_with_charts_previews_and_eval(run):
     # evaluation table and best metric; final per-class grids; the model file; the config
     assert "<th>fid</th>" in html and "fid 60.5 at step 8" in html
     assert "Final samples per class" in html and {"scratch", "crack"} <= set(figs)
-    assert "unet (base_channels=16" in html and "4: scratch, inclusion, crack, patch" in html
+    assert "unet-tiny (base_channels=16" in html and "4: scratch, inclusion, crack, patch" in html
     assert "max_steps: 12" in html
     assert 'class="state finished"' in html
 
