@@ -5,6 +5,8 @@ of the run (previews, ``ema.safetensors`` during training, the training state's 
 others live beside it and are stored as extra tensors of the training state, so the best one can
 be chosen after training on held-out images (:mod:`difforge.train.validation`). Every EMA is
 updated by the same rule as a lone one, so each equals an independently tracked EMA bit for bit.
+With warm-up every decay is capped at (1 + n) / (10 + n) after n updates, so decays above that
+cap (0.999 and 0.9999 alike, for runs of a few thousand steps) are the same EMA until it passes.
 """
 
 from __future__ import annotations

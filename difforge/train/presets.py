@@ -1,7 +1,7 @@
 """Named recipes: ``--preset NAME`` sets these values for a new run; flags given beside it win.
 
 - ``fast`` (the defaults): the demo's recipe, for small data on a CPU budget: cosine schedule,
-  v target, warm-up + cosine LR peaking at 1e-3, EMA 0.995 (with 0.999 / 0.9999 beside it and the
+  v target, warm-up + cosine LR peaking at 1e-3, EMA 0.995 (with 0.99 / 0.999 beside it and the
   best kept, :mod:`difforge.train.validation`), the 1.2 M-parameter ``unet-tiny``, channels from
   the data. Measured on a 2-core CPU for 12 minutes on a grey 10-class glyph folder: 3,932 steps
   and 80% judge accuracy against 805 steps and 57% with ``classic`` (issue 16).
