@@ -104,7 +104,7 @@ def test_sample_per_class_and_info(tiny_model, tmp_path):
     res = cli("sample", tiny_model, "--num", "2", "--class", "all", "--steps", "2", "--out", tmp_path / "s", "--grid", "--quiet")
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "s").glob("crack_*.png"))) == 2
-    assert (tmp_path / "s" / "grid_patch.png").is_file()
+    assert (tmp_path / "s-grid_patch.png").is_file()  # grids beside the sample folder, not among the samples
     res = cli("sample", tiny_model, "--class", "dent", "--steps", "2", "--out", tmp_path / "s2")
     _one_line_error(res, "dent", "scratch")
     res = cli("info", tiny_model)

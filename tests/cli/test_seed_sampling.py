@@ -67,7 +67,7 @@ def test_dit_sample_line(tiny_model, tmp_path, capsys):
     rc, _, err = _run(["sample", "--model", "unet-tiny", "--image-size", "16", "--ckpt", str(tiny_model), "--seed", "0",
                        "--num-sampling-steps", "3", "--num", "1", "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert rc == 0, err
-    assert list((tmp_path / "o").glob("grid_*.png"))
+    assert list(tmp_path.glob("o-grid_*.png"))  # grids beside the sample folder
 
 
 @pytest.mark.parametrize("flag,value,file_value", [
