@@ -16,17 +16,24 @@ from .likelihood import VARIANCES, bits_per_dim, model_mean_log_var, prior_bits,
 from .schedule import Schedule, q_sample
 
 
-def term_weights(schedule: Schedule) -> torch.Tensor:
-    """(T,) float64 reference shape w_t = beta_t / (alpha_t (1 - ab_t)) of the KL terms (w_0 = 0).
+def term_weights(schedule: Schedule, data_var: float = 0.25, uniform: float = 0.5) -> torch.Tensor:
+    """(T,) float64 sampling weights of t = 1 .. T-1 (w_0 = 0, sum 1): a guess of L_t's shape, made safe.
 
-    With the fixed_large variance beta_t, L_t = w_t / 2 E||eps - eps_hat||^2 / dims in nats (Ho et
-    al. 2020, eq. 12): the schedule's part of L_t, known before any network call. It falls like 1/t
-    near t = 0, where most of the bound is; only the estimate's variance depends on this choice.
+    The guess r_t: with variance beta_t, L_t = beta_t / (2 alpha_t (1 - ab_t)) E||eps - eps_hat||^2 / dims
+    nats (Ho et al. 2020, eq. 12), and for data N(0, data_var) the best eps error is
+    ab_t data_var / (ab_t data_var + 1 - ab_t) (small at high noise, where beta_t is clipped large).
+    r_t falls like 1/t near t = 0, where most of the bound is. A real model's L_t / r_t still varies,
+    so ``uniform`` of the weight is spread evenly over t (defensive importance sampling, Hesterberg
+    1995): no term is drawn with less than ``uniform`` / (T - 1), which bounds every importance
+    ratio. Only the estimate's variance depends on this choice, never its mean.
     """
+    ab = schedule.alphas_cumprod.double()
     b = schedule.betas.double()
-    w = b / ((1.0 - b) * (1.0 - schedule.alphas_cumprod.double()))
+    r = b / ((1.0 - b) * (1.0 - ab)) * ab * data_var / (ab * data_var + 1.0 - ab)
+    r[0] = 0.0
+    w = torch.full_like(r, uniform / (len(r) - 1))
     w[0] = 0.0
-    return w
+    return w + (1.0 - uniform) * r / r.sum()
 
 
 def strata(weights: torch.Tensor, k: int) -> list:
@@ -62,7 +69,8 @@ def collapsed_strata_variance(values: torch.Tensor, masses, exact) -> torch.Tens
         groups[-2].extend(groups.pop())
     var = torch.zeros(values.shape[0], dtype=torch.float64)
     for g in groups:
-        if len(g) < 2:  # a lone inexact stratum (K = 2): nothing to compare it with
+        if len(g) < 2:  # a lone inexact stratum: nothing to compare it with, no error estimate
+            var += float("nan")
             continue
         m = torch.tensor([float(masses[j]) for j in g], dtype=torch.float64)
         per_mass = values[:, g].double() / m

@@ -117,3 +117,12 @@ def test_bf16_network_calls_agree_with_fp32(setup):
     bf = den.with_options(autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     a, b = _estimate(den, x0, 20), _estimate(bf, x0, 20)
     assert abs(a["total"].mean().item() - b["total"].mean().item()) < 0.01
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_weights_are_defensive(name):
+    """Every t keeps at least half a uniform share (bounded importance ratios), even where cosine clips beta_t to 0.999."""
+    w = term_weights(Schedule.named(name, 1000))
+    assert w[0] == 0 and w.sum().item() == pytest.approx(1.0)
+    assert (w[1:] >= 0.5 / 999 - 1e-15).all()
+    assert w[-1] < 2 / 999 and w[1] > 20 * w[-1]  # the clipped last betas do not grab the samples; t = 1 does
