@@ -226,9 +226,8 @@ class UNet(nn.Module):
             learn_sigma=_bool("learn_sigma", learn_sigma),
             norm_groups=_int("norm_groups", norm_groups, 1),
             use_scale_shift_norm=_bool("use_scale_shift_norm", use_scale_shift_norm),
+            aug_dim=_int("aug_dim", aug_dim, 0),
         )
-        if aug_dim:  # kept out of the config of networks without it, so their model files stay as they were
-            self.config["aug_dim"] = _int("aug_dim", aug_dim, 0)
         error = _size_error(len(channel_mult), image_size)
         if error:
             raise ConfigError(error)
