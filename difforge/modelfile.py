@@ -283,6 +283,8 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
     want_in = channels
     if meta.get("latent"):
         want_in = _check_latent(meta["latent"], path)
+    if want_in is not None and (meta.get("inputs") or {}).get("mask_conditioning"):
+        want_in = 2 * want_in + 1  # x_t, the masked clean image and the mask (train/tasks/inpaint.py)
     if kind != "vae" and want_in is not None and "in_channels" in config and config["in_channels"] != want_in:
         raise _bad(path, "network.config.in_channels", f"is {config['in_channels']!r} but the model's inputs have {want_in} channels")
     return meta

@@ -66,8 +66,6 @@ def test_inpaint_uses_the_mask_and_sample_refuses(trained):
     assert (out.images.numpy()[:, mask] != src[mask]).any()
 
 
-@pytest.mark.xfail(strict=True, reason="modelfile.check_meta wants network in_channels == data.channels; it must add the "
-                   "C + 1 channels of meta['inputs']['mask_conditioning'] (a line in modelfile.py, not this task's file)")
 def test_from_checkpoint_loads_a_mask_conditioned_file(trained):
     Pipeline.from_checkpoint(trained[1].model_file)
 
