@@ -26,7 +26,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULE_SAMPLERS = ("uniform", "loss-second-moment")
 LOSS_WEIGHTINGS = ("none", "p2", "min_snr")
-TASKS = ("diffusion", "vae", "classifier")  # difforge.train.task.TASK_MODULES has one entry each
+TASKS = ("diffusion", "vae", "classifier", "inpaint")  # difforge.train.tasks.TASK_MODULES has one entry each
 
 
 @dataclass

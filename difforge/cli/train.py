@@ -94,6 +94,8 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
     add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")
+    add(g, "--mask-conditioning", dest="mask_conditioning", action="store_const", const=True,
+        help="train an inpainting model: it sees (noisy image, mask, masked clean image); --data ROOT/images with masks in ROOT/masks")
     add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")
     add(g, "--builtin-seed", dest="builtin_seed", type=int, help="built-in set: seed")
 
@@ -252,7 +254,10 @@ def run(args) -> int:
     from ..train.presets import preset_values
 
     preset = preset_values(args.preset) if getattr(args, "preset", None) else None
-    trainer, result = fit_from_args(args, overrides_from_args(args), defaults=preset)
+    overrides = overrides_from_args(args)
+    if getattr(args, "mask_conditioning", None):
+        overrides["task"] = "inpaint"  # train/tasks/inpaint.py
+    trainer, result = fit_from_args(args, overrides, defaults=preset)
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0
     print(f"run folder: {result.run_dir}")  # the trainer's log already said "model file: ..."

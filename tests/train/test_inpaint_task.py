@@ -20,7 +20,7 @@ from difforge.train.trainer import Trainer
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    register_task("inpaint", "difforge.train.tasks.inpaint:InpaintTask")  # until config.TASKS lists it
+    register_task("inpaint", "difforge.train.tasks.inpaint:InpaintTask")  # already listed; kept harmless
     tmp = tmp_path_factory.mktemp("inpaint_task")
     write_dataset(tmp / "d", size=16, per_class=4, progress=False, masks=True)
     result = Trainer(progress=False, **tiny_overrides(tmp, data=str(tmp / "d" / "images"), task="inpaint", max_steps=40,
@@ -84,3 +84,17 @@ def test_plain_folder_is_refused(tmp_path):
     write_dataset(tmp_path / "flat", size=16, per_class=2, progress=False)
     with pytest.raises(ConfigError, match="image\\+mask pairs"):
         Trainer(progress=False, **tiny_overrides(tmp_path, data=str(tmp_path / "flat"), task="inpaint", max_steps=1)).fit()
+
+
+def test_train_mask_conditioning_through_the_cli(tmp_path, capsys):
+    """`difforge data defects ROOT --masks` then `difforge train --data ROOT/images --mask-conditioning`."""
+    from difforge.cli.main import main
+    from difforge.modelfile import read_metadata
+
+    root = tmp_path / "d"
+    assert main(["data", "defects", str(root), "--size", "16", "--per-class", "3", "--masks"]) == 0
+    rc = main(["train", "--data", str(root / "images"), "--mask-conditioning", "--runs-dir", str(tmp_path / "runs"), "--run", "m",
+               "--image-size", "16", "--max-steps", "2", "--batch-size", "4", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    meta = read_metadata(tmp_path / "runs" / "m" / "checkpoints" / "ema.safetensors")
+    assert meta["inputs"]["mask_conditioning"] and meta["kind"] == "diffusion"
