@@ -1,8 +1,5 @@
 """Pipeline.inpaint and `difforge inpaint`: known pixels exact, masks, feathering, classes and CFG, errors."""
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +9,8 @@ from PIL import Image
 from difforge.data.folder import load_image
 from difforge.errors import UserError
 from difforge.pipeline import Pipeline
+
+from .clikit import cli
 
 SIZE = 8
 
@@ -119,11 +118,6 @@ def test_errors_are_one_clear_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- a trained model, the CLI
-
-
-def cli(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "difforge", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture

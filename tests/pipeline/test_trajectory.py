@@ -1,8 +1,5 @@
 """Denoising-progress pictures, sampler/option errors, the evaluator's view of --npz, the sampler benchmark."""
 
-import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -16,25 +13,7 @@ from difforge.errors import UserError
 from difforge.data.outputs import save_trajectory
 from difforge.pipeline import Pipeline, check_sampler_options, sampler_options, trajectory_steps
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # the box is shared; one thread is faster than two contended ones
-    yield
-
-
-def cli(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "difforge", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
-
-
-def one_line_error(res, *words):
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], (w, res.stderr)
+from .clikit import cli, one_line_error
 
 
 # -- which steps to show ----------------------------------------------------------------------
