@@ -32,26 +32,14 @@ import time
 
 import torch
 
+try:  # the same in-run conv peak as the training benchmark, run as a script or as a module
+    from train_speed import conv_peak
+except ImportError:  # python -m benchmarks.peers
+    from benchmarks.train_speed import conv_peak
+
 CLASSES = 4
 ATTN_RES = (16, 8)
 INTERVAL = (0.28, 5.42)  # Kynkaenniemi et al. 2024, EDM2-S: a first guess to be measured, not a tuned default
-
-
-def conv_peak(dtype: torch.dtype, seconds: float) -> float:
-    """GFLOP/s of a 3x3 conv (128->128 ch, 32x32, batch 16) forward + backward (input and weight grads)."""
-    conv = torch.nn.Conv2d(128, 128, 3, padding=1)
-    x = torch.randn(16, 128, 32, 32, requires_grad=True)
-    flops = 3 * 2 * 16 * 128 * 128 * 9 * 32 * 32
-    n, t0 = 0, None
-    while True:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y = conv(x)
-        y.float().sum().backward()
-        n += 1
-        if n == 2:
-            t0 = time.perf_counter()
-        elif n > 2 and time.perf_counter() - t0 > seconds:
-            return flops * (n - 2) / (time.perf_counter() - t0) / 1e9
 
 
 def build(framework: str, size: int):
