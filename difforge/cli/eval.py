@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ..errors import UserError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -36,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--pr-k", type=int, default=3, help="neighbourhood size of precision/recall")
     p.add_argument("--seed", type=int, default=0, help="seed of KID's subsets")
     p.add_argument("--no-per-class", dest="per_class", action="store_false", help="skip per-class FID/KID")
+    p.add_argument("--train-data", default=None, metavar="DIR",
+                   help="also report memorisation: the fraction of --fake images nearer (in pixels) to a training image "
+                        "than the closest 1%% of training pairs are to each other (copies 1.0, novel images about 0)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -48,6 +53,8 @@ def run(args) -> int:
         if not args.json:
             print(f"saved reference statistics of {count} images to {args.save_ref}")
 
+    if args.train_data and not args.fake:
+        raise UserError("--train-data measures the --fake images' memorisation; give --fake too")
     result = compare(args.real, args.fake, metrics=args.metrics, features=args.features, inception_weights=args.inception_weights,
                      download=args.download, image_size=args.image_size, save_ref=args.save_ref, device=args.device,
                      precision=args.precision, batch_size=args.batch_size, kid_subsets=args.kid_subsets,
@@ -55,6 +62,14 @@ def run(args) -> int:
                      per_class=args.per_class, progress=not args.quiet and not args.json, on_reference=saved)
     if result is None:
         return 0
+    if args.train_data:
+        from ..metrics.memorisation import memorisation_of_folders
+
+        result["memorisation"] = memorisation_of_folders(args.fake, args.train_data, args.image_size)
+        if not args.json:
+            m = result["memorisation"]
+            print(f"memorisation: {m['fraction']:.3f} of {m['num_samples']} samples nearer to a training image than "
+                  f"{m['threshold']:.3f} (1% of training pairs); median nearest distance {m['median_nearest']:.3f}")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

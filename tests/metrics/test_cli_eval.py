@@ -73,3 +73,17 @@ def test_too_few_images_is_a_user_error(tmp_path, script_extractor, capsys):
     assert code == 2 and "more than 3 samples" in err
     code, _, err = in_process(capsys, "--real", real, "--fake", real, "--features", script_extractor, "--kid-subset-size", "1")
     assert code == 2 and "--kid-subset-size" in err
+
+
+def test_eval_train_data_reports_memorisation(tmp_path, script_extractor, capsys):
+    """`eval --train-data`: a fake folder that is the training folder itself is fully memorised."""
+    import json as _json
+
+    make_folder(tmp_path / "train", [""], 12, seed=3)
+    code, out, err = in_process(capsys, "--real", tmp_path / "train", "--fake", tmp_path / "train", "--train-data", tmp_path / "train",
+                                "--features", script_extractor, "--metrics", "fid", "--json", "--quiet")
+    assert code == 0, err
+    assert _json.loads(out)["memorisation"]["fraction"] == 1.0
+    code, _, err = in_process(capsys, "--real", tmp_path / "train", "--train-data", tmp_path / "train", "--save-ref",
+                              tmp_path / "r.npz", "--features", script_extractor, "--quiet")
+    assert code == 2 and "give --fake too" in err
