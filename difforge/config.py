@@ -166,7 +166,7 @@ NUMBERS: Dict[str, tuple] = {
     "max_minutes": (False, 0.0, 1e7, True, False, ""),
     "batch_size": (True, 1, 65_536, False, False, "images per micro-batch"),
     "num_workers": (True, 0, 256, False, False, ""),
-    "lr": (False, 0.0, 1.0, True, False, "learning rates are far below 1 (default 2e-4)"),
+    "lr": (False, 0.0, 1.0, True, False, "learning rates are far below 1"),
     "weight_decay": (False, 0.0, 10.0, False, False, ""),
     "warmup_steps": (True, 0, None, False, False, ""),
     "min_lr_ratio": (False, 0.0, 1.0, False, False, "a fraction of lr"),

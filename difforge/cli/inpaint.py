@@ -42,13 +42,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def default_out_dir(model: Path) -> Path:
-    if model.parent.name == "checkpoints":
-        return model.parent.parent / "inpaint" / model.stem
-    return Path("inpaint")
-
 
 def run(args) -> int:
+    from ..data.outputs import default_output_dir
     from ..pipeline import Pipeline
 
     model = args.model or args.model_flag
@@ -71,7 +67,7 @@ def run(args) -> int:
         method=method, resample=args.resample, jump=args.jump, feather=args.feather,
         config=config, seed=args.seed, progress=not args.quiet, **guidance_kwargs(args), **sampler_opts(args),
     )
-    out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
+    out_dir = Path(args.out) if args.out else default_output_dir(model, "inpaint")
     written = result.save(out_dir, fmt=args.format)
     area = int(result.mask.sum())
     print(f"{len(written['images'])} inpainted images in {out_dir} ({method}; {area} of {result.mask.numel()} pixels filled)")

@@ -37,13 +37,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def default_out_dir(model: Path) -> Path:
-    if model.parent.name == "checkpoints":
-        return model.parent.parent / "interpolations" / model.stem
-    return Path("interpolations")
-
 
 def run(args) -> int:
+    from ..data.outputs import default_output_dir
     from ..data.outputs import save_interpolation
     from ..pipeline import Pipeline
 
@@ -63,7 +59,7 @@ def run(args) -> int:
         num_mix=args.num_mix,
         **sampling_kwargs(args),
     )
-    out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
+    out_dir = Path(args.out) if args.out else default_output_dir(model, "interpolations")
     written = save_interpolation(result, out_dir, fmt=args.format, gif=args.gif)
     cls = pipe.class_names[result.class_index] if result.class_index is not None else ("none (unconditional)" if pipe.class_names else "-")
     ends = f"images {args.images[0]} -> {args.images[1]} via t={args.t if args.t is not None else pipe.schedule.num_steps // 2}" if args.images else f"seeds {result_seeds(args)}"

@@ -106,11 +106,6 @@ def parse_steps(text):
     return None, text
 
 
-def default_out_dir(model: Path) -> Path:
-    if model.parent.name == "checkpoints":
-        return model.parent.parent / "samples" / model.stem
-    return Path("samples")
-
 
 def sampler_opts(args) -> dict:
     """Sampler-specific options given on the command line (checked against the sampler by the pipeline)."""
@@ -155,6 +150,7 @@ def guidance_kwargs(args) -> dict:
 
 
 def run(args) -> int:
+    from ..data.outputs import default_output_dir
     from ..data.outputs import BatchWriter, numbered_folder, save_trajectory
     from ..pipeline import Pipeline
     from ..pipeline.stream import generate_batches
@@ -173,7 +169,7 @@ def run(args) -> int:
         raise UserError(f"{model} is a PyTorch checkpoint of another tool; convert it first: {convert_command(model)}")
     pipe = Pipeline.from_checkpoint(model, device=args.device, precision=args.precision, vae=args.vae, backend=args.backend, onnx=args.onnx)
     seedtools.check_model(args, pipe.meta, str(model))
-    out_dir = Path(args.out) if args.out else default_out_dir(Path(model))
+    out_dir = Path(args.out) if args.out else default_output_dir(model, "samples")
     if args.out_name:
         out_dir = out_dir / args.out_name
     elif not args.out:  # the default folder is numbered (samples/ema, samples/ema-2, ...) rather than overwritten

@@ -14,6 +14,15 @@ import numpy as np
 from .io import make_grid, save_gif, save_image, save_images, save_npz
 
 
+def default_output_dir(model, kind: str) -> Path:
+    """Where a command writes for ``model`` without --out: ``runs/NAME/<kind>/<model stem>`` for a
+    model file inside a run's checkpoints folder, else ``./<kind>``."""
+    model = Path(model)
+    if model.parent.name == "checkpoints":
+        return model.parent.parent / kind / model.stem
+    return Path(kind)
+
+
 GRID_MAX = 256  # images per grid (per class): a grid of 100,000 images helps nobody
 
 
