@@ -39,8 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of KID's subsets")
     p.add_argument("--no-per-class", dest="per_class", action="store_false", help="skip per-class FID/KID")
     p.add_argument("--train-data", default=None, metavar="DIR",
-                   help="also report memorisation: the fraction of --fake images nearer (in pixels) to a training image "
-                        "than the closest 1%% of training pairs are to each other (copies 1.0, novel images about 0)")
+                   help="also report memorisation: the fraction of --fake images nearer to a training image than the closest "
+                        "1%% of training pairs are to each other (copies 1.0, novel images about 0), in pixels and in the "
+                        "--features extractor's feature space")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -63,13 +64,18 @@ def run(args) -> int:
     if result is None:
         return 0
     if args.train_data:
+        from ..metrics.features import load_extractor
         from ..metrics.memorisation import memorisation_of_folders
+        from ..runtime import resolve_device
 
-        result["memorisation"] = memorisation_of_folders(args.fake, args.train_data, args.image_size)
+        extractor = load_extractor(args.features, inception_weights=args.inception_weights, download=args.download,
+                                   device=resolve_device(args.device), precision=args.precision)
+        result["memorisation"] = m = memorisation_of_folders(args.fake, args.train_data, args.image_size, extractor=extractor,
+                                                             progress=not args.quiet and not args.json)
         if not args.json:
-            m = result["memorisation"]
-            print(f"memorisation: {m['fraction']:.3f} of {m['num_samples']} samples nearer to a training image than "
-                  f"{m['threshold']:.3f} (1% of training pairs); median nearest distance {m['median_nearest']:.3f}")
+            for space, r in (("pixels", m), ("features", m["features"])):
+                print(f"memorisation ({space}): {r['fraction']:.3f} of {m['num_samples']} samples nearer to a training image "
+                      f"than {r['threshold']:.3f} (1% of training pairs); median nearest distance {r['median_nearest']:.3f}")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -54,9 +54,16 @@ def memorisation(samples, train, quantile: float = 0.01) -> Dict[str, float]:
     return {"fraction": float((d < threshold).mean()), "threshold": threshold, "median_nearest": float(np.median(d))}
 
 
-def memorisation_of_folders(samples_dir, train_dir, image_size=None, quantile: float = 0.01) -> Dict[str, float]:
+def memorisation_of_folders(samples_dir, train_dir, image_size=None, quantile: float = 0.01, extractor=None,
+                            progress: bool = False) -> Dict[str, float]:
     """:func:`memorisation` in pixel space of two image folders (or .npz batches), the training side
-    read at the samples' size; the images are compared in one channel layout (grey -> RGB)."""
+    read at the samples' size; the images are compared in one channel layout (grey -> RGB).
+
+    With ``extractor`` (a :mod:`~difforge.metrics.features` extractor, e.g. the one FID used) the
+    same measure is also taken in its feature space, as ``features``: pixel distance catches
+    copies, feature distance also catches near-copies shifted by a few pixels or recoloured,
+    which pixel distance does not see as close.
+    """
     from ..errors import UserError
     from .evaluation import open_source
     from .sources import ImageSource
@@ -71,7 +78,18 @@ def memorisation_of_folders(samples_dir, train_dir, image_size=None, quantile: f
         arr = np.concatenate(list(src.batches(256)))
         return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
 
-    return {**memorisation(load(fake), load(train), quantile), "num_samples": fake.count, "num_train": train.count}
+    fake_px, train_px = load(fake), load(train)
+    result = {**memorisation(fake_px, train_px, quantile), "num_samples": fake.count, "num_train": train.count}
+    if extractor is not None:
+        from .features import extract
+
+        def feats(arr, desc):
+            return extract(extractor, (arr[i : i + 64] for i in range(0, len(arr), 64)), total=len(arr), desc=desc,
+                           progress=progress)["pool"]
+
+        result["features"] = {**memorisation(feats(fake_px, "sample features"), feats(train_px, "training features"), quantile),
+                              "extractor": extractor.name}
+    return result
 
 
 __all__ = ["memorisation", "memorisation_of_folders", "nearest_distances"]
