@@ -148,6 +148,23 @@ def load_masked(root: PathLike, image_size: int, channels: int = 3, split: str =
 
 def load_pairs(root: PathLike, image_size: int, channels: int = 3, progress: bool = False) -> MaskedImages:
     """The pairs layout: ``root/images/...`` with ``root/masks/...`` of the same relative path and stem."""
+    index, mask_paths = index_pairs(root)
+    return _decode(index, mask_paths, image_size, channels, progress)
+
+
+def index_masked(root: PathLike, split: str = "all") -> tuple[FolderIndex, list[Optional[Path]]]:
+    """The image files of ``root`` (pairs or MVTec AD layout) and each one's mask file (None for a
+    good image without one), undecoded: for readers that keep the files' own size (export)."""
+    if is_pairs(root):
+        return index_pairs(root)
+    if is_mvtec(root):
+        return index_mvtec(root, split)
+    load_masked(root, 8)  # raises the one-line error naming both layouts
+    raise AssertionError("unreachable")
+
+
+def index_pairs(root: PathLike) -> tuple[FolderIndex, list[Optional[Path]]]:
+    """The pairs layout's image files and their mask files (see :func:`load_pairs`)."""
     root = Path(root).expanduser()
     images_dir, masks_dir = root / "images", root / "masks"
     if not masks_dir.is_dir():
@@ -167,11 +184,17 @@ def load_pairs(root: PathLike, image_size: int, channels: int = 3, progress: boo
             f"{len(missing)} image(s) in {printable(images_dir)} have no mask of the same name in {printable(masks_dir)}: "
             f"{listing(missing, sep=', ')}; add the masks (only a class named '{GOOD}' may go without)"
         )
-    return _decode(index, mask_paths, image_size, channels, progress)
+    return index, mask_paths
 
 
 def load_mvtec(root: PathLike, image_size: int, channels: int = 3, split: str = "all", progress: bool = False) -> MaskedImages:
     """An MVTec AD category: ``split`` ``train`` (train/good), ``test`` (test/<type>) or ``all``."""
+    index, mask_paths = index_mvtec(root, split)
+    return _decode(index, mask_paths, image_size, channels, progress)
+
+
+def index_mvtec(root: PathLike, split: str = "all") -> tuple[FolderIndex, list[Optional[Path]]]:
+    """An MVTec AD category's image files and their mask files (see :func:`load_mvtec`)."""
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be train, test or all, got {split!r}")
     root = Path(root).expanduser()
@@ -198,7 +221,7 @@ def load_mvtec(root: PathLike, image_size: int, channels: int = 3, split: str = 
         raise DataError(f"{len(missing)} mask(s) missing in {printable(root)}: {listing(missing, sep=', ')}; "
                         f"each test/<type>/X.png needs ground_truth/<type>/X_mask.png")
     index = FolderIndex(root, paths, labels, names if len(names) > 1 else [], len(names) > 1)
-    return _decode(index, mask_paths, image_size, channels, progress)
+    return index, mask_paths
 
 
 def _is_good(index: FolderIndex, label: int) -> bool:
@@ -215,6 +238,7 @@ def _decode(index: FolderIndex, mask_paths: list, image_size: int, channels: int
 
 
 __all__ = [
-    "MAX_UNCLEAR", "MaskedImages", "THRESHOLD", "check_binary", "is_mvtec", "is_pairs", "load_mask",
+    "MAX_UNCLEAR", "MaskedImages", "THRESHOLD", "check_binary", "index_masked", "index_mvtec", "index_pairs", "is_mvtec",
+    "is_pairs", "load_mask",
     "load_masked", "load_mvtec", "load_pairs", "oriented_size", "read_mask", "resize_mask",
 ]
