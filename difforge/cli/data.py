@@ -1,4 +1,4 @@
-"""`difforge data defects OUT`: write the built-in procedural defect dataset to a folder."""
+"""`difforge data defects|glyphs OUT`: write a built-in dataset (procedural defects, or grey glyphs) to a folder."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def add_parser(sub) -> None:
                    help="also write each image's exact defect mask and a 'good' class of defect-free surfaces: "
                    "OUT/images/<class>/X.png with OUT/masks/<class>/X.png (0 background, 255 defect)")
     d.set_defaults(func=run)
+    g = dsub.add_parser(
+        "glyphs",
+        help="write the built-in grey glyph dataset (10 mirror-asymmetric letters)",
+        description="Write 10 classes of grey letters (F G J K L P Q R S Z; random size, rotation, shear, weight and "
+        "shading) as OUT/<letter>/<letter>_NNNNN.png, 1-channel PNGs. Unlike the defect set: shapes, not textures, and "
+        "a horizontal flip changes the class. Deterministic for a seed.",
+    )
+    g.add_argument("out", metavar="OUT", help="output folder")
+    g.add_argument("--size", type=int, default=32, help="image size in pixels (default 32)")
+    g.add_argument("--per-class", type=int, default=150, help="images per class (default 150)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=run_glyphs)
 
 
 def run(args) -> int:
@@ -36,4 +48,15 @@ def run(args) -> int:
         print(f"wrote {args.per_class * len(names)} images ({', '.join(names)}) to {out / 'images'} and their masks to {out / 'masks'}")
         return 0
     print(f"wrote {args.per_class * len(CLASSES)} images ({', '.join(CLASSES)}) to {out}")
+    return 0
+
+
+def run_glyphs(args) -> int:
+    from ..data.glyphs import GLYPHS, write_glyphs
+    from ..errors import UserError
+
+    if args.size < 8 or args.per_class < 1:
+        raise UserError("--size must be >= 8 and --per-class >= 1")
+    out = write_glyphs(args.out, size=args.size, per_class=args.per_class, seed=args.seed)
+    print(f"wrote {args.per_class * len(GLYPHS)} grey images ({' '.join(GLYPHS)}) to {out}")
     return 0
