@@ -87,12 +87,18 @@ def _real_line(src: Path, image: Path, mask: Optional[Path], class_name: Optiona
                      source="real", class_name=class_name)
 
 
+def _folder_class(path: Path, root: Path) -> Optional[str]:
+    """The class sub-folder of ``path`` under ``root`` (also when it is the only one), or None for a loose file."""
+    parts = path.relative_to(root).parts
+    return printable(parts[0]) if len(parts) > 1 else None
+
+
 def _from_masked(src: Path) -> List[Item]:
     index, mask_paths = index_masked(src)
     items = []
-    for path, label, mask in zip(index.paths, index.labels, mask_paths):
+    for path, mask in zip(index.paths, mask_paths):
         if is_pairs(src):
-            name = index.class_names[label] if index.conditional else None
+            name = _folder_class(path, src / "images")
         else:  # MVTec AD: the folder is the class even when there is only one
             name = path.parent.name
         items.append(Item(path, mask, name or DEFAULT_CLASS, "real", _real_line(src, path, mask, name), path.stem))
@@ -102,8 +108,8 @@ def _from_masked(src: Path) -> List[Item]:
 def _from_plain(src: Path) -> List[Item]:
     index = scan_folder(src)
     items = []
-    for path, label in zip(index.paths, index.labels):
-        name = index.class_names[label] if index.conditional else None
+    for path in index.paths:
+        name = _folder_class(path, src)
         items.append(Item(path, None, name or DEFAULT_CLASS, "real", _real_line(src, path, None, name), path.stem))
     return items
 
