@@ -1,0 +1,238 @@
+"""Do synthetic defects help a defect detector? The downstream (utility) benchmark of issue 19.
+
+Protocol (AnomalyDiffusion / SeaS few-shot split), per seed, on the built-in defect set with exact masks:
+
+1. Real data: per defect type ``--real-per-type`` (<= 10) images; 1/3 train, 2/3 test. Good (defect-free)
+   images: ``--good-train`` for training (backgrounds and negatives; good images are the cheap ones in a
+   factory), ``--good-test`` for testing.
+2. Generator: a mask-conditioned inpainting model (``difforge train --mask-conditioning``) trained on the
+   real train split only (defects + good) for ``--gen-cpu-seconds`` of process CPU time per torch thread.
+3. Synthesis: per type, a real train mask of that type, randomly flipped / turned / shifted, is painted on
+   a random real good train image (``Pipeline.inpaint``, the defect class as label); the placed mask is the
+   label. Written as OUT/seedN/synth/ with manifest.jsonl (the folder ``difforge export`` reads).
+4. Downstream: the same small segmenter (:class:`TinySegmenter`) and classifier (demo_quality's SmallCNN,
+   5 classes: 4 types + good) are trained for the same number of steps on: real only; real + synthetic at
+   synthetic:real ratios ``--ratios``; synthetic only (the largest ratio). Real good train images are in
+   every set. Judged on the real test split: pixel AP, IoU and F1 of defect pixels (threshold 0.5),
+   image accuracy.
+
+Reported: mean +- std over ``--seeds`` seeds (each seed draws new real images and retrains everything),
+wall seconds of every part, the CPU, load average before/after ("under load" above 2.5). Target of the
+issue: real + synthetic beats real only by >= 5 points of pixel AP and of accuracy, seed spreads apart.
+
+    flock /tmp/difforge-bench.lock .venv/bin/python benchmarks/downstream.py            # full protocol
+    .venv/bin/python benchmarks/downstream.py --smoke                                  # a minute: it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from difforge.data.builtin import CLASSES, GOOD, make_image_and_mask  # noqa: E402
+from downstream_models import accuracy, segmentation_scores, train_image_classifier, train_segmenter  # noqa: E402
+from quality_budget import loadavg, machine  # noqa: E402
+
+NAMES = list(CLASSES) + [GOOD]
+METRICS = (("pixel_ap", "pixel AP"), ("iou", "IoU"), ("f1", "F1"), ("acc", "accuracy"))
+
+
+def real_data(seed: int, size: int, per_type: int, good_train: int, good_test: int):
+    """(train, test): dicts of uint8 images (N, H, W, 3), bool masks (N, H, W), int labels (N,)."""
+    parts = {"train": ([], [], []), "test": ([], [], [])}
+    n_train = max(1, per_type // 3)
+    for c in range(len(NAMES)):
+        n = per_type if c < len(CLASSES) else good_train + good_test
+        cut = n_train if c < len(CLASSES) else good_train
+        for i in range(n):
+            img, mask, _ = make_image_and_mask(c, size, np.random.default_rng([seed, c, i]))
+            for lst, v in zip(parts["train" if i < cut else "test"], (img, mask, c)):
+                lst.append(v)
+    return tuple({"images": np.stack(a), "masks": np.stack(b), "labels": np.array(c)} for a, b, c in parts.values())
+
+
+def write_pairs(root: Path, data) -> Path:
+    for k, (img, mask, c) in enumerate(zip(data["images"], data["masks"], data["labels"])):
+        for sub, arr in (("images", img), ("masks", mask.astype(np.uint8) * 255)):
+            path = root / sub / NAMES[c] / f"{NAMES[c]}_{k:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(path)
+    return root
+
+
+def cpu_clock() -> float:
+    """Process CPU seconds per torch thread (read at each call: the trainer may set the thread count):
+    at wall speed on a quiet machine, slower when other processes take the cores, so a budget in it
+    buys the same training whatever the load."""
+    return time.process_time() / max(1, torch.get_num_threads())
+
+
+def train_generator(root: Path, runs_dir: Path, size: int, cpu_seconds: float, seed: int) -> Path:
+    from difforge.train.trainer import Trainer
+
+    result = Trainer(progress=False, clock=cpu_clock, data=str(root / "images"), task="inpaint", image_size=size,
+                     max_minutes=cpu_seconds / 60.0, batch_size=16, seed=seed, run=f"generator-{seed}", runs_dir=str(runs_dir),
+                     ema_select=False, preview_num=2, preview_steps=5, checkpoint_every=100000).fit()
+    return Path(result.model_file)
+
+
+def place(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random flip / 90-degree turn of ``mask`` moved to a random spot that keeps it inside the image."""
+    m = np.rot90(mask, int(rng.integers(4)))
+    m = m[:, ::-1] if rng.random() < 0.5 else m
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    dy = int(rng.integers(-rows[0], m.shape[0] - rows[-1]))
+    dx = int(rng.integers(-cols[0], m.shape[1] - cols[-1]))
+    return np.roll(m, (dy, dx), axis=(0, 1)).copy()
+
+
+def synthesise(model_file: Path, train, per_type: int, seed: int, steps: int, out: Path):
+    """``per_type`` synthetic images per defect type; also written as OUT/images, OUT/masks, OUT/manifest.jsonl."""
+    from difforge.data.manifest import ManifestWriter, make_line
+    from difforge.modelfile import file_sha256
+    from difforge.pipeline import Pipeline
+
+    pipe = Pipeline.from_checkpoint(str(model_file))
+    sha = file_sha256(model_file)
+    writer = ManifestWriter(out)
+    rng = np.random.default_rng([seed, 77])
+    good = np.flatnonzero(train["labels"] == len(CLASSES))
+    imgs, masks, labels = [], [], []
+    for c in range(len(CLASSES)):
+        own = np.flatnonzero(train["labels"] == c)
+        for k in range(per_type):
+            bg = int(rng.choice(good))
+            mask = place(train["masks"][int(rng.choice(own))], rng)
+            t0, s = time.perf_counter(), 1000 * c + k
+            made = pipe.inpaint(train["images"][bg], mask, num=1, class_label=CLASSES[c], seed=s, sampler="ddim", steps=steps)
+            img = made.images[0].numpy()
+            name = f"{CLASSES[c]}_{k:05d}.png"
+            for sub, arr in (("images", img), ("masks", mask.astype(np.uint8) * 255)):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(out / sub / name)
+            writer.add(make_line(f"images/{name}", mask=f"masks/{name}", size=mask.shape, seed=s, method="mask-conditioned",
+                                 class_name=CLASSES[c], model=model_file.name, model_sha256=sha, sampler="ddim", steps=steps,
+                                 placement={"background_index": bg}, seconds=time.perf_counter() - t0))
+            imgs.append(img), masks.append(mask), labels.append(c)
+    return {"images": np.stack(imgs), "masks": np.stack(masks), "labels": np.array(labels)}
+
+
+def tensors(parts):
+    imgs = np.concatenate([p["images"] for p in parts])
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    m = torch.from_numpy(np.concatenate([p["masks"] for p in parts]))[:, None].float()
+    return x, m, torch.from_numpy(np.concatenate([p["labels"] for p in parts])).long()
+
+
+def subset(data, keep):
+    return {k: v[keep] for k, v in data.items()}
+
+
+def training_sets(train, syn, ratios, n_real_per_type):
+    """name -> list of parts: real good images always; real defects and/or the first k synthetic per type."""
+    good = subset(train, train["labels"] == len(CLASSES))
+    real = subset(train, train["labels"] < len(CLASSES))
+    sets = {"real only": [real, good]}
+    for r in ratios:
+        keep = np.concatenate([np.flatnonzero(syn["labels"] == c)[: int(r * n_real_per_type)] for c in range(len(CLASSES))])
+        sets[f"real + syn {r:g}:1"] = [real, subset(syn, keep), good]
+    sets[f"syn only ({max(ratios):g}x)"] = [syn, good]
+    return sets
+
+
+def run_seed(seed: int, args, out: Path, log) -> tuple:
+    times = {}
+    t0 = time.perf_counter()
+    train, test = real_data(seed, args.size, args.real_per_type, args.good_train, args.good_test)
+    root = write_pairs(out / f"seed{seed}" / "real_train", train)
+    times["data"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = train_generator(root, out / f"seed{seed}" / "runs", args.size, args.gen_cpu_seconds, seed)
+    times["generator"] = time.perf_counter() - t0
+    n_real = max(1, args.real_per_type // 3)
+    t0 = time.perf_counter()
+    syn = synthesise(model, train, int(max(args.ratios) * n_real), seed, args.synth_steps, out / f"seed{seed}" / "synth")
+    times["synthesis"] = time.perf_counter() - t0
+    xt, mt, yt = tensors([test])
+    scores, seconds = {}, {}
+    for name, parts in training_sets(train, syn, args.ratios, n_real).items():
+        x, m, y = tensors(parts)
+        t0 = time.perf_counter()
+        seg = train_segmenter(x, m, args.steps, seed)
+        clf = train_image_classifier(x, y, len(NAMES), args.steps, seed)
+        seconds[name] = time.perf_counter() - t0
+        scores[name] = dict(segmentation_scores(seg, xt, mt), acc=accuracy(clf, xt, yt))
+        log(f"seed {seed} {name}: {len(x)} images, " + ", ".join(f"{k} {v:.3f}" for k, v in scores[name].items()) + f" ({seconds[name]:.0f} s)")
+    times["downstream"] = sum(seconds.values())
+    return scores, seconds, times
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--real-per-type", type=int, default=9, help="real images per defect type (<= 10; 1/3 train)")
+    ap.add_argument("--good-train", type=int, default=24)
+    ap.add_argument("--good-test", type=int, default=12)
+    ap.add_argument("--gen-cpu-seconds", type=float, default=900.0, help="generator budget, process CPU seconds per torch thread")
+    ap.add_argument("--synth-steps", type=int, default=25, help="DDIM steps per synthetic image")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="synthetic:real ratios")
+    ap.add_argument("--steps", type=int, default=600, help="training steps of each segmenter and classifier")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/downstream")
+    ap.add_argument("--results", default="benchmarks/results", help="where downstream.md / .json / .png go")
+    ap.add_argument("--smoke", action="store_true", help="16 px, 1 seed, tiny budgets: checks that it runs")
+    args = ap.parse_args()
+    if args.smoke:
+        args.seeds, args.size, args.gen_cpu_seconds, args.synth_steps, args.steps, args.ratios = [0], 16, 5, 3, 10, [1.0]
+    if not 3 <= args.real_per_type <= 10:
+        ap.error("--real-per-type must be 3..10 (the few-shot protocol)")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # difforge.runtime.set_threads keeps it
+    torch.set_num_threads(args.threads)
+    from downstream_report import bar_chart, table
+
+    load0, start = loadavg(), time.perf_counter()
+    print(f"# {machine()}; loadavg before {load0}")
+    out = Path(args.out)
+    results, seconds, parts = {}, {}, {}
+    for seed in args.seeds:
+        sc, secs, times = run_seed(seed, args, out, lambda s: print(s, flush=True))
+        for cond, v in sc.items():
+            for k, val in v.items():
+                results.setdefault(cond, {}).setdefault(k, []).append(val)
+            seconds.setdefault(cond, []).append(secs[cond])
+        for k, v in times.items():
+            parts.setdefault(k, []).append(v)
+    load1 = loadavg()
+    under = max(float(load0.split()[0]), float(load1.split()[0])) > 2.5
+    n_train = max(1, args.real_per_type // 3)
+    setup = (f"{args.size} px, {n_train} real train / {args.real_per_type - n_train} real test images per defect type, "
+             f"{args.good_train} / {args.good_test} good; generator {args.gen_cpu_seconds:g} CPU-s, {args.synth_steps} DDIM steps; "
+             f"downstream {args.steps} steps; seeds {' '.join(map(str, args.seeds))}; {args.threads} torch thread(s)")
+    md = table(results, METRICS, seconds)
+    wall = ", ".join(f"{k} {np.mean(v):.0f} s" for k, v in parts.items())
+    print(f"\n# {setup}\n# wall per seed: {wall}; total {time.perf_counter() - start:.0f} s; loadavg after {load1}"
+          f"{' (under load)' if under else ''}\n\n{md}")
+    res = Path(args.results)
+    name = "downstream_smoke" if args.smoke else "downstream"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / f"{name}.md").write_text(f"{setup}\n\nwall per seed: {wall}; loadavg {load0} -> {load1}{' (under load)' if under else ''}\n\n{md}\n")
+    (res / f"{name}.json").write_text(json.dumps({"setup": vars(args), "results": results, "seconds": seconds, "parts": parts,
+                                                  "loadavg": [load0, load1], "machine": machine()}, indent=1))
+    bar_chart(results, METRICS, res / f"{name}.png", f"downstream models on real test defects, mean +- std over {len(args.seeds)} seed(s); {setup}")
+    print(f"wrote {res / name}.md / .json / .png")
+
+
+if __name__ == "__main__":
+    main()
