@@ -40,7 +40,7 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def augment(xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def augment(xb: torch.Tensor, g: torch.Generator, flips: bool = True) -> torch.Tensor:
     """Flips and colour jitter (channel shuffles, gains, offsets, grey mixes).
 
     The judge must recognise a defect by its shape, not by the background colour of the images it
@@ -49,9 +49,10 @@ def augment(xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """
     n, c = xb.shape[:2]
     flip = torch.rand(n, generator=g) < 0.5
-    xb[flip] = xb[flip].flip(-1)
     vflip = torch.rand(n, generator=g) < 0.5
-    xb[vflip] = xb[vflip].flip(-2)
+    if flips:  # off for data whose class a mirror changes (glyphs)
+        xb[flip] = xb[flip].flip(-1)
+        xb[vflip] = xb[vflip].flip(-2)
     if c == 3:
         perm = torch.stack([torch.randperm(3, generator=g) for _ in range(n)])
         xb = torch.gather(xb, 1, perm[:, :, None, None].expand_as(xb))
@@ -63,8 +64,10 @@ def augment(xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (xb * gain + offset).clamp(-1, 1)
 
 
-def train_classifier(size: int, channels: int, per_class: int = 400, epochs: int = 8, seed: int = 1):
-    imgs, labels, names = generate_arrays(size=size, per_class=per_class, seed=seed, channels=channels)
+def train_classifier(size: int, channels: int, per_class: int = 400, epochs: int = 8, seed: int = 1, data=None, flips: bool = True):
+    """A judge CNN trained on real images: the built-in defect set (seed ``seed``), or ``data`` =
+    (uint8 NHWC images, labels, class names) of another dataset."""
+    imgs, labels, names = data if data is not None else generate_arrays(size=size, per_class=per_class, seed=seed, channels=channels)
     x, y = to_float(imgs), torch.as_tensor(labels).long()
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -76,7 +79,7 @@ def train_classifier(size: int, channels: int, per_class: int = 400, epochs: int
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 64):
             idx = perm[i : i + 64]
-            loss = F.cross_entropy(net(augment(x[idx].clone(), g)), y[idx])
+            loss = F.cross_entropy(net(augment(x[idx].clone(), g, flips)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,18 +1,21 @@
 """Quality per CPU-minute (issue 16): which recipe gives the best samples in M minutes of training?
 
-For every recipe (``--preset`` iddm, classic = the old defaults, fast = the new defaults), every
-budget M (``--minutes``) and image size (``--sizes``) this trains on the built-in defect set with
-``--max-minutes M``, samples 100 class-conditional images with the sampling defaults (timed) and
-scores them with a judge classifier trained only on real images the models never saw
-(benchmarks/demo_quality.py's CNN): class accuracy of the samples, Frechet distance and KID in the
-judge's features (penultimate layer), precision / recall, and the memorisation fraction (samples
-whose nearest training image, in pixels, is closer than 95% of the training images are to their
-own nearest neighbour), next to the real-vs-real floor (held-out real images scored the same way).
+For every dataset (``--datasets``: the built-in defect textures, and the grey glyphs that are
+unlike them: shapes, mirror-asymmetric classes), recipe (``--recipes``: iddm, classic = the old
+defaults, fast = the new defaults), budget M (``--minutes``) and image size (``--sizes``) this
+trains with ``--max-minutes M``, samples 100 class-conditional images with the sampling defaults
+(timed) and scores them with a judge classifier trained only on real images the models never saw
+(benchmarks/demo_quality.py's CNN; no flips for glyphs): class accuracy of the samples, Frechet
+distance and KID in the judge's features (penultimate layer), precision / recall, and the
+memorisation fraction (difforge.metrics.memorisation, in pixels and in the judge's features),
+next to the real-vs-real floor (held-out real images scored the same way).
+
+The budget is *process CPU time* divided by the torch threads (``--clock cpu``, default) so that
+a shared, busy machine gives the same number of steps per budget as a quiet one; ``--clock wall``
+is what a user's ``--max-minutes`` does. The CPU model, flags and load average are printed.
 
     python benchmarks/quality_budget.py --minutes 3 12 --sizes 32 64      # the issue's table (hours)
     python benchmarks/quality_budget.py --smoke                           # a minute: does it run?
-
-Not done here yet: the second dataset (glyphs / shapes unlike the built-in set).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from demo_quality import to_float, train_classifier  # noqa: E402
 
 from difforge.data.builtin import generate_arrays  # noqa: E402
+from difforge.data.glyphs import generate_glyphs  # noqa: E402
 from difforge.metrics.fid import fid_from_features  # noqa: E402
 from difforge.metrics.kid import kernel_inception_distance  # noqa: E402
+from difforge.metrics.memorisation import memorisation  # noqa: E402
 from difforge.metrics.precision_recall import precision_recall  # noqa: E402
 
 
@@ -42,31 +47,54 @@ def judge(clf, images_nhwc):
     return clf.head(feats).argmax(1), feats.numpy().astype(np.float64)
 
 
-def memorised_fraction(samples, train) -> float:
-    """Share of samples closer (L2, pixels) to a training image than 95% of training images are to
-    their nearest other training image."""
-    s = torch.as_tensor(samples).flatten(1).float()
-    t = torch.as_tensor(train).flatten(1).float()
-    tt = torch.cdist(t, t)
-    tt.fill_diagonal_(float("inf"))
-    threshold = torch.quantile(tt.min(1).values, 0.05)
-    return float((torch.cdist(s, t).min(1).values < threshold).float().mean())
-
-
-def scores(clf, images, labels, real_feats, train_images):
+def scores(clf, images, labels, real_feats, train_images, train_feats):
     pred, feats = judge(clf, images)
     kid, _ = kernel_inception_distance(real_feats, feats, subsets=20, subset_size=min(100, len(feats)))
     p, r = precision_recall(real_feats, feats)
     return dict(acc=float((pred == torch.as_tensor(labels)).float().mean()), fd=fid_from_features(real_feats, feats),
-                kid=kid, precision=p, recall=r, memorised=memorised_fraction(images, train_images))
+                kid=kid, precision=p, recall=r, mem_px=memorisation(images, train_images)["fraction"],
+                mem_feat=memorisation(feats, train_feats)["fraction"])
+
+
+def cpu_clock():
+    """Seconds of process CPU time per torch thread: with T threads busy, it runs at wall speed on a
+    quiet machine and slows down as other processes take the cores."""
+    threads = max(1, torch.get_num_threads())
+    return lambda: time.process_time() / threads
+
+
+def real_images(dataset: str, size: int, per_class: int, seed: int):
+    if dataset == "glyphs":
+        return generate_glyphs(size=size, per_class=per_class, seed=seed)
+    return generate_arrays(size=size, per_class=per_class, seed=seed, channels=3)
+
+
+def machine() -> str:
+    import subprocess
+
+    try:
+        info = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if ":" in line)
+        flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in info.get("Flags", "")]
+        return f"{info.get('Model name', '?').strip()}, flags {' '.join(flags)}, {torch.get_num_threads()} torch threads"
+    except (OSError, ValueError):
+        return "unknown CPU"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["defects", "glyphs"], choices=["defects", "glyphs"])
     ap.add_argument("--minutes", type=float, nargs="+", default=[3.0, 12.0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--recipes", nargs="+", default=["iddm", "classic", "fast"])
     ap.add_argument("--per-class", type=int, default=150)
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="what the time budget counts (see above)")
     ap.add_argument("--runs-dir", default="runs/quality_budget")
     ap.add_argument("--smoke", action="store_true", help="16 px, 0.1 min, fast only: checks that it runs")
     args = ap.parse_args()
@@ -77,35 +105,49 @@ def main():
     from difforge.train.presets import preset_values
     from difforge.train.trainer import Trainer
 
+    print(f"# {machine()}; budget clock: {args.clock}; loadavg before {loadavg()}")
+    clock = cpu_clock() if args.clock == "cpu" else time.perf_counter
     rows = []
-    for size in args.sizes:
-        clf, names = train_classifier(size, 3, per_class=100 if args.smoke else 400, epochs=2 if args.smoke else 8)
-        real, real_labels, _ = generate_arrays(size=size, per_class=25, seed=2, channels=3)
-        _, real_feats = judge(clf, real)
-        floor_half = len(real) // 2
-        floor = scores(clf, real[:floor_half], real_labels[:floor_half], real_feats[floor_half:], real[floor_half:])
-        rows.append(dict(recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
-        for minutes in args.minutes:
-            for recipe in args.recipes:
-                run = f"{recipe}-{size}px-{minutes:g}min"
-                cfg = dict(preset_values(recipe), run=run, runs_dir=args.runs_dir, image_size=size,
-                           builtin_per_class=args.per_class, max_minutes=minutes, batch_size=16)
-                if size < 32 and cfg.get("network") == "unet":
-                    cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
-                result = Trainer(progress=False, **cfg).fit()
-                pipe = Pipeline.from_checkpoint(result.model_file)
-                t0 = time.perf_counter()
-                out = pipe.generate(num=25, class_label="all", seed=1000)
-                dt = time.perf_counter() - t0
-                train, _, _ = generate_arrays(size=size, per_class=args.per_class, seed=0, channels=pipe.channels)
-                imgs = out.images.numpy()
-                if imgs.shape[-1] == 1:
-                    imgs = np.repeat(imgs, 3, -1)
-                    train = np.repeat(train, 3, -1)
-                s = scores(clf, imgs, out.labels.numpy(), real_feats, train)
-                rows.append(dict(recipe=recipe, minutes=minutes, size=size, steps=result.steps,
-                                 seen=result.steps * 16, sample_s=round(dt, 1), **s))
-    head = ["recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall", "memorised"]
+    for dataset in args.datasets:
+        for size in args.sizes:
+            judge_data = real_images(dataset, size, 100 if args.smoke else 400, seed=1)
+            clf, names = train_classifier(size, judge_data[0].shape[-1], data=judge_data, epochs=2 if args.smoke else 8,
+                                          flips=dataset != "glyphs")
+            real, real_labels, _ = real_images(dataset, size, 25, seed=2)
+            _, real_feats = judge(clf, real)
+            train, _, _ = real_images(dataset, size, args.per_class, seed=0)
+            _, train_feats = judge(clf, train)
+            # real-vs-real floor: every other image (the arrays are class by class) against the rest
+            floor = scores(clf, real[0::2], real_labels[0::2], real_feats[1::2], train, train_feats)
+            rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
+            data_dir = None
+            if dataset == "glyphs":
+                from difforge.data.glyphs import write_glyphs
+
+                data_dir = str(Path(args.runs_dir) / f"data-glyphs-{size}px-{args.per_class}")
+                write_glyphs(data_dir, size=size, per_class=args.per_class, seed=0, progress=False)
+            for minutes in args.minutes:
+                for recipe in args.recipes:
+                    run = f"{dataset}-{recipe}-{size}px-{minutes:g}min"
+                    cfg = dict(preset_values(recipe), run=run, runs_dir=args.runs_dir, image_size=size,
+                               max_minutes=minutes, batch_size=16)
+                    cfg.update(data=data_dir) if data_dir else cfg.update(builtin_per_class=args.per_class)
+                    if size < 32 and cfg.get("network") == "unet":
+                        cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
+                    result = Trainer(progress=False, clock=clock, **cfg).fit()
+                    pipe = Pipeline.from_checkpoint(result.model_file)
+                    t0 = time.perf_counter()
+                    out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000)
+                    dt = (time.perf_counter() - t0) * 100 / len(out.images)
+                    imgs = out.images.numpy()
+                    if imgs.shape[-1] != train.shape[-1]:
+                        imgs = np.repeat(imgs, 3, -1)  # a grey model of colour data: compare as RGB
+                    s = scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats)
+                    rows.append(dict(dataset=dataset, recipe=recipe, minutes=minutes, size=size, steps=result.steps,
+                                     seen=result.steps * 16, sample_s=round(dt, 1), **s))
+    print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images with the sampling defaults")
+    head = ["dataset", "recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall",
+            "mem_px", "mem_feat"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     for r in rows:
