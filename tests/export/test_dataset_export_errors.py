@@ -106,3 +106,10 @@ def test_split_parsing_counts_and_assignment():
     assert got == assign(groups, {"train": 0.8, "val": 0.2}, seed=0)
     assert got[:10].count("val") == 2 and got[10:].count("val") == 1  # stratified per group
     assert any(assign(groups, {"train": 0.8, "val": 0.2}, seed=s) != got for s in range(1, 5))
+
+
+def test_export_and_export_onnx_are_two_commands(capsys):
+    for cmd, words in (("export", "--format"), ("export-onnx", "ONNX")):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0 and words in capsys.readouterr().out
