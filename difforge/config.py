@@ -26,7 +26,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine", "warmup_cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULE_SAMPLERS = ("uniform", "loss-second-moment")
 LOSS_WEIGHTINGS = ("none", "p2", "min_snr")
-TASKS = ("diffusion", "vae", "classifier", "inpaint")  # difforge.train.tasks.TASK_MODULES has one entry each
+TASKS = ("diffusion", "vae", "classifier", "inpaint", "joint", "sr", "sr-regression")  # difforge.train.tasks.TASK_MODULES has one entry each
 
 
 @dataclass
@@ -34,6 +34,7 @@ class DataConfig:
     """Where the images come from and how they are prepared."""
 
     data: Optional[str] = None  # folder of images; None = the built-in defect dataset
+    masks: Optional[str] = None  # mask folder (same relative paths/stems as data) for tasks joint / inpaint
     image_size: int = 64
     channels: Any = "auto"  # 1, 3, or auto: 1 when every image is grey (R = G = B or a 1-channel file), else 3
     conditional: Optional[bool] = None  # None: class sub-folders -> conditional, flat -> not
@@ -46,6 +47,7 @@ class DataConfig:
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200
     builtin_seed: int = 0
+    caption_template: Optional[str] = None  # text models: caption of images without one; {class} = the class name
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ModelConfig:
     network: str = "unet-tiny"  # the `fast` preset's (difforge/train/presets.py); "auto" sizes it to the time budget
     network_options: Dict[str, Any] = field(default_factory=dict)
     learn_sigma: bool = False
+    text_encoder: Optional[str] = None  # text conditioning: "builtin" (trained jointly) or a local CLIP folder; None = no text
 
 
 @dataclass
@@ -138,7 +141,20 @@ class LatentConfig:
     val_data: Optional[str] = None  # train-vae: validation folder (default: fresh built-in images, or the training images)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "latent": LatentConfig}
+@dataclass
+class SRConfig:
+    """Super-resolution training (``difforge train-sr``; difforge/train/tasks/superres.py, difforge/data/degrade.py)."""
+
+    scale: int = 4  # high-res image_size / low-res size
+    sr_objective: str = "diffusion"  # diffusion (an SR3-style upsampler) or regression (rdn-sr / srv1, loss l1 or mse)
+    sr_down: str = "bicubic"  # the degradation's down-sampling: bicubic (antialiased) or area
+    sr_blur: float = 0.0  # Gaussian blur sigma in high-res pixels before down-sampling (0 = none)
+    sr_noise: float = 0.0  # std of Gaussian noise added to the low-res image, [-1, 1] scale (0 = none)
+    sr_jpeg: int = 0  # JPEG quality of the low-res image (0 = no JPEG)
+    noise_aug: float = 0.0  # diffusion: the low-res input is noised at a level s ~ U[0, noise_aug] (Ho et al. 2022); 0 = off
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "latent": LatentConfig, "sr": SRConfig}
 VAE_DOWNSAMPLE = (2, 4, 8, 16)
 RECON_LOSSES = ("mse", "l1")
 
@@ -188,6 +204,11 @@ NUMBERS: Dict[str, tuple] = {
     "num_classes": (True, 1, 100_000, False, False, "omit it to accept any"),
     "latent_channels": (True, 1, 64, False, False, "e.g. 4 or 8"),
     "kl_weight": (False, 0.0, 1e6, False, False, ""),
+    "scale": (True, 2, 8, False, False, "the high-res size / the low-res size"),
+    "sr_blur": (False, 0.0, 10.0, False, False, "sigma in high-res pixels"),
+    "sr_noise": (False, 0.0, 1.0, False, False, "std on the [-1, 1] scale"),
+    "sr_jpeg": (True, 0, 100, False, False, "0 = no JPEG"),
+    "noise_aug": (False, 0.0, 1.0, False, False, "the largest noise level, as a fraction of the diffusion steps"),
 }
 
 
@@ -233,6 +254,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -335,6 +357,8 @@ class Config:
             raise ConfigError(f"latent=true applies to diffusion training, not task={tc.task!r}")
         _choice("downsample", lc.downsample, VAE_DOWNSAMPLE)
         _choice("recon_loss", lc.recon_loss, RECON_LOSSES)
+        _choice("sr_objective", self.sr.sr_objective, ("diffusion", "regression"))
+        _choice("sr_down", self.sr.sr_down, ("bicubic", "area"))
 
 
 AUGMENTATIONS = ("flips", "rot90", "translate")

@@ -199,7 +199,7 @@ def file_sha256(path) -> str:
 
 
 # -- the metadata schema ------------------------------------------------------------------------
-KINDS = {"diffusion": "network", "classifier": "network", "vae": "autoencoder"}  # kind -> registry kind
+KINDS = {"diffusion": "network", "classifier": "network", "vae": "autoencoder", "upscaler": "upscaler"}  # kind -> registry kind
 MAX_IMAGE_SIZE = 8192
 MAX_DIFFUSION_STEPS = 100_000
 
@@ -285,6 +285,14 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
         want_in = _check_latent(meta["latent"], path)
     if want_in is not None and (meta.get("inputs") or {}).get("mask_conditioning"):
         want_in = 2 * want_in + 1  # x_t, the masked clean image and the mask (train/tasks/inpaint.py)
+    if want_in is not None and (meta.get("inputs") or {}).get("low_res") and kind == "diffusion":
+        want_in = 2 * want_in  # x_t and the up-sampled low-res image (train/tasks/superres.py)
+    if not isinstance(data.get("joint_mask", False), bool):
+        raise _bad(path, "data.joint_mask", f"must be true or false, got {data['joint_mask']!r}")
+    if data.get("joint_mask"):
+        if meta.get("latent") or (meta.get("inputs") or {}).get("mask_conditioning"):
+            raise _bad(path, "data.joint_mask", "applies to pixel-space models without mask conditioning")
+        want_in = channels + 1  # the image and its generated mask (train/tasks/joint.py)
     if kind != "vae" and want_in is not None and "in_channels" in config and config["in_channels"] != want_in:
         raise _bad(path, "network.config.in_channels", f"is {config['in_channels']!r} but the model's inputs have {want_in} channels")
     return meta

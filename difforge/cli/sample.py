@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..pipeline.config import SampleConfig
 from . import seedtools
+from ._prompts import add_prompt_flags, prompt_kwargs
 from .aliases import option_strings
 from .seedtools import str2bool
 
@@ -71,7 +72,13 @@ def add_parser(sub) -> None:
                        help="also write trajectory.png: per image a row of x_t and a row of predicted x0 at chosen steps (coarse early, fine late)")
         p.add_argument("--trajectory-frames", type=int, default=10, help="steps shown by --trajectory (default 10)")
         p.add_argument("--gif", action="store_true", help="also write trajectory.gif, x_t over predicted x0 step by step (implies --trajectory)")
+        p.add_argument("--upscale", default=None, metavar="SR_MODEL", help="cascade: upscale every image with this SR model file (difforge train-sr), passing its class")
+        p.add_argument("--upscale-steps", dest="upscale_steps", type=int, default=None, help="cascade: steps of a diffusion upsampler (default 50)")
+        p.add_argument("--noise-level", dest="noise_level", type=float, default=0.0, help="cascade: noise-conditioning level s of the upsampler (default 0)")
+        p.add_argument("--masks", dest="want_masks", action="store_true",
+                       help="require a joint-mask model (train --joint-mask): stop unless every image comes with its mask (<stem>_mask.png)")
         add_sampling_flags(p)
+        add_prompt_flags(p)
         p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                        help="run the network with torch or ONNX Runtime (onnx: needs difforge[onnx] and `difforge export-onnx`)")
         p.add_argument("--onnx", default=None, metavar="FILE", help="sample through this ONNX file (implies --backend onnx; default: MODEL_FILE with .onnx)")
@@ -149,11 +156,20 @@ def guidance_kwargs(args) -> dict:
     return dict(classifier=args.classifier, classifier_scale=args.classifier_scale, uncond_model=args.uncond_model)
 
 
+def manifest_fields(model, pipe, config, seed: int) -> dict:
+    """What every manifest.jsonl line of a sample folder shares (difforge/data/manifest.py)."""
+    from ..modelfile import file_sha256
+
+    return dict(model=Path(model).name, model_sha256=file_sha256(model), method="joint" if pipe.joint_mask else "sample",
+                sampler=config.sampler, steps=len(pipe.timesteps(config)), cfg=float(config.cfg), seed=seed)
+
+
 def run(args) -> int:
     from ..data.outputs import default_output_dir
     from ..data.outputs import BatchWriter, numbered_folder, save_trajectory
     from ..pipeline import Pipeline
     from ..pipeline.stream import generate_batches
+    from ..pipeline.upscale import cascade, prepare_cascade
 
     seedtools.resolve(args)
     model = args.model or args.model_flag
@@ -176,17 +192,29 @@ def run(args) -> int:
         wanted, out_dir = out_dir, numbered_folder(out_dir)
         if out_dir != wanted:
             print(f"{wanted} holds earlier samples; writing to {out_dir} (give --out DIR to choose)")
+    if args.want_masks and not pipe.joint_mask:
+        raise UserError(f"--masks needs a joint-mask model (difforge train --masks MDIR --joint-mask); {model} generates images only")
     kwargs = sampling_kwargs(args)
+    text = prompt_kwargs(args)  # --prompt / --prompts / --negative-prompt (pipeline/text.py)
+    if text and (args.trajectory or args.gif):
+        raise UserError("--trajectory/--gif do not take prompts yet; leave out --trajectory or --prompt")
+    kwargs.update(text)
+    up = prepare_cascade(pipe, args.upscale) if args.upscale else None  # checked before any sampling
+    if up is not None and (args.trajectory or args.gif):
+        raise UserError("--upscale does not apply to --trajectory/--gif; leave one out")
     traj = None
-    writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz)
+    writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz, manifest=manifest_fields(model, pipe, kwargs["config"], args.seed))
     if args.trajectory or args.gif:
         traj = pipe.trajectory(num=args.num, class_label=args.class_label, frames=args.trajectory_frames, **kwargs)
         writer.add(traj.final)
     else:  # batch by batch: each batch is written and dropped, so --num 100000 needs one batch of memory
         for batch in generate_batches(pipe, num=args.num, class_label=args.class_label, **kwargs):
+            if up is not None:  # image i keeps seed + i in the upsampler too
+                batch = cascade(pipe, batch, up, seed=args.seed + writer.count, noise_level=args.noise_level,
+                                **({"steps": args.upscale_steps} if args.upscale_steps else {}))
             writer.add(batch)
     written = writer.close()
-    print(f"{len(written['images'])} images in {out_dir}")
+    print(f"{len(written['images'])} images in {out_dir}" + (" (each with its <stem>_mask.png)" if written.get("masks") else ""))
     for g in written.get("grids", []):
         print(f"grid: {g}")
     if "npz" in written:

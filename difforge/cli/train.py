@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
+from ._prompts import add_text_train_flags
 from .aliases import option_strings
 from .seedtools import Given, add_train_flags, resolve_train
 
@@ -96,8 +98,13 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")
     add(g, "--mask-conditioning", dest="mask_conditioning", action="store_const", const=True,
         help="train an inpainting model: it sees (noisy image, mask, masked clean image); --data ROOT/images with masks in ROOT/masks")
+    add(g, "--masks", dest="masks", metavar="MDIR",
+        help="mask folder for --joint-mask / --mask-conditioning: one mask per image, same relative path and stem as in --data")
+    add(g, "--joint-mask", dest="joint_mask", action="store_const", const=True,
+        help="the mask is one more channel the model generates: every sample comes with its pixel mask (needs --masks or ROOT/images + ROOT/masks)")
     add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")
     add(g, "--builtin-seed", dest="builtin_seed", type=int, help="built-in set: seed")
+    add_text_train_flags(g)
 
 
 def add_network_flags(p: argparse.ArgumentParser) -> None:
@@ -257,6 +264,12 @@ def run(args) -> int:
     overrides = overrides_from_args(args)
     if getattr(args, "mask_conditioning", None):
         overrides["task"] = "inpaint"  # train/tasks/inpaint.py
+    if overrides.get("text_encoder") and args.conditional is None:  # captions name the class; --conditional adds labels too
+        overrides["conditional"] = False
+    if getattr(args, "joint_mask", None):
+        if getattr(args, "mask_conditioning", None):
+            raise UserError("--joint-mask and --mask-conditioning are two kinds of model; choose one")
+        overrides["task"] = "joint"  # train/tasks/joint.py
     trainer, result = fit_from_args(args, overrides, defaults=preset)
     if not trainer.dist.is_main:
         return 130 if result.interrupted else 0

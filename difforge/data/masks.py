@@ -170,6 +170,15 @@ def index_pairs(root: PathLike) -> tuple[FolderIndex, list[Optional[Path]]]:
     if not masks_dir.is_dir():
         raise DataError(f"mask folder {printable(masks_dir)} does not exist; put one mask per image there (same name)")
     index = scan_folder(images_dir)
+    return index, match_masks(index, images_dir, masks_dir)
+
+
+def match_masks(index: FolderIndex, images_dir: PathLike, masks_dir: PathLike) -> list[Optional[Path]]:
+    """Each image's mask file in ``masks_dir``: same relative path and stem, any image extension
+    (None for a ``good`` image without one); one DataError listing the images that lack a mask."""
+    images_dir, masks_dir = Path(images_dir).expanduser(), Path(masks_dir).expanduser()
+    if not masks_dir.is_dir():
+        raise DataError(f"mask folder {printable(masks_dir)} does not exist; put one mask per image there (same name)")
     by_stem = {}
     for p in sorted(q for q in masks_dir.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS):
         by_stem.setdefault(p.relative_to(masks_dir).with_suffix(""), p)
@@ -184,7 +193,7 @@ def index_pairs(root: PathLike) -> tuple[FolderIndex, list[Optional[Path]]]:
             f"{len(missing)} image(s) in {printable(images_dir)} have no mask of the same name in {printable(masks_dir)}: "
             f"{listing(missing, sep=', ')}; add the masks (only a class named '{GOOD}' may go without)"
         )
-    return index, mask_paths
+    return mask_paths
 
 
 def load_mvtec(root: PathLike, image_size: int, channels: int = 3, split: str = "all", progress: bool = False) -> MaskedImages:
@@ -240,5 +249,5 @@ def _decode(index: FolderIndex, mask_paths: list, image_size: int, channels: int
 __all__ = [
     "MAX_UNCLEAR", "MaskedImages", "THRESHOLD", "check_binary", "index_masked", "index_mvtec", "index_pairs", "is_mvtec",
     "is_pairs", "load_mask",
-    "load_masked", "load_mvtec", "load_pairs", "oriented_size", "read_mask", "resize_mask",
+    "load_masked", "load_mvtec", "load_pairs", "match_masks", "oriented_size", "read_mask", "resize_mask",
 ]

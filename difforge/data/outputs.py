@@ -6,8 +6,9 @@ Takes the pipeline's result objects by their fields (``images``, ``labels``, ``c
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -51,10 +52,19 @@ class BatchWriter:
     and dropped; only what the extras need is kept: for ``grid`` the first :data:`GRID_MAX` images
     (per class), for ``npz`` every image as uint8 (N x H x W x C bytes: 1.2 GB for 100,000 64 px RGB
     images, 4x less than the sampler's float32). Grids go beside ``out_dir`` (:func:`beside`).
+
+    A batch with ``masks`` (a joint-mask model) gets each mask written beside its image as
+    ``<stem>_mask.png`` (0 / 255, always PNG). ``manifest``: the fields every line of
+    ``out_dir/manifest.jsonl`` shares (:func:`difforge.data.manifest.make_line` keywords; ``seed`` is
+    the first image's, image i has ``seed + i``); None writes no manifest.
     """
 
-    def __init__(self, out_dir, fmt: str = "png", grid: bool = False, npz: bool = False, prefix: str = "sample"):
+    def __init__(self, out_dir, fmt: str = "png", grid: bool = False, npz: bool = False, prefix: str = "sample",
+                 manifest: Optional[Dict[str, Any]] = None):
         self.out_dir, self.fmt, self.grid, self.npz, self.prefix = Path(out_dir), fmt, grid, npz, prefix
+        self.masks: list = []
+        self.manifest = manifest
+        self._t = time.perf_counter()
         self.images: list = []
         self.count = 0
         self.class_names: list = []
@@ -66,8 +76,15 @@ class BatchWriter:
         arr = out.images.numpy()
         labels = out.labels.numpy() if out.labels is not None else None
         self.class_names = list(out.class_names or [])
-        self.images += save_images(arr, self.out_dir, prefix=self.prefix, fmt=self.fmt, start=self.count, labels=labels,
-                                   class_names=self.class_names or None)
+        paths = save_images(arr, self.out_dir, prefix=self.prefix, fmt=self.fmt, start=self.count, labels=labels,
+                            class_names=self.class_names or None)
+        masks = [None] * len(paths)
+        if getattr(out, "masks", None) is not None:
+            masks = [save_image(m.astype(np.uint8)[..., None] * 255, mask_path(p)) for p, m in zip(paths, out.masks.numpy())]
+            self.masks += masks
+        if self.manifest is not None:
+            self._list(paths, masks, labels, arr.shape[1:3])
+        self.images += paths
         self.count += len(arr)
         if self.npz:
             self._kept.append(arr.copy())
@@ -79,9 +96,27 @@ class BatchWriter:
                 if len(self._grid.setdefault(k, [])) < GRID_MAX:
                     self._grid[k].append(img.copy())
 
+    def _list(self, paths, masks, labels, size) -> None:
+        from .manifest import ManifestWriter, make_line
+
+        if not hasattr(self, "_manifest"):
+            self._manifest = ManifestWriter(self.out_dir)
+        now = time.perf_counter()
+        seconds, self._t = (now - self._t) / max(len(paths), 1), now
+        common = dict(self.manifest)
+        first = int(common.pop("seed", 0))
+        for j, (p, m) in enumerate(zip(paths, masks)):
+            name = self.class_names[int(labels[j])] if labels is not None and self.class_names else None
+            self._manifest.add(make_line(p.name, mask=None if m is None else m.name, size=size, seed=first + self.count + j,
+                                         class_name=name, seconds=seconds, **common))
+
     def close(self) -> Dict[str, Any]:
-        """Write the grids and the ``.npz``; return what was written (images, grids, npz)."""
+        """Write the grids and the ``.npz``; return what was written (images, masks, grids, npz, manifest)."""
         written: Dict[str, Any] = {"images": self.images}
+        if self.masks:
+            written["masks"] = self.masks
+        if self.manifest is not None and self.images:
+            written["manifest"] = self.out_dir / "manifest.jsonl"
         if self.grid:
             written["grids"] = []
             for k in sorted(self._grid, key=lambda k: -1 if k is None else k):
@@ -94,6 +129,12 @@ class BatchWriter:
             name = f"{self.prefix}s_{len(arr)}x{arr.shape[1]}x{arr.shape[2]}x{arr.shape[3]}.npz"
             written["npz"] = save_npz(self.out_dir / name, arr, labels)
         return written
+
+
+def mask_path(image_path) -> Path:
+    """``dir/sample_00001.png`` -> ``dir/sample_00001_mask.png``: where an image's generated mask goes."""
+    image_path = Path(image_path)
+    return image_path.with_name(f"{image_path.stem}_mask.png")
 
 
 def save_generated(out, out_dir, fmt: str = "png", grid: bool = False, npz: bool = False, prefix: str = "sample") -> Dict[str, Any]:
@@ -128,4 +169,4 @@ def save_trajectory(result, out_dir, fmt: str = "png", gif: bool = False, durati
     return written
 
 
-__all__ = ["BatchWriter", "beside", "numbered_folder", "save_generated", "save_interpolation", "save_trajectory"]
+__all__ = ["BatchWriter", "beside", "mask_path", "numbered_folder", "save_generated", "save_interpolation", "save_trajectory"]

@@ -26,6 +26,7 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.guidance import guidance_mode
 from ..diffusion.samplers import get_sampler
 from ..diffusion.samplers.common import make_generators, randn_like
+from ..diffusion.superres import LowResConditionedNet
 from ..diffusion.schedule import Schedule
 from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError
@@ -47,6 +48,9 @@ class Pipeline:
     latents, images are decoded. ``guide``: guidance from other files (see :meth:`with_guidance`).
     """
 
+    text = None  # a text model's tokenizer or CLIP (pipeline/text.py), loaded on first use
+    prompts = None  # a prompt view's table of (class, prompt) rows (:meth:`with_prompts`)
+
     def __init__(self, net: torch.nn.Module, meta: Dict[str, Any], device: torch.device, precision: str = "fp32", source: str = "",
                  codec=None, guide=None, class_names: Optional[List[str]] = None):
         self.net = net.eval().requires_grad_(False)
@@ -63,6 +67,7 @@ class Pipeline:
         data = meta["data"]
         self.image_size = int(data["image_size"])
         self.channels = int(data["channels"])
+        self.joint_mask = bool(data.get("joint_mask"))  # one more generated channel: the defect mask (train/tasks/joint.py)
         # a guided view may label by its classifier's classes; the network's own are in meta
         self.class_names: List[str] = list(class_names if class_names is not None else (data.get("class_names") or []))
 
@@ -77,8 +82,9 @@ class Pipeline:
         unless ``check_weights=False`` (``difforge info`` reports them instead)."""
         tensors, meta = load_model_file(path, check_weights=check_weights)
         kind = meta.get("kind", "diffusion")
-        if kind in ("vae", "classifier"):
-            raise CheckpointError(f"{path} is a {kind} model file, not a diffusion model; give the diffusion model's file (e.g. runs/NAME/checkpoints/ema.safetensors)")
+        if kind in ("vae", "classifier", "upscaler"):
+            raise CheckpointError(f"{path} is a {kind} model file, not a diffusion model; give the diffusion model's file (e.g. runs/NAME/checkpoints/ema.safetensors)"
+                                  + ("; upscale with it: difforge upscale FILE --input IMG, or sample BASE --upscale FILE" if kind == "upscaler" else ""))
         net = build_network(check_meta(meta, path), tensors, path)
         dev = resolve_device(device)
         prec = resolve_precision(precision or SampleConfig().precision, dev)
@@ -100,10 +106,17 @@ class Pipeline:
     # -- latent models: the sampler's space vs pixels -------------------------------------------
     @property
     def sample_shape(self) -> tuple:
-        """(C, H, W) of what the sampler draws: pixels, or a latent model's latents."""
+        """(C, H, W) of what the sampler draws: pixels (C + 1 with a joint mask), or a latent model's latents."""
         if self.codec is not None:
             return self.codec.latent_shape(self.image_size)
-        return (self.channels, self.image_size, self.image_size)
+        return (self.channels + int(self.joint_mask), self.image_size, self.image_size)
+
+    def split_mask(self, x: torch.Tensor):
+        """(images (N, C, H, W), masks bool (N, H, W) or None) of sampled pixels: a joint-mask model's
+        last channel is its mask, defect where > 0."""
+        if not self.joint_mask:
+            return x, None
+        return x[:, : self.channels], x[:, self.channels] > 0
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Sampler space -> float pixels in [-1, 1] (the VAE decodes a latent model's latents)."""
@@ -167,8 +180,10 @@ class Pipeline:
         if config.threshold is not None and self.codec is not None:
             raise UserError("dynamic thresholding (--threshold) bounds pixel values; a latent model's latents are not bounded, leave it out")
         net_classes = len(self.meta["data"].get("class_names") or [])
+        if self.prompts is not None:  # a prompt view: y indexes its rows, the last is the unconditional one
+            net_classes = self.prompts.count
         den = Denoiser(
-            self.net,
+            self.net if self.prompts is None else self.prompts,
             self.schedule,
             target=self.target,
             learn_sigma=self.learn_sigma,
@@ -200,6 +215,13 @@ class Pipeline:
     def guided(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None, sampler: Optional[str] = None) -> "Pipeline":
         """:meth:`with_guidance` (``sampler`` is accepted for older callers; the mode now follows each request's sampler)."""
         return self.with_guidance(classifier, classifier_scale, uncond_model)
+
+    def with_prompts(self, prompt=None, negative_prompt: Optional[str] = None, num: int = 1, class_label: ClassLabel = None) -> "Pipeline":
+        """A prompt view for ``num`` images per prompt (a text model; "" when no prompt: unconditional
+        text), or self for a model without text and no prompt (see :mod:`difforge.pipeline.text`)."""
+        from .text import with_prompts
+
+        return with_prompts(self, prompt, negative_prompt, num, class_label)
 
     def _for_request(self, guidance: Dict[str, Any]) -> "Pipeline":
         """Self, or the guided pipeline when a request names a classifier or an unconditional model."""
@@ -249,7 +271,8 @@ class Pipeline:
     def sample_batches(self, seeds: Sequence[int], labels: Optional[torch.Tensor], config: SampleConfig, opts: Dict[str, Any], *,
                        timesteps: Optional[list] = None, x_T: Optional[torch.Tensor] = None, progress: bool = False,
                        desc: str = "sample", on_step: Optional[Callable] = None, sampler: Optional[Callable] = None) -> torch.Tensor:
-        """The one batch core: float pixels (N, C, H, W) in [-1, 1] on the CPU.
+        """The one batch core: float pixels (N, C, H, W) in [-1, 1] on the CPU (C + 1 for a joint-mask
+        model: :meth:`split_mask` splits the mask off).
 
         Image i draws all of its noise from the generator seeded with ``seeds[i]``, so it depends
         on its seed only, not on the batch size. ``x_T`` (N, *sample_shape), when given, replaces
@@ -260,6 +283,8 @@ class Pipeline:
         if sampler is None and self.meta.get("inputs", {}).get("mask_conditioning"):
             raise UserError(f"{self.source or 'this model'} is a mask-conditioned inpainting model: it needs an image and a mask; "
                             f"use difforge inpaint MODEL --image IMG --mask MASK (Python: pipe.inpaint)")
+        if self.meta.get("inputs", {}).get("low_res") and not isinstance(self.net, LowResConditionedNet):
+            raise UserError(f"{self.source or 'this model'} is a super-resolution model: it needs low-res images; use difforge upscale MODEL --input IMG, or sample BASE --upscale MODEL")
         fn = sampler or get_sampler(config.sampler)
         den = self.denoiser(config)
         timesteps = self.timesteps(config) if timesteps is None else timesteps
@@ -314,6 +339,12 @@ class Pipeline:
         on_step = None if callback is None else (lambda start, b, i, *_: callback(start, n, i, len(timesteps)))
         return self.sample_batches(list(seeds), labels, config, opts, timesteps=timesteps, progress=progress, on_step=on_step)
 
+    def refuse_joint(self, what: str) -> None:
+        """One line for a mode that does not handle a joint-mask model's extra channel yet."""
+        if self.joint_mask:
+            raise UserError(f"{self.source or 'this model'} generates image+mask pairs (joint mask); {what} is not supported "
+                            f"for it: use difforge sample (each image comes with its mask) or difforge inpaint")
+
     # -- modes ----------------------------------------------------------------------------
     def generate(self, num: int = 16, class_label: ClassLabel = None, *, config: Optional[SampleConfig] = None, seed: int = 0,
                  seeds: Optional[Sequence[int]] = None, progress: bool = False, callback: Optional[Callable] = None, **options) -> Generated:
@@ -324,18 +355,27 @@ class Pipeline:
         naming its fields (``sampler``, ``steps``, ``cfg``, ...; ``steps=None`` runs every
         training step) and sampler options (``variance``, ``s_churn``, ...). ``classifier``,
         ``classifier_scale``, ``uncond_model``: guidance from other files, see :meth:`with_guidance`.
+        ``upscale``: a super-resolution model file or Upscaler: the cascade (:mod:`difforge.pipeline.upscale`).
+        ``prompt`` (a text or a list: ``num`` images each) and ``negative_prompt``: a text model's request (:meth:`with_prompts`).
         """
+        from .upscale import cascade, prepare_cascade
+
+        upscale = prepare_cascade(self, options.pop("upscale", None))  # checked before any work; None: no cascade
         pipe = self._for_request({k: options.pop(k) for k in GUIDANCE_ARGS if k in options})
+        pipe = pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
         labels, seeds = pipe.request(num, class_label, seed, seeds)
         x = pipe.sample(seeds, labels, config, progress=progress, callback=callback, **options)
         from ..data.io import to_uint8
 
-        return Generated(to_uint8(x), labels, pipe.class_names)
+        x, masks = pipe.split_mask(x)
+        out = Generated(to_uint8(x), labels, pipe.class_names, masks=masks)
+        return out if upscale is None else cascade(self, out, upscale, seed=seeds[0], progress=progress)
 
     def trajectory(self, num: int = 4, class_label: ClassLabel = None, **kwargs):
         """Generate like :meth:`generate` and keep snapshots (see :func:`difforge.pipeline.trajectory.trajectory`)."""
         from .trajectory import trajectory
 
+        self.refuse_joint("trajectories (--trajectory, --gif)")
         pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
         return trajectory(pipe, num, class_label, **kwargs)
 
@@ -343,6 +383,7 @@ class Pipeline:
         """Frames between two seeds or two images (see :func:`difforge.pipeline.interpolate.interpolate`)."""
         from .interpolate import interpolate
 
+        self.refuse_joint("interpolation")
         pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
         return interpolate(pipe, images, seeds, class_label, **kwargs)
 

@@ -75,6 +75,7 @@ def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: Option
 
     A mask-conditioned model (``meta["inputs"]["mask_conditioning"]``, :mod:`difforge.train.tasks.inpaint`)
     also sees the mask and the masked image; ``method`` defaults to ``blend`` for it, ``repaint`` otherwise.
+    A joint-mask model (:mod:`difforge.train.tasks.joint`) gets the mask as its known mask channel.
     ``image``: a path (resized / center-cropped like training data) or uint8 (H, W, C). ``mask``:
     a path (validated, see :mod:`difforge.data.masks`; same size as the image file) or an (H, W)
     bool / uint8 array at the model's size; white (> 127) = fill. ``method``: ``repaint``
@@ -116,9 +117,13 @@ def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: Option
             raise UserError("a mask-conditioned latent model is not supported")
         net = MaskConditionedNet(pipe.net, region[None, None].float().to(pipe.device), x0, pipe.learn_sigma)
         pipe = type(pipe)(net, pipe.meta, pipe.device, pipe.precision, pipe.source, pipe.codec, pipe.guide, pipe.class_names)
+    if pipe.joint_mask:  # the generated mask channel is known everywhere: it is the request's mask
+        x0 = torch.cat([x0, region[None, None].float().to(pipe.device) * 2 - 1], dim=1)
+        keep = torch.cat([keep.expand(1, pipe.channels, *keep.shape[-2:]), torch.ones_like(keep)], dim=1)
     base = get_sampler(config.sampler) if method == "blend" else None
     fn = inpainting_sampler(method, x0, keep, base, int(resample), int(jump))
     x = pipe.sample_batches(seeds, labels, config, opts, progress=progress, desc=f"inpaint {method}", sampler=fn)
+    x = x[:, : pipe.channels]
 
     made, known = to_uint8(x), torch.from_numpy(src)[None]
     if feather == 0:

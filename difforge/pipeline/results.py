@@ -15,11 +15,13 @@ import torch
 
 @dataclass
 class Generated:
-    """Images as uint8 (N, H, W, C) and their class indices (or None for an unconditional model)."""
+    """Images as uint8 (N, H, W, C) and their class indices (or None for an unconditional model);
+    ``masks`` bool (N, H, W): a joint-mask model's generated defect masks (None for other models)."""
 
     images: torch.Tensor
     labels: Optional[torch.Tensor]
     class_names: List[str]
+    masks: Optional[torch.Tensor] = None
 
     def pil(self):
         from ..data.io import images_to_pil

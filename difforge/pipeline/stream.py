@@ -25,6 +25,7 @@ def generate_batches(pipe: Pipeline, num: int = 16, class_label: ClassLabel = No
     from ..data.io import to_uint8
 
     pipe = pipe._for_request({k: options.pop(k) for k in GUIDANCE_ARGS if k in options})
+    pipe = pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
     labels, seeds = pipe.request(num, class_label, seed, None)
     config, opts = pipe.prepare(config, options)
     timesteps = pipe.timesteps(config)
@@ -35,7 +36,8 @@ def generate_batches(pipe: Pipeline, num: int = 16, class_label: ClassLabel = No
             part = None if labels is None else labels[start : start + bs]
             x = pipe.sample_batches(seeds[start : start + bs], part, config, opts, timesteps=timesteps,
                                     on_step=lambda _s, b, *_: bar.update(b))
-            yield Generated(to_uint8(x), part, pipe.class_names)
+            x, masks = pipe.split_mask(x)
+            yield Generated(to_uint8(x), part, pipe.class_names, masks=masks)
             del x
     finally:
         bar.close()

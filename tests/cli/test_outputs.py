@@ -36,7 +36,8 @@ def test_default_folder_is_numbered_not_overwritten(model_in_run, capsys):
     assert _sample(model_in_run, "--num", "3") == 0
     second = capsys.readouterr().out
     assert "holds earlier samples; writing to" in second and str(samples / "ema-2") in second
-    assert len(list((samples / "ema").iterdir())) == 2 and len(list((samples / "ema-2").iterdir())) == 3
+    assert len(list((samples / "ema").glob("*.png"))) == 2 and len(list((samples / "ema-2").glob("*.png"))) == 3
+    assert len((samples / "ema-2" / "manifest.jsonl").read_text().splitlines()) == 3  # data/manifest.py
     assert _sample(model_in_run, "--num", "1") == 0
     assert (samples / "ema-3").is_dir()
 
@@ -61,7 +62,8 @@ def test_grids_and_trajectory_go_beside_the_samples(tiny_model, tmp_path, capsys
     out = tmp_path / "s"
     assert _sample(tiny_model, "--num", "1", "--class", "all", "--grid", "--trajectory", "--trajectory-frames", "2", "--out", out) == 0
     printed = capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["crack_00002.png", "inclusion_00001.png", "patch_00003.png", "scratch_00000.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["crack_00002.png", "inclusion_00001.png", "manifest.jsonl", "patch_00003.png",
+                                                      "scratch_00000.png"]
     grids = sorted(p.name for p in tmp_path.glob("s-grid_*.png"))
     assert grids == ["s-grid_crack.png", "s-grid_inclusion.png", "s-grid_patch.png", "s-grid_scratch.png"]
     assert (tmp_path / "s-trajectory.png").is_file()

@@ -59,6 +59,9 @@ TASK_MODULES: Dict[str, Union[str, Type["Task"]]] = {
     "vae": "difforge.train.tasks.vae:VAETask",
     "classifier": "difforge.train.tasks.classifier:ClassifierTask",
     "inpaint": "difforge.train.tasks.inpaint:InpaintTask",
+    "sr": "difforge.train.tasks.superres:SuperResTask",
+    "sr-regression": "difforge.train.tasks.superres_regression:RegressionSRTask",
+    "joint": "difforge.train.tasks.joint:JointMaskTask",
 }
 
 

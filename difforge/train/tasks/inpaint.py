@@ -51,7 +51,7 @@ class InpaintTask(DiffusionTask):
         c = self.config
         if c.latent.latent:
             raise ConfigError("mask-conditioned training runs in pixel space; drop latent for it")
-        self.masks = training_masks(c.data.data, data)
+        self.masks = training_masks(c.data.data, data, c.data.masks, c.data)
         self.channels = int(data.images.shape[1])
         net = super().build(_Widened(data, 2 * self.channels + 1), device)
         if self.augment:
@@ -119,10 +119,13 @@ def random_masks(u: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where((u[:, 4] < 0.5)[:, None, None], ellipse, rect)[:, None].float()
 
 
-def training_masks(data_dir: Optional[str], data) -> torch.Tensor:
-    """bool (N, 1, H, W) masks for the training images, from ``ROOT/masks`` beside ``data_dir`` = ``ROOT/images``."""
+def training_masks(data_dir: Optional[str], data, masks_dir: Optional[str] = None, data_config=None) -> torch.Tensor:
+    """bool (N, 1, H, W) masks for the training images: from ``masks_dir`` (same relative paths and
+    stems as ``data_dir``; ``--masks``) or else from ``ROOT/masks`` beside ``data_dir`` = ``ROOT/images``."""
     from ...data.masks import load_pairs
 
+    if masks_dir:
+        return _masks_from(data_dir, data, masks_dir, data_config)
     if not data_dir or Path(data_dir).name != "images" or not (Path(data_dir).parent / "masks").is_dir():
         raise ConfigError(
             f"mask-conditioned training needs image+mask pairs: --data ROOT/images with the masks in ROOT/masks "
@@ -134,6 +137,30 @@ def training_masks(data_dir: Optional[str], data) -> torch.Tensor:
         raise ConfigError(f"the masks of {Path(data_dir).parent} do not line up with the images loaded for training "
                           f"(skipped or dropped files?); fix the unreadable files and train again")
     return pairs.masks
+
+
+def _masks_from(data_dir: Optional[str], data, masks_dir: str, data_config) -> torch.Tensor:
+    """The masks of ``masks_dir`` matched to the files of ``data_dir`` as the training data scanned them."""
+    from ...data.masks import load_mask, match_masks
+    from ...data.scan import scan_folder
+    from ...errors import DataError
+
+    if not data_dir:
+        raise ConfigError("--masks needs --data DIR (the built-in set: difforge data defects DIR --masks writes images/ and masks/)")
+    index = scan_folder(data_dir, conditional=data_config.conditional if data_config else None,
+                        from_filenames=bool(data_config.labels_from_filenames) if data_config else False)
+    if len(index.paths) != len(data.images):
+        raise ConfigError(f"--masks: {data_dir} has {len(index.paths)} images but {len(data.images)} were loaded "
+                          f"(skipped files?); fix the unreadable files and train again")
+    size = int(data.images.shape[-1])
+    out = torch.zeros((len(index.paths), 1, size, size), dtype=torch.bool)
+    try:
+        for i, (p, m) in enumerate(zip(index.paths, match_masks(index, data_dir, masks_dir))):
+            if m is not None:
+                out[i, 0] = torch.from_numpy(load_mask(m, size, image=p))
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    return out
 
 
 __all__ = ["InpaintTask", "random_masks", "training_masks"]
