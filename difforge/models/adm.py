@@ -57,8 +57,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from .layers import (
-    check_bool, check_float, check_int, check_ints, group_norm, same_layout, size_error, timestep_embedding, zero_,
+    CrossAttention2d, check_bool, check_float, check_int, check_ints, group_norm, same_layout, size_error, timestep_embedding,
+    zero_,
 )
+from .text_encoder import make_text_encoder, text_context
 from .registry import register
 
 _NET = "adm"
@@ -168,9 +170,9 @@ class AttentionBlock(nn.Module):
 class TimestepEmbedSequential(nn.Sequential):
     """Layers in order; ResBlocks also receive the embedding (OpenAI's class of the same name)."""
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, ctx=None) -> torch.Tensor:
         for layer in self:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = layer(h, emb) if isinstance(layer, ResBlock) else (layer(h, ctx) if isinstance(layer, CrossAttention2d) else layer(h))
         return h
 
 
@@ -245,6 +247,7 @@ class ADM(nn.Module):
         learn_sigma: output 2C channels (eps and the variance interpolation).
         timestep_scale: t is multiplied by this before the sinusoid (improved-diffusion's
             ``rescale_timesteps`` models: 1000 / diffusion_steps).
+        context_dim, text_encoder: text conditioning, as the UNet's (cross-attention after each attention block).
     """
 
     arch = "adm"
@@ -266,6 +269,7 @@ class ADM(nn.Module):
         num_classes: int = 0,
         learn_sigma: bool = False,
         timestep_scale: float = 1.0,
+        context_dim: int = 0, text_encoder: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
         if isinstance(timestep_scale, bool) or not isinstance(timestep_scale, (int, float)) or timestep_scale <= 0:
@@ -278,6 +282,7 @@ class ADM(nn.Module):
             num_classes=check_int(_NET, "num_classes", num_classes, 0),
             learn_sigma=check_bool(_NET, "learn_sigma", learn_sigma),
             timestep_scale=float(timestep_scale),
+            context_dim=check_int(_NET, "context_dim", context_dim, 0), text_encoder=text_encoder,
         )
         image_size, channel_mult = self.config["image_size"], self.config["channel_mult"]
         self.image_size = image_size
@@ -293,11 +298,13 @@ class ADM(nn.Module):
         attn_res = set(self.config["attention_resolutions"])
         block = dict(dropout=float(dropout), scale_shift=use_scale_shift_norm)
 
-        def attention(ch: int) -> AttentionBlock:
-            return AttentionBlock(ch, _heads(ch, num_heads, num_head_channels), use_new_attention_order)
+        def attention(ch: int) -> List[nn.Module]:
+            heads = _heads(ch, num_heads, num_head_channels)
+            return [AttentionBlock(ch, heads, use_new_attention_order)] + ([CrossAttention2d(ch, context_dim, ch // heads)] if context_dim else [])
 
         self.time_embed = nn.Sequential(nn.Linear(num_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.text_encoder = make_text_encoder(_NET, context_dim, text_encoder)
 
         ch = int(channel_mult[0] * num_channels)
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
@@ -307,7 +314,7 @@ class ADM(nn.Module):
                 layers: List[nn.Module] = [ResBlock(ch, emb_dim, out_ch=int(mult * num_channels), **block)]
                 ch = int(mult * num_channels)
                 if res in attn_res:
-                    layers.append(attention(ch))
+                    layers += attention(ch)
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skips.append(ch)
             if level != len(channel_mult) - 1:
@@ -317,7 +324,7 @@ class ADM(nn.Module):
                 res //= 2
 
         self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_dim, **block), attention(ch), ResBlock(ch, emb_dim, **block)
+            ResBlock(ch, emb_dim, **block), *attention(ch), ResBlock(ch, emb_dim, **block)
         )
 
         self.output_blocks = nn.ModuleList()
@@ -326,7 +333,7 @@ class ADM(nn.Module):
                 layers = [ResBlock(ch + skips.pop(), emb_dim, out_ch=int(num_channels * mult), **block)]
                 ch = int(num_channels * mult)
                 if res in attn_res:
-                    layers.append(attention(ch))
+                    layers += attention(ch)
                 if level and i == num_res_blocks:
                     layers.append(ResBlock(ch, emb_dim, up=True, **block) if resblock_updown else Upsample(ch))
                     res *= 2
@@ -343,7 +350,8 @@ class ADM(nn.Module):
         if error:
             raise ConfigError(error)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
+                context: Optional[torch.Tensor] = None, context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, _, h, w = x.shape
         div = 2 ** (self.num_levels - 1)
         if h % div or w % div:
@@ -356,14 +364,13 @@ class ADM(nn.Module):
             if y is None:
                 y = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_emb(y)
-        hs = []
-        h_ = x
+        hs, h_, ctx = [], x, text_context(self, context, context_mask)
         for module in self.input_blocks:
-            h_ = module(h_, emb)
+            h_ = module(h_, emb, ctx)
             hs.append(h_)
-        h_ = self.middle_block(h_, emb)
+        h_ = self.middle_block(h_, emb, ctx)
         for module in self.output_blocks:
-            h_ = module(torch.cat([h_, hs.pop()], dim=1), emb)
+            h_ = module(torch.cat([h_, hs.pop()], dim=1), emb, ctx)
         return same_layout(self.out(h_), x)
 
 

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import TimestepEmbedder, check_bool, check_float, check_int, same_layout
+from .layers import CrossAttention, TimestepEmbedder, check_bool, check_float, check_int, same_layout
+from .text_encoder import make_text_encoder, text_context
 from .registry import register
 
 _NET = "dit"
@@ -119,19 +120,24 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class DiTBlock(nn.Module):
-    """Attention and MLP, each under adaLN-Zero modulation from the conditioning vector c."""
+    """Attention and MLP, each under adaLN-Zero modulation from the conditioning vector c; with
+    ``context_dim``, cross-attention to the text tokens between them (unmodulated, zero-initialised)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, context_dim: int = 0):
         super().__init__()
+        self.norm_c = nn.LayerNorm(dim, eps=1e-6) if context_dim else None
+        self.cross = CrossAttention(dim, context_dim, dim // num_heads) if context_dim else None
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, ctx=None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)
         x = x + gate1[:, None] * self.attn(_modulate(self.norm1(x), shift1, scale1))
+        if self.cross is not None and ctx is not None:
+            x = x + self.cross(self.norm_c(x), *ctx)
         return x + gate2[:, None] * self.mlp(_modulate(self.norm2(x), shift2, scale2))
 
 
@@ -163,6 +169,8 @@ class DiT(nn.Module):
         mlp_ratio: MLP hidden width = int(D * mlp_ratio).
         num_classes: 0 = unconditional; else labels 0..num_classes-1 plus the null class.
         learn_sigma: output 2C channels (eps and the variance interpolation).
+        context_dim, text_encoder: text conditioning by cross-attention blocks (PixArt-alpha's
+            placement: after self-attention, outside adaLN), fed by ``context=``/``context_mask=``.
     """
 
     arch = "dit"
@@ -178,6 +186,8 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         num_classes: int = 0,
         learn_sigma: bool = False,
+        context_dim: int = 0,
+        text_encoder: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
         self.config: Dict[str, Any] = dict(
@@ -190,6 +200,8 @@ class DiT(nn.Module):
             mlp_ratio=check_float(_NET, "mlp_ratio", mlp_ratio, 1e-6, 1e6),
             num_classes=check_int(_NET, "num_classes", num_classes, 0),
             learn_sigma=check_bool(_NET, "learn_sigma", learn_sigma),
+            context_dim=check_int(_NET, "context_dim", context_dim, 0),
+            text_encoder=text_encoder,
         )
         if hidden_size % num_heads:
             raise ConfigError(f"dit option num_heads={num_heads} must divide hidden_size={hidden_size}")
@@ -206,7 +218,8 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(FREQ_DIM, hidden_size, "silu")
         self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
         self.register_buffer("pos_embed", sincos_pos_embed(hidden_size, grid, grid)[None], persistent=True)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, context_dim) for _ in range(depth)])
+        self.text_encoder = make_text_encoder(_NET, context_dim, text_encoder)
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self._init_weights()
 
@@ -224,7 +237,8 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for layer in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_layer.adaLN_modulation[-1],
-                                                                       self.final_layer.linear]:
+                                                                       self.final_layer.linear] + [
+                b.cross.proj for b in self.blocks if b.cross is not None]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -243,7 +257,8 @@ class DiT(nn.Module):
             return self.pos_embed
         return sincos_pos_embed(self.pos_embed.shape[-1], gh, gw)[None].to(self.pos_embed)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
+                context: Optional[torch.Tensor] = None, context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
@@ -258,8 +273,9 @@ class DiT(nn.Module):
             if y is None:
                 y = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
             c = c + self.y_embedder(y)
+        ctx = text_context(self, context, context_mask)
         for block in self.blocks:
-            tokens = block(tokens, c)
+            tokens = block(tokens, c, ctx)
         out = self.final_layer(tokens, c)  # (B, T, p*p*C_out), each token's values ordered (p, p, C)
         out = out.view(b, gh, gw, p, p, self.out_channels).permute(0, 5, 1, 3, 2, 4)
         return same_layout(out.reshape(b, self.out_channels, h, w), x)

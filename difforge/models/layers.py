@@ -113,6 +113,52 @@ class Attention2d(nn.Module):
         return x + out
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from tokens (B, N, dim) to a text context (B, L, context_dim): the
+    update proj(SDPA(q(x), k(ctx), v(ctx))), without the residual (the caller adds it).
+
+    ``context_mask`` (B, L) bool marks real tokens (padding False); every context has at least
+    one (the tokenizers always emit a start token). ``proj`` starts at zero, so a network with
+    text starts as the same function as without it (Rombach et al. 2022, sec. 3.3).
+    """
+
+    def __init__(self, dim: int, context_dim: int, head_channels: int = 32):
+        super().__init__()
+        self.num_heads = num_heads_for(dim, head_channels)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim, 2 * dim)
+        self.proj = zero_(nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask=None) -> torch.Tensor:
+        b, n, c = x.shape
+        heads = self.num_heads
+        q = self.q(x).view(b, n, heads, c // heads).transpose(1, 2)
+        k, v = self.kv(context.to(x.dtype)).view(b, context.shape[1], 2, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None if context_mask is None else context_mask[:, None, None, :].to(torch.bool)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class CrossAttention2d(nn.Module):
+    """Residual cross-attention of a feature map to a text context: x + CrossAttention(GN(x), ctx).
+
+    ``ctx`` is the pair (context (B, L, D), mask (B, L) or None), or None: no text, the identity.
+    Sits after each self-attention block of the UNet and ADM when they are built with ``context_dim``.
+    """
+
+    def __init__(self, channels: int, context_dim: int, head_channels: int = 32, norm_groups: int = 32):
+        super().__init__()
+        self.norm = group_norm(channels, norm_groups)
+        self.attn = CrossAttention(channels, context_dim, head_channels)
+
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        if ctx is None:
+            return x
+        b, c, h, w = x.shape
+        out = self.attn(self.norm(x).flatten(2).transpose(1, 2), *ctx)
+        return x + same_layout(out.transpose(1, 2).reshape(b, c, h, w), x)
+
+
 def same_layout(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``y`` in the memory layout of ``like`` (a no-op when it already is)."""
     if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
@@ -123,6 +169,8 @@ def same_layout(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "ACTIVATIONS",
     "Attention2d",
+    "CrossAttention",
+    "CrossAttention2d",
     "TimestepEmbedder",
     "check_bool",
     "check_float",

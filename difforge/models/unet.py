@@ -64,7 +64,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import ACTIVATIONS, Attention2d, TimestepEmbedder, group_norm, make_act, same_layout, zero_
+from .layers import ACTIVATIONS, Attention2d, CrossAttention2d, TimestepEmbedder, group_norm, make_act, same_layout, zero_
+from .text_encoder import make_text_encoder, text_context
 from .registry import register
 
 
@@ -121,11 +122,11 @@ class Upsample(nn.Module):
 
 
 class _Stage(nn.ModuleList):
-    """Layers applied in order; ResBlocks also receive the conditioning vector."""
+    """Layers applied in order; ResBlocks also receive the conditioning vector, cross-attention the text."""
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, ctx=None) -> torch.Tensor:
         for layer in self:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = layer(h, emb) if isinstance(layer, ResBlock) else (layer(h, ctx) if isinstance(layer, CrossAttention2d) else layer(h))
         return h
 
 
@@ -184,6 +185,10 @@ class UNet(nn.Module):
         aug_dim: length of the augmentation label vector (EDM, Karras et al. 2022 app. D.2;
             :mod:`difforge.data.augment`); 0 = none. A bias-free, zero-initialised linear map adds it
             to the time embedding, so an absent ``aug_labels`` (sampling) is the zero vector.
+        context_dim: width of text tokens; > 0 adds cross-attention (:class:`CrossAttention2d`) after
+            every self-attention block, fed by ``net(..., context=, context_mask=)``; 0 = no text.
+        text_encoder: options of the network's own :class:`~difforge.models.text_encoder.BuiltinTextEncoder`
+            (then ``context`` may be token ids), or None.
     """
 
     arch = "unet"
@@ -204,6 +209,8 @@ class UNet(nn.Module):
         norm_groups: int = 32,
         use_scale_shift_norm: bool = True,
         aug_dim: int = 0,
+        context_dim: int = 0,
+        text_encoder: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
@@ -227,6 +234,8 @@ class UNet(nn.Module):
             norm_groups=_int("norm_groups", norm_groups, 1),
             use_scale_shift_norm=_bool("use_scale_shift_norm", use_scale_shift_norm),
             aug_dim=_int("aug_dim", aug_dim, 0),
+            context_dim=_int("context_dim", context_dim, 0),
+            text_encoder=text_encoder,
         )
         error = _size_error(len(channel_mult), image_size)
         if error:
@@ -245,6 +254,8 @@ class UNet(nn.Module):
         self.time_embed = TimestepEmbedder(base_channels, emb_dim, act)
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.aug_embed = zero_(nn.Linear(aug_dim, emb_dim, bias=False)) if aug_dim else None
+        self.text_encoder = make_text_encoder("unet", context_dim, text_encoder)
+        cross = (lambda c: [CrossAttention2d(c, context_dim, head_channels, norm_groups)]) if context_dim else (lambda c: [])
         self.emb_act = make_act(act)
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
@@ -255,7 +266,7 @@ class UNet(nn.Module):
                 layers = [ResBlock(ch, base_channels * mult, emb_dim, **block)]
                 ch = base_channels * mult
                 if res in attention_resolutions:
-                    layers.append(Attention2d(ch, **attn))
+                    layers += [Attention2d(ch, **attn), *cross(ch)]
                 self.down.append(_Stage(layers))
                 skips.append(ch)
             if level < len(channel_mult) - 1:
@@ -263,7 +274,7 @@ class UNet(nn.Module):
                 skips.append(ch)
                 res //= 2
 
-        self.middle = _Stage([ResBlock(ch, ch, emb_dim, **block), Attention2d(ch, **attn),
+        self.middle = _Stage([ResBlock(ch, ch, emb_dim, **block), Attention2d(ch, **attn), *cross(ch),
                               ResBlock(ch, ch, emb_dim, **block)])
 
         self.up = nn.ModuleList()
@@ -272,7 +283,7 @@ class UNet(nn.Module):
                 layers = [ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, **block)]
                 ch = base_channels * mult
                 if res in attention_resolutions:
-                    layers.append(Attention2d(ch, **attn))
+                    layers += [Attention2d(ch, **attn), *cross(ch)]
                 if level > 0 and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     res *= 2
@@ -291,7 +302,8 @@ class UNet(nn.Module):
             raise ConfigError(error)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
-                aug_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+                aug_labels: Optional[torch.Tensor] = None, context: Optional[torch.Tensor] = None,
+                context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, _, h, w = x.shape
         div = 2 ** (self.num_levels - 1)
         if h % div or w % div:
@@ -307,15 +319,16 @@ class UNet(nn.Module):
         if self.aug_embed is not None and aug_labels is not None:  # absent = zeros = nothing added
             emb = emb + self.aug_embed(aug_labels.to(emb.dtype))
         emb = self.emb_act(emb)
+        ctx = text_context(self, context, context_mask)
 
         hs = self.input_conv(x)
         skips = [hs]
         for stage in self.down:
-            hs = stage(hs, emb)
+            hs = stage(hs, emb, ctx)
             skips.append(hs)
-        hs = self.middle(hs, emb)
+        hs = self.middle(hs, emb, ctx)
         for stage in self.up:
-            hs = stage(torch.cat([hs, skips.pop()], dim=1), emb)
+            hs = stage(torch.cat([hs, skips.pop()], dim=1), emb, ctx)
         return same_layout(self.out(hs), x)
 
 

@@ -1,0 +1,149 @@
+"""The built-in text encoder: a word tokenizer built from the training captions and a small
+transformer trained jointly with the diffusion network, so text conditioning works offline.
+
+- :class:`WordTokenizer`: lower-cased Unicode words (``\\w+``), a vocabulary of the training
+  captions' words by frequency; ids 0 = padding, 1 = start (always emitted, so the empty caption
+  is one start token and cross-attention never sees an all-padding context), 2 = unknown. Its
+  word list is stored in the model file's metadata (``text.vocab``).
+- :class:`BuiltinTextEncoder`: token + position embeddings, ``depth`` pre-norm transformer
+  layers (SDPA with the padding mask), a final LayerNorm: ids (B, L) -> (tokens (B, L, dim),
+  mask (B, L)). It is a sub-module of the network (``text_encoder`` network option), so its
+  weights live in the same state dict, EMA and model file as the network's.
+
+A network with text takes ``context`` = token ids (encoded here, inside its forward, so the
+encoder trains with the network) or precomputed float embeddings (a frozen CLIP,
+:mod:`difforge.models.clip_text`), plus ``context_mask``; :func:`text_context` does that choice.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+PAD, BOS, UNK = 0, 1, 2
+SPECIALS = ("<pad>", "<bos>", "<unk>")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> List[str]:
+    """The lower-cased words of ``text`` (NFC; punctuation and spaces separate words)."""
+    return _WORD.findall(unicodedata.normalize("NFC", text).lower())
+
+
+class WordTokenizer:
+    """Words <-> ids over a fixed vocabulary (``vocab[i]`` is the word of id ``i``, specials first)."""
+
+    def __init__(self, vocab: Sequence[str], max_length: int = 32):
+        vocab = list(vocab)
+        if tuple(vocab[:3]) != SPECIALS or len(set(vocab)) != len(vocab):
+            raise ConfigError(f"a text vocabulary starts with {', '.join(SPECIALS)} and has distinct words")
+        self.vocab = vocab
+        self.index = {w: i for i, w in enumerate(vocab)}
+        self.max_length = int(max_length)
+
+    @classmethod
+    def build(cls, captions: Iterable[str], max_length: int = 32) -> "WordTokenizer":
+        """The vocabulary of ``captions``: every word, most frequent first (ties alphabetical)."""
+        counts = Counter(w for c in captions for w in words(c))
+        return cls([*SPECIALS, *sorted(counts, key=lambda w: (-counts[w], w))], max_length)
+
+    def unknown(self, text: str) -> List[str]:
+        """The words of ``text`` that are not in the vocabulary."""
+        return [w for w in words(text) if w not in self.index]
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """int64 (B, max_length): start token, word ids (unknown -> 2), padding; longer texts are cut."""
+        out = torch.full((len(texts), self.max_length), PAD, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [BOS] + [self.index.get(w, UNK) for w in words(text)]
+            ids = ids[: self.max_length]
+            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+    def decode(self, ids: torch.Tensor) -> str:
+        """The words of one id row, joined by spaces (specials left out)."""
+        return " ".join(self.vocab[int(i)] for i in ids if int(i) > UNK)
+
+
+class _Layer(nn.Module):
+    """Pre-norm transformer layer: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        x = x + self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return x + self.mlp(self.norm2(x))
+
+
+class BuiltinTextEncoder(nn.Module):
+    """ids (B, L) -> (tokens (B, L, dim), mask (B, L) bool); see the module docstring."""
+
+    def __init__(self, vocab_size: int, dim: int = 128, depth: int = 2, heads: int = 4, max_length: int = 32):
+        super().__init__()
+        for field, value, low in (("vocab_size", vocab_size, 4), ("dim", dim, 8), ("depth", depth, 0),
+                                  ("heads", heads, 1), ("max_length", max_length, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"text_encoder option {field} must be an integer >= {low}, got {value!r}")
+        if dim % heads:
+            raise ConfigError(f"text_encoder option heads={heads} must divide dim={dim}")
+        self.config = dict(vocab_size=vocab_size, dim=dim, depth=depth, heads=heads, max_length=max_length)
+        self.token = nn.Embedding(vocab_size, dim)
+        self.position = nn.Parameter(torch.zeros(max_length, dim))
+        nn.init.normal_(self.token.weight, std=0.02)
+        nn.init.normal_(self.position, std=0.02)
+        self.layers = nn.ModuleList([_Layer(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        ids = ids[:, : self.position.shape[0]].clamp(0, self.token.num_embeddings - 1)
+        mask = ids != PAD
+        x = self.token(ids) + self.position[: ids.shape[1]]
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.norm(x), mask
+
+
+def make_text_encoder(net: str, context_dim: int, options: Optional[Dict[str, Any]]) -> Optional[BuiltinTextEncoder]:
+    """The built-in encoder a network owns (``text_encoder`` network option), or None; its ``dim``
+    must be the network's ``context_dim``."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ConfigError(f"{net} option text_encoder must be an object of encoder options or null, got {options!r}")
+    encoder = BuiltinTextEncoder(**options)
+    if encoder.config["dim"] != context_dim:
+        raise ConfigError(f"{net} option context_dim={context_dim} must equal text_encoder dim={encoder.config['dim']}")
+    return encoder
+
+
+def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: Optional[torch.Tensor]):
+    """(context, mask) for cross-attention, or None without text: integer ``context`` is token ids for
+    the network's own encoder; float ``context`` is used as given (e.g. cached CLIP embeddings)."""
+    if context is None:
+        return None
+    if not context.is_floating_point():
+        encoder = getattr(net, "text_encoder", None)
+        if encoder is None:
+            raise ValueError("token ids given as context, but this network has no built-in text encoder")
+        return encoder(context)
+    return context, context_mask
+
+
+__all__ = ["BOS", "PAD", "SPECIALS", "UNK", "BuiltinTextEncoder", "WordTokenizer", "make_text_encoder", "text_context", "words"]
