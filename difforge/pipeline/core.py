@@ -26,7 +26,7 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.guidance import guidance_mode
 from ..diffusion.samplers import get_sampler
 from ..diffusion.samplers.common import make_generators, randn_like
-from ..diffusion.superres import LowResConditionedNet
+from ..diffusion.superres import refuse_plain_sampling
 from ..diffusion.schedule import Schedule
 from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError
@@ -234,6 +234,7 @@ class Pipeline:
         """(labels or None, one seed per image) of a request for ``num`` images."""
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise UserError(f"num must be >= 1, got {num!r}")
+        refuse_plain_sampling(self.meta, self.net, self.source)
         labels = self.labels_for(num, class_label)
         total = len(labels) if labels is not None else num
         if seeds is None:
@@ -283,8 +284,7 @@ class Pipeline:
         if sampler is None and self.meta.get("inputs", {}).get("mask_conditioning"):
             raise UserError(f"{self.source or 'this model'} is a mask-conditioned inpainting model: it needs an image and a mask; "
                             f"use difforge inpaint MODEL --image IMG --mask MASK (Python: pipe.inpaint)")
-        if self.meta.get("inputs", {}).get("low_res") and not isinstance(self.net, LowResConditionedNet):
-            raise UserError(f"{self.source or 'this model'} is a super-resolution model: it needs low-res images; use difforge upscale MODEL --input IMG, or sample BASE --upscale MODEL")
+        refuse_plain_sampling(self.meta, self.net, self.source)  # an upsampler needs its low-res image (pipeline/upscale.py)
         fn = sampler or get_sampler(config.sampler)
         den = self.denoiser(config)
         timesteps = self.timesteps(config) if timesteps is None else timesteps
@@ -359,7 +359,6 @@ class Pipeline:
         ``prompt`` (a text or a list: ``num`` images each) and ``negative_prompt``: a text model's request (:meth:`with_prompts`).
         """
         from .upscale import cascade, prepare_cascade
-
         upscale = prepare_cascade(self, options.pop("upscale", None))  # checked before any work; None: no cascade
         pipe = self._for_request({k: options.pop(k) for k in GUIDANCE_ARGS if k in options})
         pipe = pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
