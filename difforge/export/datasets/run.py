@@ -163,12 +163,13 @@ def _write(layout: Layout, items: List[Item], splits: List[str], out: Path, prog
 def _unique(item: Item, used: set, split: str) -> str:
     """A file stem unique in the export: ``syn_<stem>`` / ``real_<stem>``, then the class, then a number."""
     tag = "real" if item.source == "real" else "syn"
-    for name in (f"{tag}_{item.stem}", f"{tag}_{item.class_name}_{item.stem}"):
+    stem = item.stem[len(tag) + 1:] if item.stem.startswith(f"{tag}_") else item.stem  # an export exported again
+    for name in (f"{tag}_{stem}", f"{tag}_{item.class_name}_{stem}"):
         if (split, name) not in used:
             break
     k = 1
     while (split, name) in used:
-        name, k = f"{tag}_{item.class_name}_{item.stem}_{k}", k + 1
+        name, k = f"{tag}_{item.class_name}_{stem}_{k}", k + 1
     used.add((split, name))
     return name
 
