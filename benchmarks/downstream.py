@@ -7,9 +7,10 @@ Protocol (AnomalyDiffusion / SeaS few-shot split), per seed, on the built-in def
    factory), ``--good-test`` for testing.
 2. Generator: a mask-conditioned inpainting model (``difforge train --mask-conditioning``) trained on the
    real train split only (defects + good) for ``--gen-cpu-seconds`` of process CPU time per torch thread.
-3. Synthesis: per type, a real train mask of that type, randomly flipped / turned / shifted, is painted on
-   a random real good train image (``Pipeline.inpaint``, the defect class as label); the placed mask is the
-   label. Written as OUT/seedN/synth/ with manifest.jsonl (the folder ``difforge export`` reads).
+3. Synthesis (``difforge.pipeline.synth``, what ``difforge synth`` runs): per type, a real train mask of that
+   type, randomly flipped / turned / moved, is painted on a random real good train image by the generator
+   (the defect class as label); the placed mask is the label. Written as OUT/seedN/synth/<type>/ with
+   manifest.jsonl (``difforge export`` reads it; every line regenerates its image).
 4. Downstream: the same small segmenter (:class:`TinySegmenter`) and classifier (demo_quality's SmallCNN,
    5 classes: 4 types + good) are trained for the same number of steps on: real only; real + synthetic at
    synthetic:real ratios ``--ratios``; synthetic only (the largest ratio). Real good train images are in
@@ -87,44 +88,25 @@ def train_generator(root: Path, runs_dir: Path, size: int, cpu_seconds: float, s
     return Path(result.model_file)
 
 
-def place(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random flip / 90-degree turn of ``mask`` moved to a random spot that keeps it inside the image."""
-    m = np.rot90(mask, int(rng.integers(4)))
-    m = m[:, ::-1] if rng.random() < 0.5 else m
-    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    dy = int(rng.integers(-rows[0], m.shape[0] - rows[-1]))
-    dx = int(rng.integers(-cols[0], m.shape[1] - cols[-1]))
-    return np.roll(m, (dy, dx), axis=(0, 1)).copy()
-
-
-def synthesise(model_file: Path, train, per_type: int, seed: int, steps: int, out: Path):
-    """``per_type`` synthetic images per defect type; also written as OUT/images, OUT/masks, OUT/manifest.jsonl."""
-    from difforge.data.manifest import ManifestWriter, make_line
-    from difforge.modelfile import file_sha256
-    from difforge.pipeline import Pipeline
+def synthesise(model_file: Path, root: Path, per_type: int, seed: int, steps: int, out: Path):
+    """``per_type`` synthetic images per defect type by ``difforge.pipeline.synth`` (what ``difforge synth`` runs):
+    a mask of that type from ROOT/masks/<type>/ flipped / turned / moved, painted on a good image of
+    ROOT/images/good/. Written to OUT/<type>/ (images/, masks/, manifest.jsonl; each line regenerates its image)."""
+    from difforge.data.manifest import read_manifest
+    from difforge.pipeline import Pipeline, SampleConfig
+    from difforge.pipeline.synth import MaskBank, SynthSettings, image_files, synthesize
 
     pipe = Pipeline.from_checkpoint(str(model_file))
-    sha = file_sha256(model_file)
-    writer = ManifestWriter(out)
-    rng = np.random.default_rng([seed, 77])
-    good = np.flatnonzero(train["labels"] == len(CLASSES))
+    settings = SynthSettings("mask-conditioned", SampleConfig(sampler="ddim", steps=steps))
+    bank, good = MaskBank.from_folder(root / "masks"), image_files(root / "images" / GOOD)
     imgs, masks, labels = [], [], []
-    for c in range(len(CLASSES)):
-        own = np.flatnonzero(train["labels"] == c)
-        for k in range(per_type):
-            bg = int(rng.choice(good))
-            mask = place(train["masks"][int(rng.choice(own))], rng)
-            t0, s = time.perf_counter(), 1000 * c + k
-            made = pipe.inpaint(train["images"][bg], mask, num=1, class_label=CLASSES[c], seed=s, sampler="ddim", steps=steps)
-            img = made.images[0].numpy()
-            name = f"{CLASSES[c]}_{k:05d}.png"
-            for sub, arr in (("images", img), ("masks", mask.astype(np.uint8) * 255)):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(out / sub / name)
-            writer.add(make_line(f"images/{name}", mask=f"masks/{name}", size=mask.shape, seed=s, method="mask-conditioned",
-                                 class_name=CLASSES[c], model=model_file.name, model_sha256=sha, sampler="ddim", steps=steps,
-                                 placement={"background_index": bg}, seconds=time.perf_counter() - t0))
-            imgs.append(img), masks.append(mask), labels.append(c)
+    for c, name in enumerate(CLASSES):
+        folder = out / name
+        synthesize(pipe, model_file, good, folder, per_type, settings=settings, bank=bank, class_name=name, seed=100000 * seed + 1000 * c)
+        for line in read_manifest(folder):
+            imgs.append(np.asarray(Image.open(folder / line["image"]).convert("RGB")))
+            masks.append(np.asarray(Image.open(folder / line["mask"]).convert("L")) > 127)
+            labels.append(c)
     return {"images": np.stack(imgs), "masks": np.stack(masks), "labels": np.array(labels)}
 
 
@@ -162,7 +144,7 @@ def run_seed(seed: int, args, out: Path, log) -> tuple:
     times["generator"] = time.perf_counter() - t0
     n_real = max(1, args.real_per_type // 3)
     t0 = time.perf_counter()
-    syn = synthesise(model, train, int(max(args.ratios) * n_real), seed, args.synth_steps, out / f"seed{seed}" / "synth")
+    syn = synthesise(model, root, int(max(args.ratios) * n_real), seed, args.synth_steps, out / f"seed{seed}" / "synth")
     times["synthesis"] = time.perf_counter() - t0
     xt, mt, yt = tensors([test])
     scores, seconds = {}, {}
@@ -200,7 +182,7 @@ def main():
         ap.error("--real-per-type must be 3..10 (the few-shot protocol)")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # difforge.runtime.set_threads keeps it
     torch.set_num_threads(args.threads)
-    from downstream_report import bar_chart, table
+    from downstream_report import bar_chart, samples_grid, table
 
     load0, start = loadavg(), time.perf_counter()
     print(f"# {machine()}; loadavg before {load0}")
@@ -231,7 +213,8 @@ def main():
     (res / f"{name}.json").write_text(json.dumps({"setup": vars(args), "results": results, "seconds": seconds, "parts": parts,
                                                   "loadavg": [load0, load1], "machine": machine()}, indent=1))
     bar_chart(results, METRICS, res / f"{name}.png", f"downstream models on real test defects, mean +- std over {len(args.seeds)} seed(s); {setup}")
-    print(f"wrote {res / name}.md / .json / .png")
+    samples_grid(out / f"seed{args.seeds[0]}" / "synth", res / f"{name}_samples.png")
+    print(f"wrote {res / name}.md / .json / .png / _samples.png")
 
 
 if __name__ == "__main__":

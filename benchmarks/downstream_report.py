@@ -61,3 +61,15 @@ def bar_chart(results: dict, metrics, path: Path, title: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def samples_grid(synth_dir: Path, path: Path, n: int = 16, scale: int = 3) -> Path:
+    """Row 1: synthetic images of ``synth_dir/<type>/images`` (every type), row 2: their masks; enlarged ``scale`` x."""
+    files = sorted(synth_dir.glob("*/images/*.png"))
+    files = files[:: max(1, len(files) // n)][:n]
+    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in files]
+    masks = [np.asarray(Image.open(p.parent.parent / "masks" / p.name).convert("RGB")) for p in files]
+    grid = np.concatenate([np.concatenate(imgs, 1), np.concatenate(masks, 1)], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+    return path
