@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     d.add_argument("--masks", action="store_true",
                    help="also write each image's exact defect mask and a 'good' class of defect-free surfaces: "
                    "OUT/images/<class>/X.png with OUT/masks/<class>/X.png (0 background, 255 defect)")
+    d.add_argument("--captions", action="store_true",
+                   help="also write metadata.jsonl (file_name, text, and the attributes): exact captions such as "
+                   "'a large diagonal scratch at the top left on brushed steel', for train --text-encoder")
     d.set_defaults(func=run)
     g = dsub.add_parser(
         "glyphs",
@@ -43,6 +46,10 @@ def run(args) -> int:
     if args.size < 8 or args.per_class < 1:
         raise UserError("--size must be >= 8 and --per-class >= 1")
     out = write_dataset(args.out, size=args.size, per_class=args.per_class, seed=args.seed, channels=args.channels, masks=args.masks)
+    if getattr(args, "captions", False):
+        from ..data.builtin_captions import write_builtin_captions
+
+        print(f"captions: {write_builtin_captions(out, args.size, args.per_class, args.seed, args.channels, masks=args.masks)}")
     if args.masks:
         names = (*CLASSES, GOOD)
         print(f"wrote {args.per_class * len(names)} images ({', '.join(names)}) to {out / 'images'} and their masks to {out / 'masks'}")

@@ -28,6 +28,7 @@ class TrainingImages:
     skipped: int = 0
     warnings: List[str] = field(default_factory=list)
     bad: List[Tuple[Path, str]] = field(default_factory=list)
+    paths: List[Path] = field(default_factory=list)  # the file of each row (a folder's data; captions are read by path)
 
     @property
     def num_classes(self) -> int:
@@ -109,4 +110,5 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
         skipped=len(loaded.bad),
         warnings=list(loaded.warnings),
         bad=list(loaded.bad),
+        paths=list(loaded.paths),
     )

@@ -40,6 +40,8 @@ class GenerateArgs:
     eta: Optional[float]
     seed: int
     total: int  # images the request makes (num x classes for class "all")
+    prompt: Optional[str] = None  # text models (pipeline/text.py)
+    negative_prompt: Optional[str] = None
 
 
 @dataclass
@@ -178,6 +180,8 @@ class ModelWorker:
                 eta=a.eta,
                 cfg=a.cfg,
                 seed=a.seed,
+                prompt=a.prompt,
+                negative_prompt=a.negative_prompt,
                 batch_size=self.batch_size,
                 callback=lambda d, t, s, n: job.on_progress(d, t, s, n, self.batch_size),
             )

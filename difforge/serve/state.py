@@ -87,6 +87,7 @@ class ServeState:
             "channels": pipe.channels,
             "classes": list(pipe.class_names),
             "conditional": bool(pipe.class_names),
+            "text": bool(pipe.meta.get("text")),
             "network": pipe.meta["network"]["name"],
             "parameters": sum(p.numel() for p in pipe.net.parameters()),
             "samplers": self.samplers,
@@ -114,12 +115,17 @@ class ServeState:
             labels = pipe.labels_for(req.num, req.class_)
         except UserError as e:
             raise ApiError(422, "class", str(e)) from None
+        try:  # a prompt for a model without text, or words its encoder never saw: one line before queueing
+            pipe.with_prompts(req.prompt, req.negative_prompt, 1, None)
+        except UserError as e:
+            raise ApiError(422, "prompt", str(e)) from None
         if req.eta is not None and req.sampler not in self.with_eta:
             raise ApiError(422, "eta", f"sampler {req.sampler} does not take eta; these do: {', '.join(self.with_eta) or 'none'}")
         total = len(labels) if labels is not None else req.num
         if total > self.settings.max_num:
             raise ApiError(422, "num", f"{req.num} images x {pipe.num_classes} classes = {total} images; at most {self.settings.max_num} per request")
-        args = GenerateArgs(num=req.num, class_label=req.class_, sampler=req.sampler, steps=req.steps, cfg=req.cfg, eta=req.eta, seed=req.seed, total=total)
+        args = GenerateArgs(num=req.num, class_label=req.class_, sampler=req.sampler, steps=req.steps, cfg=req.cfg, eta=req.eta, seed=req.seed, total=total,
+                            prompt=req.prompt, negative_prompt=req.negative_prompt)
         return Job(model=name, args=args)
 
     def find_job(self, job_id: str) -> Job:

@@ -10,6 +10,8 @@ import zipfile
 import pytest
 from PIL import Image
 
+from difforge.pipeline.config import SampleConfig
+
 from .conftest import SMALL
 
 
@@ -32,6 +34,9 @@ def _one_line(res, status, field):
 
 def test_health_and_models(make_client):
     c = make_client(max_num=8, max_steps=30, queue=3)
+    c_small = make_client(max_num=8, max_steps=12, queue=3)
+    small = c_small.get("/v1/models").json()["models"][0]["defaults"]
+    assert small["steps"] == 12  # defaults clipped to the limits
     h = c.get("/v1/health")
     assert h.status_code == 200 and h.json()["status"] == "ok"
     assert h.json()["models"] == {"tiny": {"waiting": 0, "running": False}}
@@ -41,7 +46,7 @@ def test_health_and_models(make_client):
     assert m["name"] == "tiny" and m["image_size"] == 16 and m["channels"] == 3
     assert m["classes"] == ["scratch", "inclusion", "crack", "patch"] and m["conditional"]
     assert "ddim" in m["samplers"] and "dpm++2m" in m["samplers"]
-    assert m["defaults"]["steps"] == 30 and m["defaults"]["sampler"] == "ddim"  # defaults clipped to the limits
+    assert m["defaults"]["steps"] == SampleConfig().steps and m["defaults"]["sampler"] == SampleConfig().sampler
     assert "file" not in m  # the server's paths are not the client's business
 
 
@@ -278,6 +283,6 @@ def test_page_static_and_docs(make_client):
     spec = c.get("/openapi.json").json()
     assert {"/v1/models", "/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/health"} <= set(spec["paths"])
     fields = spec["components"]["schemas"]["GenerateRequest"]["properties"]
-    assert {"model", "class", "num", "sampler", "steps", "cfg", "eta", "seed", "format"} == set(fields)
+    assert {"model", "class", "num", "sampler", "steps", "cfg", "eta", "seed", "format", "prompt", "negative_prompt"} == set(fields)
     assert fields["num"]["maximum"] == 64 and fields["steps"]["maximum"] == 1000  # the server's own limits
     assert c.get("/docs").status_code == 200

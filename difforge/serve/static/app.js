@@ -59,6 +59,7 @@ function fillModel() {
   $("cfg").value = d.cfg;
   $("seed").value = d.seed;
   $("num").value = d.num;
+  $("prompt-row").hidden = !m.text;
   $("status").textContent = `${m.name}: ${m.image_size}px, ${m.channels} channel(s), ${m.classes.length || "no"} classes`;
 }
 
@@ -90,6 +91,7 @@ function request() {
     cfg: parseFloat($("cfg").value),
     seed: parseInt($("seed").value, 10),
     num: parseInt($("num").value, 10),
+    ...(!$("prompt-row").hidden && $("prompt").value.trim() ? { prompt: $("prompt").value.trim() } : {}),
   };
 }
 

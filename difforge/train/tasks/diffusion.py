@@ -52,6 +52,12 @@ class DiffusionTask(Task):
             if "aug_dim" not in registry.options(mc.network):
                 raise ConfigError(f"augment needs a network with augmentation conditioning (unet, unet-small, unet-tiny), not {mc.network!r}")
             options["aug_dim"] = augment.AUG_DIM
+        self.text = None
+        if mc.text_encoder:  # captions -> the network's cross-attention context (train/text_cond.py)
+            from ..text_cond import TextConditioning
+
+            self.text = TextConditioning.prepare(c, data, mc.network)
+            options.update(self.text.network_options())
         self.latents = None
         if c.latent.latent:  # the network sees the VAE's scaled latents (train/latent_data.py)
             from ..latent_data import LatentTraining
@@ -73,6 +79,8 @@ class DiffusionTask(Task):
         }
         if self.latents is not None:  # data.image_size stays in pixels; this links the VAE
             self.meta["latent"] = self.latents.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")
+        if self.text is not None:  # the vocabulary, or the CLIP folder's path and sha256
+            self.meta["text"] = self.text.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")
         return net
 
     def inputs(self, data, idx, flip, device):
@@ -91,7 +99,12 @@ class DiffusionTask(Task):
             x, cond["aug_labels"] = augment.augment(x, rng.rand((augment.DRAWS,)), self.augment, self.config.data.augment_p)
             net = functools.partial(net, **cond)
         y = None
-        if batch.labels is not None:
+        if self.text is not None:  # caption and class dropped together: the unconditional branch of CFG
+            from ..text_cond import condition
+
+            y, text = condition(self.text, batch, rng, fc.label_dropout, self.num_classes, x.device)
+            net = functools.partial(net, **text)
+        elif batch.labels is not None:
             y = rng.local(drop_labels(batch.labels, fc.label_dropout, self.num_classes, rng.generator), x.device)
         t_all, w_all = self.timestep_sampler.sample(rng.global_batch, rng.generator)
         t, weights = rng.local(t_all, x.device), rng.local(w_all, x.device)
@@ -115,6 +128,8 @@ class DiffusionTask(Task):
                 f"target {c.diffusion.target}, loss {c.diffusion.loss}")
         if self.augment:
             text += f"; augment {','.join(self.augment)} with p={c.data.augment_p:g} (network-conditioned, none in samples)"
+        if getattr(self, "text", None) is not None:
+            text += f"; text: {self.text.describe()}"
         if self.latents is not None:
             ch, h, w = self.latents.shape
             text += (f"; latent {ch}x{h}x{w} of the VAE {self.latents.codec.path} "
@@ -134,7 +149,10 @@ class DiffusionTask(Task):
         config = SampleConfig(steps=tc.preview_steps, batch_size=batch_size)
         if tc.preview_sampler:
             config = config.replace(sampler=tc.preview_sampler)
-        return self.pipeline(snapshot).sample(list(seeds), labels, config)
+        pipe = self.pipeline(snapshot)
+        if getattr(self, "text", None) is not None:  # a text model: training captions (with their classes) in turn
+            pipe, labels = self.text.preview_view(pipe, len(seeds))
+        return pipe.sample(list(seeds), labels, config)
 
     def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
         from ...data.io import make_grid, save_image, to_uint8

@@ -1,0 +1,128 @@
+"""Prompts: text requests through the one batch core, CFG included, without a second code path.
+
+A text request becomes a *prompt view* of the pipeline (:func:`with_prompts`): a table of rows
+(class, prompt) for the request, plus a last row (null class, negative prompt, "" by default).
+The labels the batch core slices are row indices, and the view's network looks each row's class
+and text context up, so the Denoiser's classifier-free guidance works unchanged: its null
+"class" is the last row, and conditional and unconditional halves still run as one batched
+forward. The text is encoded once per request: the built-in encoder's token ids (the network
+encodes them) or a frozen CLIP's embeddings (cached per caption by
+:class:`~difforge.models.clip_text.ClipText`).
+
+``num`` images per prompt, prompt by prompt; with several prompts the view's class names are
+``p0``, ``p1``, ... (``scratch_p0`` ... with classes), so output files and grids are per prompt.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from ..errors import UserError
+
+Prompts = Union[None, str, Sequence[str]]
+
+
+class BuiltinText:
+    """The built-in encoder's tokenizer: prompts -> token ids (the network owns the encoder)."""
+
+    def __init__(self, link: Dict[str, Any]):
+        from ..models.text_encoder import WordTokenizer
+
+        self.tokenizer = WordTokenizer(link["vocab"], int(link["max_length"]))
+
+    def encode(self, texts: Sequence[str]):
+        unknown = sorted({w for t in texts for w in self.tokenizer.unknown(t)})
+        if unknown:
+            known = ", ".join(self.tokenizer.vocab[3:43])
+            raise UserError(f"the model's text encoder never saw the word(s) {', '.join(unknown[:10])} in its captions; "
+                            f"use its words: {known}{' ...' if len(self.tokenizer.vocab) > 43 else ''}")
+        return self.tokenizer.encode(texts), None
+
+
+def load_text(meta: Dict[str, Any], source: str = "", override=None, device: str = "cpu"):
+    """The text side of a model file (``meta["text"]``): :class:`BuiltinText` or a hash-checked
+    :class:`~difforge.models.clip_text.ClipText`; None for a model without text."""
+    link = meta.get("text")
+    if not link:
+        return None
+    if link.get("encoder") == "builtin":
+        return BuiltinText(link)
+    from ..models.clip_text import load_linked
+
+    return load_linked(link, source, override=override, device=device)
+
+
+class PromptTable:
+    """``net(x, t, rows)`` -> the network with each row's class and text context (see the module docstring)."""
+
+    def __init__(self, net, classes: Optional[torch.Tensor], context: torch.Tensor, mask: Optional[torch.Tensor]):
+        self.net, self.classes, self.context, self.mask = net, classes, context, mask
+        self.count = int(context.shape[0]) - 1  # the last row is the unconditional one
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None, **kw) -> torch.Tensor:
+        rows = (y if y is not None else torch.full((x.shape[0],), self.count, dtype=torch.long)).cpu()
+        labels = None if self.classes is None else self.classes[rows].to(x.device)
+        mask = None if self.mask is None else self.mask[rows].to(x.device)
+        return self.net(x, t, labels, context=self.context[rows].to(x.device), context_mask=mask, **kw)
+
+
+def prompt_list(prompt: Prompts) -> Optional[List[str]]:
+    if prompt is None:
+        return None
+    items = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not items or not all(isinstance(p, str) for p in items):
+        raise UserError(f"prompt must be a text or a non-empty list of texts, got {prompt!r}")
+    return items
+
+
+def with_prompts(pipe, prompt: Prompts, negative_prompt: Optional[str], num: int, class_label) -> Any:
+    """``pipe`` unchanged for a model without text and no prompt; else its prompt view for a request
+    of ``num`` images per prompt (and per class with ``class_label="all"``)."""
+    prompts = prompt_list(prompt)
+    has_text = bool(pipe.meta.get("text"))
+    if not has_text:
+        if prompts is not None or negative_prompt is not None:
+            raise UserError(f"{pipe.source or 'this model'} has no text encoder (it was trained without --text-encoder); "
+                            f"leave out --prompt/--negative-prompt, or train with --text-encoder builtin")
+        return pipe
+    if pipe.guide is not None:
+        raise UserError("prompts do not combine with --classifier / --uncond-model guidance; leave one out")
+    prompts = prompts or [""]
+    base = pipe.labels_for(num, class_label)  # the class of every image of one prompt (None: no classes)
+    rows: Dict[tuple, int] = {}
+    y = []
+    for p in range(len(prompts)):
+        for i in range(num if base is None else len(base)):
+            key = (None if base is None else int(base[i]), p)
+            y.append(rows.setdefault(key, len(rows)))
+    keys = list(rows)
+    tag = (lambda c, p: f"p{p}") if base is None else (lambda c, p: f"{pipe.class_names[c]}_p{p}")
+    names = [tag(c, p) for c, p in keys] if len(prompts) > 1 or base is not None else ["prompt"]
+    view, rows_y = rows_view(pipe, [prompts[p] for _, p in keys], None if base is None else [c for c, _ in keys], negative_prompt,
+                             names, torch.tensor(y, dtype=torch.long))
+    view.prompt_texts = prompts
+    return view
+
+
+def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], negative_prompt: Optional[str] = None,
+              names: Optional[List[str]] = None, y: Optional[torch.Tensor] = None):
+    """(prompt view, row labels) with one row per (text, class) given; ``y`` the labels its
+    ``labels_for`` returns (default: every row once). The trainer's previews use it directly."""
+    if pipe.text is None:
+        pipe.text = load_text(pipe.meta, pipe.source, device=str(pipe.device))
+    n_classes = len(pipe.meta["data"].get("class_names") or [])
+    neg = negative_prompt if negative_prompt is not None else ""
+    context, mask = pipe.text.encode(list(texts) + [neg])
+    table = None if classes is None else torch.tensor(list(classes) + [n_classes], dtype=torch.long)
+    view = copy.copy(pipe)
+    view.prompts = PromptTable(pipe.net, table, context, mask)
+    view.class_names = names or [f"row{i}" for i in range(len(texts))]
+    rows = torch.arange(len(texts)) if y is None else y
+    view.labels_for = lambda _num, _class_label: rows
+    return view, rows
+
+
+__all__ = ["BuiltinText", "PromptTable", "load_text", "prompt_list", "rows_view", "with_prompts"]

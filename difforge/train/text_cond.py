@@ -1,0 +1,138 @@
+"""Text conditioning of a diffusion run: captions -> what the network's cross-attention sees.
+
+``model.text_encoder``:
+
+- ``"builtin"``: a :class:`~difforge.models.text_encoder.WordTokenizer` built from the training
+  captions and a small transformer owned by the network (network options ``context_dim`` and
+  ``text_encoder``), trained jointly; every caption is tokenised once, up front.
+- a local CLIP folder: the frozen :class:`~difforge.models.clip_text.ClipText`; every distinct
+  caption is embedded once, up front, and training reads the cached (L, D) rows.
+
+Caption dropout is label dropout: with probability ``label_dropout`` an image's caption becomes
+"" and its class the null class, together, which trains the unconditional branch that
+classifier-free guidance subtracts (the pipeline's unconditional row is the same "" and null class).
+The model file's ``text`` entry (:meth:`TextConditioning.link`) is what the pipeline needs:
+the vocabulary, or the CLIP folder's path and sha256.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..errors import ConfigError
+
+ENCODER_DEFAULTS = dict(dim=128, depth=2, heads=4, max_length=32)
+
+
+def training_captions(config, data) -> List[str]:
+    """One caption per training image: the built-in set's exact captions, or a folder's (data/captions.py)."""
+    dc = config.data
+    if dc.data is None:
+        from ..data.builtin_captions import generate_captioned
+
+        *_, captions, _ = generate_captioned(dc.image_size, dc.builtin_per_class, dc.builtin_seed)
+        if len(captions) != len(data.images):
+            raise ConfigError("the built-in captions do not line up with the built-in images; use a folder with metadata.jsonl")
+        return captions
+    from ..data.captions import read_captions
+
+    labels = data.labels.tolist() if data.labels is not None else []
+    return read_captions(dc.data, data.paths, data.class_names, labels, template=dc.caption_template)
+
+
+class TextConditioning:
+    """The captions of a run, ready for the network: token ids (built-in) or cached CLIP embeddings."""
+
+    def __init__(self, captions: List[str], kind: str, tokenizer=None, clip=None, labels=None):
+        self.captions, self.kind, self.tokenizer, self.clip, self.labels = captions, kind, tokenizer, clip, labels
+        self.what = kind
+        if kind == "builtin":
+            self.ids = tokenizer.encode(captions)
+            self.empty = tokenizer.encode([""])[0]
+        else:
+            uniq = sorted(set(captions) | {""})
+            self.row = torch.tensor([uniq.index(c) for c in captions], dtype=torch.long)
+            self.empty_row = uniq.index("")
+            self.table, self.table_mask = clip.encode(uniq)
+
+    @classmethod
+    def prepare(cls, config, data, network: str) -> "TextConditioning":
+        from ..models import registry
+
+        if "context_dim" not in registry.options(network):
+            raise ConfigError(f"text conditioning needs a network with cross-attention (unet, unet-small, unet-tiny, adm, dit), "
+                              f"not {network!r}")
+        captions = training_captions(config, data)
+        name = config.model.text_encoder
+        if name == "builtin":
+            from ..models.text_encoder import WordTokenizer
+
+            out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, ENCODER_DEFAULTS["max_length"]), labels=data.labels)
+            what = f"built-in text encoder, {len(out.tokenizer.vocab)} words"
+        else:
+            from ..models.clip_text import ClipText
+
+            out = cls(captions, "clip", clip=ClipText(name), labels=data.labels)
+            what = f"CLIP text encoder {out.clip.path} ({out.clip.dim}-d, {len(out.table)} distinct captions embedded once)"
+        out.what = f"{what}; e.g. {captions[0]!r}"
+        return out
+
+    def describe(self) -> str:
+        return self.what
+
+    def network_options(self) -> Dict[str, Any]:
+        if self.kind == "builtin":
+            enc = dict(ENCODER_DEFAULTS, vocab_size=len(self.tokenizer.vocab))
+            return {"context_dim": enc["dim"], "text_encoder": enc}
+        return {"context_dim": self.clip.dim, "text_encoder": None}
+
+    def link(self, model_dir: Path) -> Dict[str, Any]:
+        """The model file's ``text`` entry."""
+        if self.kind == "builtin":
+            return {"encoder": "builtin", "vocab": self.tokenizer.vocab, "max_length": self.tokenizer.max_length}
+        return self.clip.link(model_dir)
+
+    def context(self, index: torch.Tensor, drop: torch.Tensor, device) -> Dict[str, Optional[torch.Tensor]]:
+        """``context`` / ``context_mask`` keywords for dataset rows ``index``; ``drop`` rows get "" (CFG)."""
+        index = index.cpu()
+        drop = drop.cpu()
+        if self.kind == "builtin":
+            ids = torch.where(drop[:, None], self.empty[None], self.ids[index])
+            return {"context": ids.to(device), "context_mask": None}
+        rows = torch.where(drop, torch.full_like(index, self.empty_row), self.row[index])
+        return {"context": self.table[rows].to(device), "context_mask": self.table_mask[rows].to(device)}
+
+    def preview_view(self, pipe, n: int):
+        """(prompt view of ``pipe``, labels) for ``n`` preview / evaluation images: the captions and
+        classes of training images spread evenly over the set."""
+        from ..pipeline.text import rows_view
+
+        rows = [(i * len(self.captions)) // max(n, 1) for i in range(n)]
+        classes = None if self.labels is None else [int(self.labels[r]) for r in rows]
+        if pipe.text is None:
+            pipe.text = self.runtime()
+        return rows_view(pipe, [self.captions[r] for r in rows], classes)
+
+    def runtime(self):
+        """What a Pipeline encodes prompts with (the same tokenizer / the already loaded CLIP)."""
+        if self.kind == "builtin":
+            from ..pipeline.text import BuiltinText
+
+            return BuiltinText(self.link(Path(".")))
+        return self.clip
+
+
+def condition(text: TextConditioning, batch, rng, dropout: float, num_classes: int, device):
+    """(labels or None, text keywords) of a micro-batch: caption and class dropped together with
+    probability ``dropout`` (one draw per image of the global batch)."""
+    drop = rng.rand(()) < dropout  # this rank's rows
+    y = None
+    if batch.labels is not None:
+        y = torch.where(drop, torch.full_like(rng.local(batch.labels), num_classes), rng.local(batch.labels)).to(device)
+    return y, text.context(batch.index, drop, device)
+
+
+__all__ = ["ENCODER_DEFAULTS", "TextConditioning", "condition", "training_captions"]

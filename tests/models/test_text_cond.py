@@ -1,0 +1,135 @@
+"""Text conditioning in the networks: tokenizer round trip, cross-attention against a plain
+reference, the shape contract of every network family with text, and the pipeline's prompt
+rows: the empty caption is the unconditional branch and CFG with text runs as one forward."""
+
+import math
+
+import pytest
+import torch
+
+from difforge.models import registry
+from difforge.models.layers import CrossAttention
+from difforge.models.text_encoder import BOS, PAD, UNK, WordTokenizer, words
+
+from .netkit import perturb
+
+TEXT = dict(vocab_size=12, dim=16, depth=1, heads=2, max_length=8)
+FAMILIES = {
+    "unet-tiny": dict(base_channels=16, channel_mult=[1, 2], attention_resolutions=[4], head_channels=8),
+    "adm": dict(num_channels=16, channel_mult=[1, 2], attention_resolutions=[4], num_head_channels=8),
+    "dit": dict(hidden_size=32, depth=2, num_heads=2, patch_size=4),
+}
+
+
+def test_tokenizer_round_trip_and_specials():
+    caps = ["A large scratch, on brushed steel", "Rost auf Stahl", "ひび割れ 左上", "a small crack"]
+    tok = WordTokenizer.build(caps, max_length=8)
+    ids = tok.encode(caps + ["", "a purple scratch"])
+    assert ids.shape == (6, 8) and bool((ids[:, 0] == BOS).all())
+    for c, row in zip(caps, ids):
+        assert tok.decode(row) == " ".join(words(c))
+    assert ids[4, 1:].eq(PAD).all()  # the empty caption is the start token alone
+    assert ids[5, 2].item() == UNK and tok.unknown("a purple scratch") == ["purple"]
+    assert tok.encode(["a " * 20])[0].ne(PAD).sum() == 8  # cut at max_length
+    again = WordTokenizer(tok.vocab, 8)  # what a model file stores: the word list
+    assert torch.equal(again.encode(caps), ids[:4])
+
+
+def test_cross_attention_matches_a_plain_reference():
+    torch.manual_seed(0)
+    layer = perturb(CrossAttention(8, 6, head_channels=4))
+    x, ctx = torch.randn(2, 5, 8), torch.randn(2, 3, 6)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    out = layer(x, ctx, mask)
+    q = layer.q(x)
+    k, v = layer.kv(ctx).chunk(2, dim=-1)
+    ref = []
+    for h in range(2):
+        sl = slice(4 * h, 4 * h + 4)
+        s = q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(4)
+        s = s.masked_fill(~mask[:, None, :], float("-inf"))
+        ref.append(s.softmax(-1) @ v[..., sl])
+    assert torch.allclose(out, layer.proj(torch.cat(ref, -1)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_takes_text_with_the_same_contract(name):
+    torch.manual_seed(0)
+    net = perturb(registry.build(name, image_size=8, in_channels=3, num_classes=2, context_dim=16, text_encoder=TEXT, **FAMILIES[name]))
+    x, t, y = torch.randn(3, 3, 8, 8), torch.tensor([10.0, 500.0, 990.5]), torch.tensor([0, 1, 2])
+    ids = torch.tensor([[BOS, 4, 5, 0, 0, 0, 0, 0], [BOS, 6, 0, 0, 0, 0, 0, 0], [BOS, 0, 0, 0, 0, 0, 0, 0]])
+    out = net(x, t, y, context=ids)
+    assert out.shape == (3, 3, 8, 8) and torch.isfinite(out).all()
+    assert not torch.allclose(out, net(x, t, y))  # the text reaches the output
+    # precomputed float context (a CLIP's): padding positions are ignored through the mask
+    ctx, mask = net.text_encoder(ids)
+    noisy = ctx.clone()
+    noisy[~mask] = 1e3
+    assert torch.allclose(net(x, t, y, context=ctx, context_mask=mask), net(x, t, y, context=noisy, context_mask=mask), atol=1e-5)
+    assert torch.allclose(out, net(x, t, y, context=ctx, context_mask=mask), atol=1e-5)
+    # the config rebuilds the same network (the model file's promise), encoder included
+    twin = registry.build(name, **net.config)
+    twin.load_state_dict(net.state_dict())
+    assert torch.allclose(out, twin(x, t, y, context=ids), atol=1e-6)
+
+
+def _text_pipeline(num_classes=0):
+    from difforge.pipeline import Pipeline
+
+    tok = WordTokenizer.build(["a large scratch", "a small crack on wood"], max_length=8)
+    text = dict(TEXT, vocab_size=len(tok.vocab))
+    torch.manual_seed(1)
+    net = perturb(registry.build("unet-tiny", image_size=8, in_channels=3, num_classes=num_classes, context_dim=16, text_encoder=text,
+                                 **FAMILIES["unet-tiny"]), scale=0.1)
+    meta = {"network": {"name": "unet-tiny", "config": net.config},
+            "diffusion": {"noise_schedule": "cosine", "diffusion_steps": 1000, "target": "eps"},
+            "data": {"image_size": 8, "channels": 3, "class_names": ["crack", "scratch"][:num_classes]},
+            "text": {"encoder": "builtin", "vocab": tok.vocab, "max_length": 8}}
+    return Pipeline(net, meta, torch.device("cpu")), tok
+
+
+@pytest.mark.parametrize("num_classes", [0, 2])
+def test_cfg_with_text_is_one_forward_and_the_empty_caption_is_the_unconditional_branch(num_classes):
+    from difforge.pipeline import SampleConfig
+
+    pipe, tok = _text_pipeline(num_classes)
+    view = pipe.with_prompts(["a large scratch", "a small crack on wood"], None, 2, "scratch" if num_classes else None)
+    y = view.labels_for(2, None)
+    assert y.tolist() == [0, 0, 1, 1] and view.prompts.count == 2
+    calls = []
+    hook = pipe.net.register_forward_hook(lambda m, a, kw_out: calls.append(a[0].shape[0]))
+    den = view.denoiser(SampleConfig(cfg=3.0))
+    x, t = torch.randn(4, 3, 8, 8), torch.full((4,), 400.0)
+    pred, _, cond_ref = den.raw(x, t, y)
+    hook.remove()
+    assert calls == [8]  # conditional and unconditional halves in one batched forward
+    ids = tok.encode(["a large scratch"] * 2 + ["a small crack on wood"] * 2)
+    lab = torch.full((4,), 1) if num_classes else None
+    null = torch.full((4,), num_classes) if num_classes else None
+    with torch.no_grad():
+        cond = pipe.net(x, t, lab, context=ids)
+        uncond = pipe.net(x, t, null, context=tok.encode([""] * 4))  # what caption dropout trains
+    assert torch.allclose(pred, uncond + 3.0 * (cond - uncond), atol=1e-5)
+    # a negative prompt replaces the empty caption in the unconditional row
+    neg = pipe.with_prompts("a large scratch", "a small crack", 1, "crack" if num_classes else None)
+    assert torch.equal(neg.prompts.context[-1], tok.encode(["a small crack"])[0])
+
+
+def test_caption_dropout_gives_the_empty_caption():
+    from difforge.train.text_cond import TextConditioning
+
+    tok = WordTokenizer.build(["a large scratch", "a crack"], 8)
+    text = TextConditioning(["a large scratch", "a crack"], "builtin", tokenizer=tok)
+    out = text.context(torch.tensor([0, 1, 0]), torch.tensor([False, True, True]), "cpu")["context"]
+    assert torch.equal(out, tok.encode(["a large scratch", "", ""]))
+
+
+def test_prompts_are_refused_by_a_model_without_text_and_unknown_words_named():
+    from difforge.errors import UserError
+
+    pipe, _ = _text_pipeline()
+    with pytest.raises(UserError, match="never saw the word.*purple"):
+        pipe.with_prompts("a purple scratch", None, 1, None)
+    del pipe.meta["text"]
+    with pytest.raises(UserError, match="has no text encoder"):
+        pipe.with_prompts("a scratch", None, 1, None)

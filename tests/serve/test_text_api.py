@@ -1,0 +1,22 @@
+"""/v1/generate with a prompt: a text model answers, the model list says it takes text, the page
+has the (hidden unless text) prompt box; a model without text refuses a prompt in one line."""
+
+from tests.models.test_text_cond import _text_pipeline
+
+from .conftest import SMALL
+
+
+def test_prompt_through_the_api(make_client, tiny_pipe):
+    pipe, _ = _text_pipeline()
+    c = make_client(models={"txt": pipe, "tiny": tiny_pipe})
+    models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+    assert models["txt"]["text"] is True and models["tiny"]["text"] is False
+    res = c.post("/v1/generate", json={**SMALL, "model": "txt", "prompt": "a large scratch", "negative_prompt": "a small crack"})
+    assert res.status_code == 200, res.text
+    assert len(res.json()["images"]) == 2
+    bad = c.post("/v1/generate", json={**SMALL, "model": "txt", "prompt": "a purple scratch"})
+    assert bad.status_code == 422 and "purple" in bad.text
+    no_text = c.post("/v1/generate", json={**SMALL, "model": "tiny", "prompt": "a scratch"})
+    assert no_text.status_code == 422 and "no text encoder" in no_text.text
+    page = c.get("/").text
+    assert 'id="prompt-row" hidden' in page and "prompt-row" in c.get("/static/app.js").text

@@ -1,0 +1,46 @@
+"""A short text-conditioned run on the built-in captions: the loss falls, the model file carries
+the vocabulary, `sample --prompt` writes images; a model without text refuses --prompt."""
+
+import csv
+
+from difforge.modelfile import read_metadata
+from difforge.train.trainer import Trainer
+from tests.conftest import tiny_overrides
+from tests.pipeline.clikit import cli, one_line_error
+
+
+def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
+    result = Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=40,
+                                                      preview_num=2, preview_steps=2)).fit()
+    with open(result.run_dir / "metrics.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
+    assert len(losses) == 40 and sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
+    meta = read_metadata(result.model_file)
+    assert meta["text"]["encoder"] == "builtin" and "scratch" in meta["text"]["vocab"]
+    assert meta["network"]["config"]["context_dim"] == 128 and not meta["data"]["class_names"]
+
+    out = tmp_path / "s"
+    res = cli("sample", result.model_file, "--prompt", "a large scratch on wood", "--prompt", "a crack at the top on brushed steel",
+              "--num", "2", "--steps", "2", "--out", out, "--quiet", "--mode", "text")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0_00000.png", "p0_00001.png", "p1_00002.png", "p1_00003.png"]
+
+
+def test_a_model_without_text_refuses_prompts(tiny_model, tmp_path):
+    one_line_error(cli("sample", tiny_model, "--prompt", "a scratch", "--num", "1", "--steps", "1", "--out", tmp_path / "s"),
+                   "no text encoder", "--text-encoder")
+
+
+
+def test_prompt_flags():
+    import argparse
+
+    import pytest
+
+    from difforge.cli._prompts import prompt_kwargs
+    from difforge.errors import UserError
+
+    args = argparse.Namespace(prompt=["a", "b"], prompts_file=None, negative_prompt="c", mode="text")
+    assert prompt_kwargs(args) == {"prompt": ["a", "b"], "negative_prompt": "c"}
+    with pytest.raises(UserError, match="--mode text needs"):
+        prompt_kwargs(argparse.Namespace(prompt=None, prompts_file=None, negative_prompt=None, mode="text"))
