@@ -4,6 +4,8 @@
     GET  /v1/models            every model: name, size, channels, classes, samplers, defaults, limits
     POST /v1/generate          make images and answer when done: JSON with base64 PNGs, or a zip
     POST /v1/jobs              the same request, answered at once (202) with a job id
+    POST /v1/inpaint           paint a class into a masked region of an uploaded image (serve/inpaint.py)
+    POST /v1/upscale           upscale an uploaded image with a super-resolution model (serve/upscale.py); GET /v1/upscalers
     GET  /v1/jobs/{id}         state, progress 0..1, and the images once done
     GET  /v1/jobs/{id}/zip     the images of a finished job as a zip
     GET  /                     the web page;  /docs, /openapi.json: the API reference
@@ -82,12 +84,13 @@ def create_app(models: Dict[str, Any], settings: Optional[ServeSettings] = None)
     from fastapi.exceptions import RequestValidationError
     from fastapi.staticfiles import StaticFiles
 
-    from . import routes
+    from . import inpaint, routes, upscale
     from .errors import ApiError
     from .limits import Guard
     from .schemas import request_model
     from .state import ServeState
 
+    models, upscalers = upscale.split_upscalers(models)  # SR models answer /v1/upscale (serve/upscale.py), not /v1/generate
     state = ServeState(models, settings or ServeSettings())
     app = FastAPI(
         title="difforge",
@@ -100,11 +103,14 @@ def create_app(models: Dict[str, Any], settings: Optional[ServeSettings] = None)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     s = state.settings  # the token and the body limit before any body is read; the request log around them
-    app.add_middleware(Guard, token=s.token, max_body_bytes=s.max_body_bytes, max_upload_bytes=s.max_upload_bytes, upload_paths=s.upload_paths)
+    app.add_middleware(Guard, token=s.token, max_body_bytes=s.max_body_bytes, max_upload_bytes=s.max_upload_bytes,
+                       upload_paths=(*s.upload_paths, inpaint.PATH, upscale.PATH))
     app.middleware("http")(_log_request)
 
     GenerateRequest = request_model(state.settings, state.samplers, state.names, state.default_sampler)
     app.include_router(routes.api_router(GenerateRequest, with_token=state.settings.token is not None))
+    app.include_router(inpaint.inpaint_router(state, routes.check_token, with_token=state.settings.token is not None))
+    app.include_router(upscale.upscale_router(upscalers, state.settings, routes.check_token, with_token=state.settings.token is not None))
     app.add_api_route("/", routes.page, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
     return app

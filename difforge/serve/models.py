@@ -97,7 +97,7 @@ def load_models(files: Iterable[str] = (), models_dir: Optional[str] = None, dev
     served (malformed, NaN weights, a VAE or classifier, another tool's file) is skipped with a
     warning (``warn``, default: the log), and the rest are served. No servable file is an error.
     """
-    from ..pipeline import Pipeline
+    from .upscale import load_servable
 
     if warn is None:
         from ..train.logging import get_logger
@@ -109,7 +109,7 @@ def load_models(files: Iterable[str] = (), models_dir: Optional[str] = None, dev
     skipped = []
     for name, (path, named) in zip(names, candidates):
         try:
-            models[name] = Pipeline.from_checkpoint(path, device=device, precision=precision)
+            models[name] = load_servable(path, device=device, precision=precision)  # an SR upscaler too (serve/upscale.py)
         except UserError as e:
             if named:
                 raise
