@@ -54,6 +54,10 @@ def _describe_file(path) -> dict:
         return describe_vae(*load_vae(path, check_weights=False), path)
     from ..pipeline import Pipeline
 
+    if read_metadata(path).get("kind") == "upscaler":  # a regression upscaler (difforge train-sr --objective regression)
+        from ..pipeline.upscale import Upscaler
+
+        return Upscaler.from_checkpoint(path, device="cpu", precision="fp32").describe()
     return Pipeline.from_checkpoint(path, device="cpu", precision="fp32", check_weights=False).describe()
 
 

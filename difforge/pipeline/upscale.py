@@ -92,6 +92,15 @@ class Upscaler:
         """The low-res size it was trained on (image_size / scale)."""
         return self.image_size // self.scale
 
+    def describe(self) -> Dict[str, Any]:
+        """What ``difforge info`` shows of a regression upscaler (an upsampler is described by its Pipeline)."""
+        from ..models.info import nonfinite_weights
+
+        return {"file": self.source, "kind": "upscaler", "network": self.meta["network"]["name"],
+                "parameters": sum(p.numel() for p in self.net.parameters()), "scale": self.scale, "image_size": self.image_size,
+                "channels": self.channels, "degradation": self.degradation.to_dict(), "network_config": self.meta["network"]["config"],
+                "training": self.meta.get("regression", {}), "trained": self.meta.get("train", {}), "nonfinite_weights": nonfinite_weights(self.net)}
+
     # -- the cascade's check ------------------------------------------------------------------
     def fits(self, base) -> Fit:
         """Whether images of the :class:`Pipeline` ``base`` can be upscaled by this model with their classes."""

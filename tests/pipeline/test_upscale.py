@@ -140,3 +140,10 @@ def test_short_regression_run_is_consistent(tmp_path):
     cons = consistency(low, out, up.degradation)
     assert (cons >= sr_psnr - 1e-6).all()
     assert cons.mean() >= 35.0
+
+
+def test_info_describes_a_regression_upscaler(sr_models):
+    from difforge.cli.info import _describe_file
+
+    d = _describe_file(sr_models["regression"])
+    assert d["kind"] == "upscaler" and d["scale"] == 4 and d["network"] == "rdn-sr" and d["nonfinite_weights"] == "none"
