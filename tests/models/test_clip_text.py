@@ -25,9 +25,8 @@ def _bytes_to_unicode():
     return [chr(c) for c in cs]
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_clip")
+def make_tiny_clip(folder):
+    """A random 2-layer CLIPTextModel (32-d) and a byte-level BPE tokenizer saved to ``folder``."""
     chars = _bytes_to_unicode()
     vocab = {}
     for c in chars + [c + "</w>" for c in chars] + ["sc", "scr</w>", "<|startoftext|>", "<|endoftext|>"]:
@@ -42,6 +41,11 @@ def clip_dir(tmp_path_factory):
     tok = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def test_local_folder_loads_and_the_same_caption_gives_the_same_embedding(clip_dir):
