@@ -22,7 +22,8 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None) -> Tuple[C
             data = _to_channels(data, _vae_channels(config.latent.vae, data.channels))
         config = config.override(channels=data.channels)
     val = None
-    if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent:
+    # text runs keep every image: the held-out loss (validation.py) is computed without captions
+    if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:
         data, val = hold_out(data, config.train.seed)
     if config.model.network == "auto":
         from .autonet import choose_network

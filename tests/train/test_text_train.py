@@ -44,3 +44,20 @@ def test_prompt_flags():
     assert prompt_kwargs(args) == {"prompt": ["a", "b"], "negative_prompt": "c"}
     with pytest.raises(UserError, match="--mode text needs"):
         prompt_kwargs(argparse.Namespace(prompt=None, prompts_file=None, negative_prompt=None, mode="text"))
+
+
+def test_text_runs_keep_every_image_for_training():
+    """The held-out EMA choice has no captions: a text run does not hold images out (captions stay aligned)."""
+    import types
+
+    import torch
+
+    from difforge.config import Config
+    from difforge.data.source import TrainingImages
+    from difforge.train.settle import settle_run
+
+    data = TrainingImages(torch.zeros(400, 3, 8, 8, dtype=torch.uint8), None, [], "x")
+    cfg = Config().override(channels=3)
+    assert settle_run(cfg, data, types.SimpleNamespace())[2] is not None  # the check can fail: plain runs hold out
+    kept, val = settle_run(cfg.override(text_encoder="builtin"), data, types.SimpleNamespace())[1:]
+    assert val is None and len(kept.images) == 400
