@@ -35,8 +35,11 @@ class SampleConfig:
     conditional prediction elsewhere, at half the cost of a guided step; None = every step.
     """
 
-    sampler: str = "ddim"
-    steps: Steps = 50
+    # UniPC 20: on the exact Gaussian-mixture denoiser (benchmarks/samplers.py) closer to the data than
+    # DDIM 50 with 40% of the network calls, under both schedules (FDx1000 cosine 0.18 vs 0.33,
+    # linear 0.10 vs 0.71); DDPM 250: 0.06 / 0.38
+    sampler: str = "unipc"
+    steps: Steps = 20
     spacing: Optional[str] = None
     eta: Optional[float] = None
     cfg: float = 3.0
