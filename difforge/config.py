@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
@@ -107,7 +107,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
     seed: int = 0
-    channels_last: bool = False  # measured: faster for small nets, slower for large ones on CPU; try it per net
+    channels_last: Union[bool, str] = "auto"  # auto: probed per network with a time budget (train/autonet.py), else off
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0
@@ -342,6 +342,7 @@ class Config:
         _choice("lr_schedule", tc.lr_schedule, LR_SCHEDULES)
         _choice("precision", tc.precision, PRECISIONS)
         _choice("image_format", tc.image_format, ("png", "jpg"))
+        _choice("channels_last", tc.channels_last, (True, False, "auto"))
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
         self._validate_latent()

@@ -161,7 +161,11 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step")
     add(g, "--grad-clip", dest="grad_clip", type=float, help="max gradient norm (default 1.0)")
     add(g, "--seed", dest="seed", type=int)
-    bool_flag(g, "--channels-last", "channels_last", "channels_last memory layout")
+    g.add_argument(*option_strings("--channels-last"), dest="channels_last", nargs="?", const=True, default=None,
+                   type=lambda v: "auto" if str(v).lower() == "auto" else parse_bool(v), metavar="auto|BOOL",
+                   help="channels_last memory layout: auto (default: probed against NCHW on this machine when "
+                   "--max-minutes is given, else off), true or false")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help=argparse.SUPPRESS)
     add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
 
     g = p.add_argument_group("checkpoints and previews")

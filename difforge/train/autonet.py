@@ -29,8 +29,10 @@ PROBE_STEPS = 2
 FALLBACK = "unet-tiny"  # without a budget (the fast preset's network)
 
 
-def probe_step_seconds(name: str, config: Config, data, device: torch.device, steps: int = PROBE_STEPS) -> float:
-    """Seconds per optimizer step (forward, backward, AdamW) of network ``name`` at the run's batch."""
+def probe_step_seconds(name: str, config: Config, data, device: torch.device, steps: int = PROBE_STEPS,
+                       channels_last: bool = False) -> float:
+    """Seconds per optimizer step (forward, backward, AdamW) of network ``name`` at the run's batch,
+    in the NCHW or the channels_last memory layout."""
     dc, tc = config.data, config.train
     options = dict(config.model.network_options, image_size=dc.image_size, in_channels=int(data.images.shape[1]),
                    num_classes=data.num_classes, learn_sigma=config.model.learn_sigma)
@@ -38,6 +40,8 @@ def probe_step_seconds(name: str, config: Config, data, device: torch.device, st
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     idx = torch.arange(tc.batch_size) % len(data.images)
     x = data.images[idx].to(device).float().div(127.5).sub(1.0)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     y = data.labels[idx].to(device) if data.labels is not None and data.num_classes else None
     t = torch.linspace(0, config.diffusion.diffusion_steps - 1, len(idx), device=device).long()
     times = []
@@ -82,4 +86,40 @@ def choose_network(config: Config, data, task=None, dist: Optional[DistInfo] = N
     return config.override(network=chosen)
 
 
-__all__ = ["CANDIDATES", "EPOCHS_WANTED", "choose_network", "probe_step_seconds"]
+CHANNELS_LAST_GAIN = 1.05  # channels_last must be at least this much faster to be chosen
+
+
+def choose_memory_format(config: Config, data, dist: Optional[DistInfo] = None) -> Config:
+    """``channels_last: auto``: the memory layout that trains the run's network faster here.
+
+    Which layout wins depends on the network's widths, the image size and the machine (on the
+    AVX2 CPUs measured in models/unet.py channels_last loses for most widths; with oneDNN's
+    AVX-512/AMX kernels or on a GPU it often wins), so it is measured, not fixed: the probe times
+    :data:`PROBE_STEPS` optimizer steps in each layout and takes channels_last only when it is
+    :data:`CHANNELS_LAST_GAIN` times faster. Only a run with a time budget probes (the seconds are
+    worth saving there, and its steps depend on time anyway); a run without one keeps NCHW, so
+    step-limited runs stay reproducible whatever the machine's load. The choice goes into the config.
+    """
+    log, tc = get_logger(), config.train
+    if tc.channels_last != "auto":
+        return config
+    plain = tc.task == "diffusion" and not config.latent.latent and not config.model.text_encoder
+    if not tc.max_minutes or not plain:
+        why = "no --max-minutes" if not tc.max_minutes else f"the probe times plain pixel diffusion, not this {tc.task} run"
+        log.info(f"channels-last auto: off ({why})")
+        return config.override(channels_last=False)
+    dist = dist or DistInfo()
+    device = resolve_device(device_for(dist, tc.device))
+    state = torch.get_rng_state()
+    seconds = []
+    for layout in (False, True):
+        s = probe_step_seconds(config.model.network, config, data, device, channels_last=layout)
+        seconds.append(float(all_reduce_mean(torch.tensor([s], dtype=torch.float64), dist)[0]))
+    torch.set_rng_state(state)
+    chosen = seconds[0] >= CHANNELS_LAST_GAIN * seconds[1]
+    log.info(f"channels-last auto: {'on' if chosen else 'off'} (probe of {config.model.network}: NCHW {seconds[0]:.3f} s/step, "
+             f"channels_last {seconds[1]:.3f} s/step)")
+    return config.override(channels_last=chosen)
+
+
+__all__ = ["CANDIDATES", "CHANNELS_LAST_GAIN", "EPOCHS_WANTED", "choose_memory_format", "choose_network", "probe_step_seconds"]

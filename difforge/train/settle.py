@@ -1,6 +1,6 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
 images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
-``network: auto`` (:mod:`difforge.train.autonet`). The decisions go into the config, so
+``network: auto`` and ``channels_last: auto`` (:mod:`difforge.train.autonet`). The decisions go into the config, so
 config.yaml records them and a resumed run makes none of them again."""
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None) -> Tuple[C
         from .autonet import choose_network
 
         config = choose_network(config, data, task, dist)
+    if config.train.channels_last == "auto":
+        from .autonet import choose_memory_format
+
+        config = choose_memory_format(config, data, dist)
     task.config = config
     return config, data, val
 

@@ -118,7 +118,7 @@ class Trainer:
         self.autocast = autocast_factory(self.precision, self.device)
         torch.manual_seed(mix_seed(tc.seed, 0, INIT))  # the initial weights depend on the seed only
         self.net = self.task.build(data, self.device)
-        if tc.channels_last:
+        if tc.channels_last is True:  # "auto" is settled before this (train/settle.py)
             self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.net.parameters(), tc.optimizer, tc.lr, tc.weight_decay, self.device)
         self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup, extra=tc.ema_extra if self.val is not None else ())
@@ -250,7 +250,7 @@ class Trainer:
         seed_global(tc.seed, step)  # dropout and any other global-RNG use
         sums: Dict[str, float] = {}
         for micro in range(tc.grad_accum):
-            batch = plan.batch(step * tc.grad_accum + micro, self.task, data, rng, self.device, tc.channels_last)
+            batch = plan.batch(step * tc.grad_accum + micro, self.task, data, rng, self.device, tc.channels_last is True)
             sync = contextlib.nullcontext()
             if self.dist.enabled and micro < tc.grad_accum - 1:
                 sync = self.train_net.no_sync()  # all-reduce only on the last micro-batch
