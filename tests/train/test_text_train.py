@@ -32,7 +32,7 @@ def test_a_model_without_text_refuses_prompts(tiny_model, tmp_path):
 
 
 
-def test_prompt_flags():
+def test_prompt_flags(tmp_path):
     import argparse
 
     import pytest
@@ -42,6 +42,10 @@ def test_prompt_flags():
 
     args = argparse.Namespace(prompt=["a", "b"], prompts_file=None, negative_prompt="c", mode="text")
     assert prompt_kwargs(args) == {"prompt": ["a", "b"], "negative_prompt": "c"}
+    f = tmp_path / "p.txt"
+    f.write_text("\ufeffa crack on wood\n\n  ひび割れ  \n", encoding="utf-8")
+    args = argparse.Namespace(prompt=["a"], prompts_file=str(f), negative_prompt=None, mode=None)
+    assert prompt_kwargs(args) == {"prompt": ["a", "a crack on wood", "ひび割れ"]}
     with pytest.raises(UserError, match="--mode text needs"):
         prompt_kwargs(argparse.Namespace(prompt=None, prompts_file=None, negative_prompt=None, mode="text"))
 
