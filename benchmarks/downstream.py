@@ -212,7 +212,8 @@ def main():
     (res / f"{name}.md").write_text(f"{setup}\n\nwall per seed: {wall}; loadavg {load0} -> {load1}{' (under load)' if under else ''}\n\n{md}\n")
     (res / f"{name}.json").write_text(json.dumps({"setup": vars(args), "results": results, "seconds": seconds, "parts": parts,
                                                   "loadavg": [load0, load1], "machine": machine()}, indent=1))
-    bar_chart(results, METRICS, res / f"{name}.png", f"downstream models on real test defects, mean +- std over {len(args.seeds)} seed(s); {setup}")
+    bar_chart(results, METRICS, res / f"{name}.png", f"segmenter / classifier on real test defects, mean +- std over {len(args.seeds)} "
+              f"seed(s); {args.size} px, {n_train} real train images per type")
     samples_grid(out / f"seed{args.seeds[0]}" / "synth", res / f"{name}_samples.png")
     print(f"wrote {res / name}.md / .json / .png / _samples.png")
 
