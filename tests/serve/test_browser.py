@@ -4,6 +4,7 @@ import pytest
 
 from .cdp import Browser, find_chromium
 from .conftest import live_server
+from tests.pipeline.conftest import sr_models  # noqa: F401  (the tiny SR model files, for the Upscale tab)
 
 
 def test_page_generates_two_images(tmp_path, tiny_pipe):
@@ -109,6 +110,39 @@ def test_inpaint_tab_draws_a_mask_and_gets_an_image(tmp_path, tiny_pipe):
             flat = good.reshape(-1, 3)
             assert all(list(flat[i]) == [r, g, b] for i, r, g, b in check["keep"])
             assert browser.js("document.querySelector('#inp-mask-link').download") == "mask.png"
+            assert browser.exceptions() == []
+        finally:
+            browser.close()
+
+
+def test_upscale_tab_upscales_an_upload(tmp_path, tiny_pipe, sr_models):
+    """Open the Upscale tab, upload a 5x3 image, upscale with the regression model: a 20x12 image comes back."""
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("no Chromium found (apt-get install -y chromium) - the browser test needs one")
+    import numpy as np
+    from PIL import Image
+
+    from difforge.serve import ServeSettings, create_app
+    from difforge.serve.models import load_models
+
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (3, 5, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    (reg,) = load_models([sr_models["regression"]], device="cpu", precision="fp32").values()
+    app = create_app({"tiny": tiny_pipe, "reg": reg}, ServeSettings(max_steps=50))
+    with live_server(app) as url:
+        browser = Browser(exe, tmp_path / "profile", tmp_path / "chromium.log")
+        try:
+            browser.open(url + "/")
+            assert browser.wait_for("document.querySelectorAll('#model option').length", timeout=30) == 1
+            browser.click("#upscale-open")
+            assert browser.wait_for("document.querySelectorAll('#up-model option').length", timeout=20) == 1
+            _upload(browser, "#up-file", tmp_path / "small.png")
+            browser.wait_for("document.querySelector('#up-file').files.length", timeout=10)
+            browser.click("#up-go")
+            found = browser.wait_for("(() => { const i = document.querySelector('#up-image');"
+                                     " return i && i.complete && i.naturalWidth === 20 && i.naturalHeight === 12 ? 1 : 0; })()", timeout=60)
+            error = browser.js("document.querySelector('#up-error').hidden ? '' : document.querySelector('#up-error').textContent")
+            assert found == 1, f"no upscaled image; error: {error!r}"
             assert browser.exceptions() == []
         finally:
             browser.close()

@@ -49,8 +49,19 @@
     fillClasses();
   }
 
+  function readFile(f) {
+    return new Promise((ok, fail) => {
+      const reader = new FileReader();
+      reader.onload = () => ok(String(reader.result));
+      reader.onerror = () => fail(new Error("could not read " + f.name));
+      reader.readAsDataURL(f);
+    });
+  }
+
   async function go() {
     showError("");
+    const file = el("up-file").files[0];
+    if (!imageData && file) imageData = await readFile(file);
     if (!imageData) { showError("choose an image first"); return; }
     const u = upscalers.find((x) => x.name === el("up-model").value);
     const body = { model: u.name, image_base64: imageData, seed: Number(el("up-seed").value) };
@@ -94,10 +105,8 @@
     el("up-go").addEventListener("click", go);
     el("up-file").addEventListener("change", () => {
       const f = el("up-file").files[0];
-      if (!f) return;
-      const reader = new FileReader();
-      reader.onload = () => { imageData = String(reader.result); };
-      reader.readAsDataURL(f);
+      imageData = null;
+      if (f) readFile(f).then((d) => { imageData = d; }, (e) => showError(e.message));
     });
   });
 })();
