@@ -166,6 +166,8 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
                    help="channels_last memory layout: auto (default: probed against NCHW on this machine when "
                    "--max-minutes is given, else off), true or false")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help=argparse.SUPPRESS)
+    bool_flag(g, "--compile", "compile", "torch.compile the training network (same numbers as eager within float "
+              "round-off; the first steps compile; on CPU it needs a C++ compiler)")
     add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
 
     g = p.add_argument_group("checkpoints and previews")

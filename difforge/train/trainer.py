@@ -236,12 +236,15 @@ class Trainer:
 
     def _wrap_ddp(self) -> torch.nn.Module:
         """The module the loop calls: DDP around the network when several processes train."""
+        net = self.net
+        if self.config.train.compile:  # the saved weights stay those of self.net (compile shares them)
+            net = torch.compile(net)
         if not self.dist.enabled:
-            return self.net
+            return net
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.net, device_ids=ids)
+        return DistributedDataParallel(net, device_ids=ids)
 
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> Dict[str, float]:
         """One optimizer step; the mean of every per-sample term over its micro-batches ("loss" first)."""
