@@ -256,7 +256,7 @@ def cascade(pipe, generated, upscaler: "Upscaler", *, seed: int = 0, progress: b
     prepare_cascade(pipe, upscaler)
     labels = None
     if generated.labels is not None and upscaler.class_names:
-        labels = [upscaler.class_names.index(pipe.class_names[int(k)]) for k in generated.labels]
+        labels = [upscaler.class_names.index(generated.class_names[int(k)]) for k in generated.labels]
     big = upscaler.upscale(list(generated.images.numpy()), seed=seed, labels=labels, progress=progress, **kwargs)
     return replace(generated, images=torch.from_numpy(np.stack(big)))
 
