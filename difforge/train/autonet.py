@@ -1,6 +1,6 @@
 """``network: auto``: the widest UNet that sees every training image often enough in the time budget.
 
-With ``max_minutes`` the candidates (:data:`CANDIDATES`, narrowest first) are timed by a short
+With ``max_minutes`` the candidates (:data:`CANDIDATES`, narrowest first) are timed (:func:`probe_clock`) by a short
 probe: :data:`PROBE_STEPS` optimizer steps (after one warm-up step) of each at the run's real
 batch size, image size and class count, on the run's device. A candidate fits when
 ``budget / step_time * global_batch / images >= EPOCHS_WANTED``; the widest that fits is chosen
@@ -29,6 +29,17 @@ PROBE_STEPS = 2
 FALLBACK = "unet-tiny"  # without a budget (the fast preset's network)
 
 
+def probe_clock(device: torch.device):
+    """What the probes time with. On a GPU the wall clock (after a synchronize). On a CPU the
+    process's CPU seconds per torch thread: the same as wall seconds on a quiet machine, but a
+    busy shared machine (another job, a test run) does not make a network look slower than it is
+    and so does not flip a choice; only the work of the step is counted."""
+    if device.type == "cuda":
+        return time.perf_counter
+    threads = max(1, torch.get_num_threads())
+    return lambda: time.process_time() / threads
+
+
 def probe_step_seconds(name: str, config: Config, data, device: torch.device, steps: int = PROBE_STEPS,
                        channels_last: bool = False) -> float:
     """Seconds per optimizer step (forward, backward, AdamW) of network ``name`` at the run's batch,
@@ -44,9 +55,10 @@ def probe_step_seconds(name: str, config: Config, data, device: torch.device, st
         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     y = data.labels[idx].to(device) if data.labels is not None and data.num_classes else None
     t = torch.linspace(0, config.diffusion.diffusion_steps - 1, len(idx), device=device).long()
+    clock = probe_clock(device)
     times = []
     for i in range(steps + 1):  # the first step (allocations, kernel choice) is not timed
-        start = time.perf_counter()
+        start = clock()
         out = net(x, t, y)
         (out[:, : x.shape[1]] - x).square().mean().backward()
         opt.step()
@@ -54,7 +66,7 @@ def probe_step_seconds(name: str, config: Config, data, device: torch.device, st
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     return sum(times) / len(times)
 
 
