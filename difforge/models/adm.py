@@ -60,7 +60,7 @@ from .layers import (
     CrossAttention2d, check_bool, check_float, check_int, check_ints, group_norm, same_layout, size_error, timestep_embedding,
     zero_,
 )
-from .text_encoder import make_text_encoder, text_context
+from .text_encoder import text_condition, text_modules
 from .registry import register
 
 _NET = "adm"
@@ -304,7 +304,7 @@ class ADM(nn.Module):
 
         self.time_embed = nn.Sequential(nn.Linear(num_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
-        self.text_encoder = make_text_encoder(_NET, context_dim, text_encoder)
+        self.text_encoder, self.text_pool = text_modules(_NET, context_dim, text_encoder, emb_dim)
 
         ch = int(channel_mult[0] * num_channels)
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
@@ -364,7 +364,7 @@ class ADM(nn.Module):
             if y is None:
                 y = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_emb(y)
-        hs, h_, ctx = [], x, text_context(self, context, context_mask)
+        hs, h_, (ctx, emb) = [], x, text_condition(self, context, context_mask, emb)
         for module in self.input_blocks:
             h_ = module(h_, emb, ctx)
             hs.append(h_)

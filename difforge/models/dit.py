@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .layers import CrossAttention, TimestepEmbedder, check_bool, check_float, check_int, same_layout
-from .text_encoder import make_text_encoder, text_context
+from .text_encoder import text_condition, text_modules
 from .registry import register
 
 _NET = "dit"
@@ -219,7 +219,7 @@ class DiT(nn.Module):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
         self.register_buffer("pos_embed", sincos_pos_embed(hidden_size, grid, grid)[None], persistent=True)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, context_dim) for _ in range(depth)])
-        self.text_encoder = make_text_encoder(_NET, context_dim, text_encoder)
+        self.text_encoder, self.text_pool = text_modules(_NET, context_dim, text_encoder, hidden_size)
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self._init_weights()
 
@@ -238,7 +238,7 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for layer in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_layer.adaLN_modulation[-1],
                                                                        self.final_layer.linear] + [
-                b.cross.proj for b in self.blocks if b.cross is not None]:
+                b.cross.proj for b in self.blocks if b.cross is not None] + [m for m in (self.text_pool,) if m is not None]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -273,7 +273,7 @@ class DiT(nn.Module):
             if y is None:
                 y = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
             c = c + self.y_embedder(y)
-        ctx = text_context(self, context, context_mask)
+        ctx, c = text_condition(self, context, context_mask, c)
         for block in self.blocks:
             tokens = block(tokens, c, ctx)
         out = self.final_layer(tokens, c)  # (B, T, p*p*C_out), each token's values ordered (p, p, C)

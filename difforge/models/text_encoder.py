@@ -133,6 +133,35 @@ def make_text_encoder(net: str, context_dim: int, options: Optional[Dict[str, An
     return encoder
 
 
+def text_modules(net: str, context_dim: int, options: Optional[Dict[str, Any]], emb_dim: int):
+    """(built-in encoder or None, pooled-text projection or None) of a network with ``context_dim``.
+
+    The projection adds the mean of the text tokens to the network's conditioning vector (time
+    embedding), as Imagen does beside cross-attention (Saharia et al. 2022, sec. 2.3): a global
+    path that learns fast (material, defect type), while cross-attention places the details.
+    It starts at zero, so a new text network is the same function as one without text.
+    """
+    if not context_dim:
+        return make_text_encoder(net, context_dim, options), None
+    pool = nn.Linear(context_dim, emb_dim)
+    nn.init.zeros_(pool.weight)
+    nn.init.zeros_(pool.bias)
+    return make_text_encoder(net, context_dim, options), pool
+
+
+def text_condition(net: nn.Module, context, context_mask, emb: torch.Tensor):
+    """(cross-attention context or None, ``emb`` plus the pooled text): :func:`text_context` and the
+    projection of :func:`text_modules` applied to the mean of the real tokens."""
+    ctx = text_context(net, context, context_mask)
+    pool = getattr(net, "text_pool", None)
+    if ctx is None or pool is None:
+        return ctx, emb
+    tokens, mask = ctx
+    w = torch.ones(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype) if mask is None else mask.to(tokens.dtype)
+    pooled = (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
+    return ctx, emb + pool(pooled.to(emb.dtype))
+
+
 def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: Optional[torch.Tensor]):
     """(context, mask) for cross-attention, or None without text: integer ``context`` is token ids for
     the network's own encoder; float ``context`` is used as given (e.g. cached CLIP embeddings)."""
@@ -146,4 +175,5 @@ def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: 
     return context, context_mask
 
 
-__all__ = ["BOS", "PAD", "SPECIALS", "UNK", "BuiltinTextEncoder", "WordTokenizer", "make_text_encoder", "text_context", "words"]
+__all__ = ["BOS", "PAD", "SPECIALS", "UNK", "BuiltinTextEncoder", "WordTokenizer", "make_text_encoder", "text_condition",
+           "text_context", "text_modules", "words"]

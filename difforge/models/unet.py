@@ -65,7 +65,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .layers import ACTIVATIONS, Attention2d, CrossAttention2d, TimestepEmbedder, group_norm, make_act, same_layout, zero_
-from .text_encoder import make_text_encoder, text_context
+from .text_encoder import text_condition, text_modules
 from .registry import register
 
 
@@ -254,7 +254,7 @@ class UNet(nn.Module):
         self.time_embed = TimestepEmbedder(base_channels, emb_dim, act)
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.aug_embed = zero_(nn.Linear(aug_dim, emb_dim, bias=False)) if aug_dim else None
-        self.text_encoder = make_text_encoder("unet", context_dim, text_encoder)
+        self.text_encoder, self.text_pool = text_modules("unet", context_dim, text_encoder, emb_dim)
         cross = (lambda c: [CrossAttention2d(c, context_dim, head_channels, norm_groups)]) if context_dim else (lambda c: [])
         self.emb_act = make_act(act)
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -318,8 +318,8 @@ class UNet(nn.Module):
             emb = emb + self.label_embed(y)
         if self.aug_embed is not None and aug_labels is not None:  # absent = zeros = nothing added
             emb = emb + self.aug_embed(aug_labels.to(emb.dtype))
+        ctx, emb = text_condition(self, context, context_mask, emb)
         emb = self.emb_act(emb)
-        ctx = text_context(self, context, context_mask)
 
         hs = self.input_conv(x)
         skips = [hs]

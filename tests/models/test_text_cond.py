@@ -133,3 +133,22 @@ def test_prompts_are_refused_by_a_model_without_text_and_unknown_words_named():
     del pipe.meta["text"]
     with pytest.raises(UserError, match="has no text encoder"):
         pipe.with_prompts("a scratch", None, 1, None)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_pooled_text_reaches_the_conditioning_vector(name):
+    """With every cross-attention projection at zero, the text still acts through the pooled path
+    (the mean of the real tokens, added to the time embedding); padding does not count in the mean."""
+    torch.manual_seed(0)
+    net = perturb(registry.build(name, image_size=8, in_channels=3, context_dim=16, **FAMILIES[name]))
+    for m in net.modules():
+        if m.__class__.__name__ == "CrossAttention":
+            torch.nn.init.zeros_(m.proj.weight)
+            torch.nn.init.zeros_(m.proj.bias)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([100.0, 700.0])
+    ctx, mask = torch.randn(2, 4, 16), torch.tensor([[True, True, False, False], [True, False, False, False]])
+    a = net(x, t, context=ctx, context_mask=mask)
+    assert not torch.allclose(a, net(x, t, context=ctx * 2, context_mask=mask))
+    padded = ctx.clone()
+    padded[~mask] = 5.0
+    assert torch.allclose(a, net(x, t, context=padded, context_mask=mask), atol=1e-5)
