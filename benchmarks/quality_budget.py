@@ -10,9 +10,12 @@ distance and KID in the judge's features (penultimate layer), precision / recall
 memorisation fraction (difforge.metrics.memorisation, in pixels and in the judge's features),
 next to the real-vs-real floor (held-out real images scored the same way).
 
-The budget is *process CPU time* divided by the torch threads (``--clock cpu``, default) so that
-a shared, busy machine gives the same number of steps per budget as a quiet one; ``--clock wall``
-is what a user's ``--max-minutes`` does. The CPU model, flags and load average are printed.
+The budget is *process CPU time* of one torch thread (``--clock cpu``, default) so that a shared,
+busy machine gives the same number of steps per budget as a quiet one. One thread, because with
+two the OpenMP threads spin at every barrier while another process holds a core, and that spinning
+counts as CPU time (measured: a unet-tiny step cost 1.4 CPU-s per thread under load, about 0.2 s
+quiet). M minutes are then M minutes of one core. ``--clock wall`` (2 threads) is what a user's
+``--max-minutes`` does, on a quiet machine only. The CPU model, flags and load average are printed.
 
     python benchmarks/quality_budget.py --minutes 3 12 --sizes 32 64      # the table (hours)
     python benchmarks/quality_budget.py --smoke                           # a minute: does it run?
@@ -21,6 +24,7 @@ is what a user's ``--max-minutes`` does. The CPU model, flags and load average a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,6 +110,9 @@ def main():
     from difforge.train.trainer import Trainer
 
     print(f"# {machine()}; budget clock: {args.clock}; loadavg before {loadavg()}")
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # the trainer's set_threads keeps a user choice
     clock = cpu_clock() if args.clock == "cpu" else time.perf_counter
     rows = []
     for dataset in args.datasets:
