@@ -139,7 +139,8 @@ def main():
 
     torch.manual_seed(0)
     t_start = time.perf_counter()
-    print(f"# {machine()}; budget clock: {args.clock}, {args.minutes:g} min per model; loadavg before {loadavg()}")
+    la_before = loadavg()
+    print(f"# {machine()}; budget clock: {args.clock}, {args.minutes:g} min per model; loadavg before {la_before}")
     clock = cpu_clock() if args.clock == "cpu" else time.perf_counter
     rows, runs = [], Path(args.runs_dir)
     for size in args.sizes:
@@ -195,7 +196,7 @@ def main():
                          note=f"good samples with an empty mask: {float((gen_masks[~defect].sum((1, 2)) == 0).mean()):.2f}"))
 
     la = loadavg()
-    load = float(la.split()[0]) if la != "?" else 0.0
+    load = max(float(v.split()[0]) if v != "?" else 0.0 for v in (la, la_before))
     print(f"# loadavg after {la}{' - under load (> 2.5)' if load > 2.5 else ''}; wall {time.perf_counter() - t_start:.0f} s; "
           f"{args.items} items per method, {args.steps} steps, RePaint resample {args.resample} jump {args.jump}")
     head = ["size", "method", "steps", "acc", "iou", "inside", "s_img", "note"]
