@@ -68,10 +68,11 @@ def folder_source(root: PathLike, image_size: Optional[int] = None, workers: Opt
     from ..data.folder import load_image, scan_folder
 
     index = scan_folder(root)
-    keep = [i for i, p in enumerate(index.paths) if not is_picture_about_samples(p, index.root)]
+    masks = listed_masks(index.root)
+    keep = [i for i, p in enumerate(index.paths) if not is_picture_about_samples(p, index.root) and Path(p).resolve() not in masks]
     paths = [index.paths[i] for i in keep]
     if not paths:
-        raise DataError(f"{root} holds only grid / trajectory pictures, no samples")
+        raise DataError(f"{root} holds only grid / trajectory pictures or masks, no samples")
     size = int(image_size or probe_size(paths[0]))
     workers = max(1, workers or min(8, os.cpu_count() or 1))
     skipped = len(index.paths) - len(paths)
@@ -91,12 +92,27 @@ def folder_source(root: PathLike, image_size: Optional[int] = None, workers: Opt
                 yield np.stack([f.result() for f in current])
 
     labels = np.asarray(index.labels, dtype=np.int64)[keep] if index.conditional else None
+    dropped = sum(1 for p in index.paths if Path(p).resolve() in masks)
+    skipped -= dropped
     name = str(index.root) + (f" ({skipped} grid/trajectory pictures skipped)" if skipped else "")
+    name += f" ({dropped} masks listed in manifest.jsonl skipped)" if dropped else ""
     return ImageSource(name, len(paths), batches, size, labels, list(index.class_names))
 
 
 # what `difforge sample --grid/--trajectory` and `interpolate` wrote inside sample folders before they went beside them
 _PICTURES = re.compile(r"^(grid(_.+)?|trajectory|interpolation)\.(png|jpe?g|webp|bmp)$", re.IGNORECASE)
+
+
+def listed_masks(root: Path) -> set:
+    """The mask files a folder's manifest.jsonl lists (a joint-mask model's ``<stem>_mask.png``): not samples."""
+    from ..data.manifest import iter_manifest, manifest_path
+
+    if not manifest_path(root).is_file():
+        return set()
+    try:
+        return {(Path(root) / line["mask"]).resolve() for line in iter_manifest(root) if line["mask"]}
+    except DataError:  # a damaged manifest does not stop an evaluation of the images
+        return set()
 
 
 def is_picture_about_samples(path: Path, root: Path) -> bool:
