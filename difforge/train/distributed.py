@@ -78,8 +78,15 @@ def all_gather_cat(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, finished: bool = True) -> None:
+    """Leave the process group. After a normal end (``finished``) every rank first waits for the
+    others: rank 0 still writes the preview and report when the others are done, and a rank that
+    tore down its gloo connections meanwhile was seen to abort at exit ("terminate called without
+    an active exception", SIGABRT), which made torchrun kill rank 0 mid-write. After an error
+    there is no barrier, since the other ranks may never reach it."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

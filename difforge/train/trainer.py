@@ -208,6 +208,7 @@ class Trainer:
         log_handler = attach_run_log(self.run_dir) if main else None
         if not main:
             self.progress = False
+        result = None
         try:
             start_step = 0
             if self.resume_dir is not None:
@@ -231,7 +232,7 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
             detach(log_handler)
-            shutdown(self.dist)
+            shutdown(self.dist, finished=result is not None)
         return result
 
     def _wrap_ddp(self) -> torch.nn.Module:
