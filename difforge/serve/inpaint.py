@@ -129,15 +129,15 @@ def _png(arr: np.ndarray) -> str:
 
 
 class Runner:
-    """One inpainting at a time; at most ``queue`` waiting (else 429)."""
+    """One request at a time; at most ``queue`` waiting (else 429 naming ``what`` waits)."""
 
-    def __init__(self, queue: int):
-        self.queue, self.waiting = queue, 0
+    def __init__(self, queue: int, what: str = "inpainting"):
+        self.queue, self.waiting, self.what = queue, 0, what
         self.lock = asyncio.Lock()
 
     async def run(self, fn, *args, **kwargs):
         if self.lock.locked() and self.waiting >= self.queue:
-            raise ApiError(429, None, "the inpainting queue is full; retry after a moment", {"Retry-After": "1"})
+            raise ApiError(429, None, f"the {self.what} queue is full; retry after a moment", {"Retry-After": "1"})
         self.waiting += 1
         async with self.lock:
             self.waiting -= 1

@@ -118,7 +118,7 @@ def decode(up, text: str) -> np.ndarray:
 def upscale_router(upscalers: Dict[str, Any], settings, check_token, with_token: bool) -> APIRouter:
     """``POST /v1/upscale`` and ``GET /v1/upscalers`` of a server with these ``upscalers``."""
     UpscaleRequest = request_model(settings)
-    runner = Runner(settings.queue)
+    runner = Runner(settings.queue, "upscaling")
 
     def list_upscalers():
         return {"upscalers": [info(n, u) for n, u in upscalers.items()]}

@@ -106,3 +106,24 @@ def test_missing_fastapi_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     with pytest.raises(UserError, match=r"pip install 'difforge\[serve\]'"):
         require_serve_extra()
+
+
+def test_runner_429_names_its_queue():
+    """A full one-at-a-time runner answers 429 naming what it runs (the upscale route's is not 'inpainting')."""
+    import asyncio
+
+    from difforge.serve.errors import ApiError
+    from difforge.serve.inpaint import Runner
+
+    async def scenario():
+        runner = Runner(0, "upscaling")
+        await runner.lock.acquire()  # a request is running, none may wait
+        try:
+            await runner.run(lambda: None)
+        except ApiError as e:
+            return e
+        finally:
+            runner.lock.release()
+
+    err = asyncio.run(scenario())
+    assert err is not None and err.status == 429 and err.message.startswith("the upscaling queue is full")
