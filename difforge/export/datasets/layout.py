@@ -7,6 +7,7 @@ COCO JSON). Layouts write into the export's temporary folder; :mod:`.run` rename
 
 from __future__ import annotations
 
+import abc
 import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -17,7 +18,7 @@ from PIL import Image
 from .items import Item
 
 
-class Layout:
+class Layout(abc.ABC):
     """One export format. ``classes`` are the defect classes in id order (``good`` is not one)."""
 
     name = ""
@@ -32,8 +33,9 @@ class Layout:
         """The split folder ``item`` goes to (a format without ``val`` maps it, see MVTec)."""
         return split
 
+    @abc.abstractmethod
     def add(self, item: Item, split: str, name: str, mask: np.ndarray, instances: List[np.ndarray]) -> Dict[str, Optional[str]]:
-        raise NotImplementedError
+        """Place one image (and its mask / labels) as ``name`` in ``split``; the written paths, relative to the root."""
 
     def finish(self) -> List[str]:
         """Write the index files; return their paths relative to the root."""
