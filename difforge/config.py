@@ -98,11 +98,13 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     ema_decay: float = 0.995
     ema_warmup: bool = True
-    # also tracked; the best on held-out images wins. Distinct on CPU budgets: the EMA warm-up caps every decay at
-    # (1 + n) / (10 + n), about 0.998 after 4,000 steps, so 0.999 stands for every longer one there
-    ema_extra: List[float] = field(default_factory=lambda: [0.99, 0.999])
+    # also tracked; the best on held-out images wins. Fixed decays beside ema_decay collapse into one on short runs (the
+    # warm-up caps every decay at (1 + n) / (10 + n)), so the default candidates are power-function EMAs whose width is a
+    # fraction of the run (EDM2 sigma_rel, train/ema.py): short, and long; ema_decay is the one in between
+    ema_extra: List[float] = field(default_factory=list)
+    ema_power: List[float] = field(default_factory=lambda: [0.05, 0.2])
     ema_select: bool = True  # hold out a few images and keep the EMA with the lowest denoising loss on them
-    keep_all_ema: bool = False  # also write every tracked EMA as checkpoints/ema_<decay>.safetensors
+    keep_all_ema: bool = False  # also write every tracked EMA as checkpoints/ema_<label>.safetensors
     precision: str = "auto"
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
@@ -319,6 +321,10 @@ class Config:
             isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 <= d < 1.0 for d in tc.ema_extra
         ):
             raise ConfigError(f"ema_extra={tc.ema_extra!r} must be a list of EMA decays in [0, 1), e.g. [0.99, 0.999]")
+        if not isinstance(tc.ema_power, (list, tuple)) or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and 0.0 < s < 0.28 for s in tc.ema_power
+        ):
+            raise ConfigError(f"ema_power={tc.ema_power!r} must be a list of relative EMA widths in (0, 0.28), e.g. [0.05, 0.2]")
         _choice("noise_schedule", fc.noise_schedule, SCHEDULES)
         _choice("target", fc.target, TARGETS)
         _choice("loss", fc.loss, LOSSES)

@@ -150,12 +150,14 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--weight-decay", dest="weight_decay", type=float)
     add(g, "--lr-schedule", dest="lr_schedule", help="constant, linear, cosine or warmup_cosine")
     add(g, "--warmup-steps", dest="warmup_steps", type=int)
-    add(g, "--ema-decay", dest="ema_decay", type=float, help="EMA decay (default 0.995; 0.99 and 0.999 are tracked beside it and the best on held-out images kept)")
+    add(g, "--ema-decay", dest="ema_decay", type=float, help="EMA decay (default 0.995; the --ema-power EMAs are tracked beside it and the best on held-out images kept)")
     add(g, "--ema-extra", dest="ema_extra", type=lambda v: [float(d) for d in v.split(",") if d.strip()], metavar="D1,D2",
-        help="more EMA decays tracked beside --ema-decay (default 0.99,0.999); the best on held-out images is kept")
+        help="more fixed EMA decays tracked beside --ema-decay (default none); the best on held-out images is kept")
+    add(g, "--ema-power", dest="ema_power", type=lambda v: [float(d) for d in v.split(",") if d.strip()], metavar="S1,S2",
+        help="power-function EMAs tracked beside --ema-decay, by width as a fraction of the run (EDM2 sigma_rel; default 0.05,0.2)")
     bool_flag(g, "--ema-select", "ema_select", "hold out 5%% of the images (80 or more) and keep the best EMA on them (default on)")
     add(g, "--keep-all-ema", dest="keep_all_ema", action="store_const", const=True,
-        help="also write every tracked EMA as checkpoints/ema_<decay>.safetensors")
+        help="also write every tracked EMA as checkpoints/ema_<label>.safetensors (ema_0.995, ema_p0.05, ...)")
     add(g, "--precision", dest="precision", help="auto (bf16 where the hardware has fast bf16), fp32, bf16, fp16")
     p.add_argument("--amp", dest="precision", action="store_const", const="auto", help="IDDM: mixed precision where it is fast (= --precision auto)")
     add(g, "--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step")

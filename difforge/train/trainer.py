@@ -121,7 +121,9 @@ class Trainer:
         if tc.channels_last is True:  # "auto" is settled before this (train/settle.py)
             self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.net.parameters(), tc.optimizer, tc.lr, tc.weight_decay, self.device)
-        self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup, extra=tc.ema_extra if self.val is not None else ())
+        chosen_later = self.val is not None
+        self.ema = EMA(self.net, tc.ema_decay, tc.ema_warmup, extra=tc.ema_extra if chosen_later else (),
+                       power=tc.ema_power if chosen_later else ())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     @property

@@ -2,10 +2,11 @@
 
 A few images are split off the training data (5%, at most 64, at least 8; only when that is at
 most a tenth of the data, i.e. 80 images or more) by the run's seed, so a resumed run holds out
-the same ones. Training tracks several EMA lengths (:class:`~difforge.train.ema.EMA` ``extra``);
-at the end each is scored by the diffusion objective on the held-out images at fixed timesteps
+the same ones. Training tracks several EMAs (:class:`~difforge.train.ema.EMA`
+``extra`` decays and ``power`` profiles); at the end each is scored by the diffusion objective on the held-out images at fixed timesteps
 (:data:`TIMESTEPS` stratified over 0..T-1) with fixed noise, and the lowest loss wins:
-``ema.safetensors`` is that EMA, ``keep_all_ema`` also writes ``ema_<decay>.safetensors`` for each.
+``ema.safetensors`` is that EMA, ``keep_all_ema`` also writes ``ema_<label>.safetensors`` for each
+(``ema_0.995``, ``ema_p0.05``).
 Too little data: nothing is held out and the configured EMA is kept.
 """
 
@@ -80,9 +81,13 @@ def denoising_loss(task, net: torch.nn.Module, val: TrainingImages, device: torc
     return total / len(x0)
 
 
+def _describe(label: str) -> str:
+    return f"power-function EMA of width {label[1:]} of the run" if label.startswith("p") else f"decay {label}"
+
+
 def choose_ema(trainer, step: int, epoch: float) -> Optional[torch.nn.Module]:
     """Score every tracked EMA of ``trainer`` on its held-out images, log the values and write the
-    best as ``ema.safetensors`` (with ``keep_all_ema`` every one as ``ema_<decay>.safetensors``).
+    best as ``ema.safetensors`` (with ``keep_all_ema`` every one as ``ema_<label>.safetensors``).
     Returns the chosen network, or None when nothing was held out or only one EMA is tracked."""
     from ..modelfile import save_model_file
 
@@ -90,18 +95,24 @@ def choose_ema(trainer, step: int, epoch: float) -> Optional[torch.nn.Module]:
     emas = trainer.ema.all()
     if val is None or not hasattr(trainer.task, "objective"):
         return None
-    losses: Dict[float, float] = {d: denoising_loss(trainer.task, net, val, trainer.device, tc.seed) for d, net in emas.items()}
-    finite = {d: v for d, v in losses.items() if math.isfinite(v)}
-    best = min(finite, key=lambda d: (finite[d], d)) if finite else tc.ema_decay
-    listed = ", ".join(f"{d:g}: {v:.5f}" for d, v in sorted(losses.items()))
-    trainer.log.info(f"EMA chosen on {len(val.images)} held-out images: decay {best:g} (held-out loss by decay: {listed})")
-    meta = dict(trainer.model_meta, train={"step": step, "epoch": epoch, "run": tc.run, "ema_decay": best,
-                                            "held_out_loss": {repr(d): v for d, v in losses.items()}}, weights="ema")
+    losses: Dict[str, float] = {k: denoising_loss(trainer.task, net, val, trainer.device, tc.seed) for k, net in emas.items()}
+    order = {k: i for i, k in enumerate(emas)}  # a tie keeps the configured EMA (listed first)
+    finite = {k: v for k, v in losses.items() if math.isfinite(v)}
+    best = min(finite, key=lambda k: (finite[k], order[k])) if finite else next(iter(emas))
+    listed = ", ".join(f"{k}: {v:.5f}" for k, v in losses.items())
+    trainer.log.info(f"EMA chosen on {len(val.images)} held-out images: {_describe(best)} "
+                     f"(held-out loss by EMA, p = power-function width: {listed})")
+
+    def train_meta(label):
+        profile = {"ema_sigma_rel": float(label[1:])} if label.startswith("p") else {"ema_decay": float(label)}
+        return {"step": step, "epoch": epoch, "run": tc.run, "ema": label, **profile, "held_out_loss": losses}
+
+    meta = dict(trainer.model_meta, train=train_meta(best), weights="ema")
     cdir = Path(trainer.run_dir) / "checkpoints"
     save_model_file(cdir / "ema.safetensors", emas[best].state_dict(), meta)
     if tc.keep_all_ema:
-        for d, net in emas.items():
-            save_model_file(cdir / f"ema_{d:g}.safetensors", net.state_dict(), dict(meta, train=dict(meta["train"], ema_decay=d)))
+        for k, net in emas.items():
+            save_model_file(cdir / f"ema_{k}.safetensors", net.state_dict(), dict(meta, train=train_meta(k)))
     return emas[best]
 
 
