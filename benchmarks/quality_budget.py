@@ -127,6 +127,7 @@ def main():
             # real-vs-real floor: every other image (the arrays are class by class) against the rest
             floor = scores(clf, real[0::2], real_labels[0::2], real_feats[1::2], train, train_feats)
             rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
+            print(f"row: {rows[-1]}", flush=True)
             data_dir = None
             if dataset == "glyphs":
                 from difforge.data.glyphs import write_glyphs
@@ -152,6 +153,7 @@ def main():
                     s = scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats)
                     rows.append(dict(dataset=dataset, recipe=recipe, minutes=minutes, size=size, steps=result.steps,
                                      seen=result.steps * 16, sample_s=round(dt, 1), **s))
+                    print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
     print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images with the sampling defaults")
     head = ["dataset", "recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall",
             "mem_px", "mem_feat"]

@@ -155,6 +155,7 @@ class SRConfig:
     sr_noise: float = 0.0  # std of Gaussian noise added to the low-res image, [-1, 1] scale (0 = none)
     sr_jpeg: int = 0  # JPEG quality of the low-res image (0 = no JPEG)
     noise_aug: float = 0.0  # diffusion: the low-res input is noised at a level s ~ U[0, noise_aug] (Ho et al. 2022); 0 = off
+    sr_val_data: Optional[str] = None  # validation folder: held-out PSNR / SSIM every eval_every steps (train/tasks/sr_validation.py)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "latent": LatentConfig, "sr": SRConfig}

@@ -1,7 +1,8 @@
 """`difforge train-sr`: flags -> Config (task sr or sr-regression) -> the shared Trainer -> an SR model file.
 
 IDDM's ``sr/train.py`` flag names work as aliases (``--train_dataset_path``, ``--image_size``,
-``--run_name``, ``--optim``, ``--lr_func``, ``--result_path``, ``--network srv1``, ...); its
+``--run_name``, ``--optim``, ``--lr_func``, ``--result_path``, ``--network srv1``, ``--val_dataset_path``,
+...); its
 ``--quick_eval`` and ``--use_gpu`` are accepted.
 """
 
@@ -34,6 +35,8 @@ def add_parser(sub) -> None:
     add(g, "--jpeg", dest="sr_jpeg", type=int, help="degradation: JPEG quality of the low-res image (default 0 = none)")
     add(g, "--noise-aug", dest="noise_aug", type=float,
         help="diffusion: noise-conditioning augmentation, low-res noised at s ~ U[0, S] with s given to the network (Ho et al. 2022; default 0 = off)")
+    g.add_argument(*option_strings("--val"), dest="sr_val_data", default=None, metavar="DIR",
+                   help="validation images: held-out PSNR / SSIM (and bicubic's) every --eval-every steps, default once per epoch")
     g.add_argument("--quick_eval", action="store_true", help=argparse.SUPPRESS)  # IDDM: accepted
     g.add_argument("--use_gpu", type=int, default=None, help=argparse.SUPPRESS)  # IDDM: the GPU index -> --device cuda:N
     g = p.add_argument_group("network (diffusion: unet-tiny by default; regression: rdn-sr, alias srv1)")

@@ -7,7 +7,8 @@ augmentation, ``noise_aug`` = s_max > 0: s ~ U[0, s_max] per image, Ho et al. 20
 :mod:`difforge.diffusion.superres`), up-sampled bicubically to the high-res size and concatenated
 to x_t as C more input channels. The loss is the diffusion task's (same objective, timestep
 sampler, label dropout for CFG, importance weights), so class-conditional training, EMA, resume
-and time budgets come with the shared loop.
+and time budgets come with the shared loop. ``sr_val_data``: held-out PSNR / SSIM as it trains
+(:mod:`~difforge.train.tasks.sr_validation`).
 
 The model file is a diffusion model file with ``meta["inputs"]["low_res"]`` (scale, degradation,
 noise augmentation); ``difforge upscale`` and the cascade (``sample --upscale``) read it, and
@@ -30,6 +31,7 @@ from ..rng import StepRNG
 from .base import Snapshot
 from .diffusion import DiffusionTask
 from .inpaint import _Widened
+from .sr_validation import SRValidation
 
 
 def degradation_of(config) -> Degradation:
@@ -77,6 +79,7 @@ class SuperResTask(DiffusionTask):
         net = super().build(_Widened(data, 2 * self.channels), device)
         self.meta["data"]["channels"] = self.channels
         self.meta["inputs"] = low_res_inputs(self.deg, self.noise_aug)
+        self.validation = SRValidation(c, data, self.deg, self.dist, diffusion=True) if c.sr.sr_val_data else None
         return net
 
     def conditioning(self, x: torch.Tensor, rng: StepRNG):
@@ -104,7 +107,13 @@ class SuperResTask(DiffusionTask):
         return preview_grid(up, data, self.deg, self.config.train, snapshot.samples_dir / f"step_{step:07d}.{self.config.train.image_format}")
 
     def evaluate(self, snapshot: Snapshot, step: int, data) -> Dict[str, float]:
-        return {}
+        """Held-out PSNR / SSIM with ``sr_val_data`` (:mod:`~difforge.train.tasks.sr_validation`), else nothing."""
+        from ...pipeline.upscale import Upscaler
+
+        if self.validation is None:
+            return {}
+        up = Upscaler.from_pipeline(self.pipeline(snapshot))
+        return self.validation.evaluate(up, step, self.meta, self.config.train.preview_steps)
 
     def describe(self) -> str:
         d = self.deg
@@ -112,7 +121,8 @@ class SuperResTask(DiffusionTask):
         extra += f"noise {d.noise:g}, " if d.noise else ""
         extra += f"JPEG q{d.jpeg}, " if d.jpeg else ""
         aug = f"noise augmentation s ~ U[0, {self.noise_aug:g}]" if self.noise_aug else "no noise augmentation"
-        return f"x{d.scale} diffusion upsampler ({d.down} down, {extra}{aug}); " + super().describe()
+        val = f"; validation on {self.validation.source} every {self.config.train.eval_every} steps" if self.validation else ""
+        return f"x{d.scale} diffusion upsampler ({d.down} down, {extra}{aug}); " + super().describe() + val
 
 
 __all__ = ["SuperResTask", "check_sizes", "degradation_of", "low_res_inputs"]

@@ -7,6 +7,7 @@ per-image mean ``l1`` or ``mse`` (the config's ``loss``; IDDM uses MSE) over its
 classes: the upscaler is class-agnostic (a cascade passes the class only to diffusion models).
 
 Per-sample terms (metrics.csv): ``loss`` and ``psnr`` (dB of the [0, 1] images, logged only).
+With ``sr_val_data`` the held-out PSNR / SSIM (:mod:`~difforge.train.tasks.sr_validation`).
 The model file has ``kind: upscaler`` with ``meta["inputs"]["low_res"]`` like an upsampler's.
 """
 
@@ -24,6 +25,7 @@ from ...models import registry
 from ..batches import Batch
 from ..rng import StepRNG
 from .base import Snapshot, Task
+from .sr_validation import SRValidation
 from .superres import check_sizes, degradation_of, low_res_inputs
 
 UPSCALERS = ("rdn-sr", "srv1")
@@ -60,6 +62,7 @@ class RegressionSRTask(Task):
             "data": {"image_size": c.data.image_size, "channels": int(data.images.shape[1]), "class_names": []},
             "inputs": low_res_inputs(self.deg, 0.0),
         }
+        self.validation = SRValidation(c, data, self.deg, self.dist, diffusion=False) if c.sr.sr_val_data else None
         return net.to(device)
 
     def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
@@ -79,9 +82,18 @@ class RegressionSRTask(Task):
         tc = self.config.train
         return preview_grid(up, data, self.deg, tc, snapshot.samples_dir / f"step_{step:07d}.{tc.image_format}")
 
+    def evaluate(self, snapshot: Snapshot, step: int, data) -> Dict[str, float]:
+        from ...pipeline.upscale import Upscaler
+
+        if self.validation is None:
+            return {}
+        up = Upscaler(snapshot.net, snapshot.meta, snapshot.device, snapshot.precision)
+        return self.validation.evaluate(up, step, self.meta, self.config.train.preview_steps)
+
     def describe(self) -> str:
         d = self.deg
-        return f"x{d.scale} regression upscaler {self.config.model.network}, {self.config.diffusion.loss} loss, {d.down} down"
+        val = f"; validation on {self.validation.source} every {self.config.train.eval_every} steps" if self.validation else ""
+        return f"x{d.scale} regression upscaler {self.config.model.network}, {self.config.diffusion.loss} loss, {d.down} down{val}"
 
 
 __all__ = ["RegressionSRTask", "UPSCALERS"]
