@@ -91,7 +91,7 @@ def create_app(models: Dict[str, Any], settings: Optional[ServeSettings] = None)
     from .state import ServeState
 
     models, upscalers = upscale.split_upscalers(models)  # SR models answer /v1/upscale (serve/upscale.py), not /v1/generate
-    state = ServeState(models, settings or ServeSettings())
+    state = ServeState(models, settings or ServeSettings(), upscalers_only=bool(upscalers))
     app = FastAPI(
         title="difforge",
         version=__version__,

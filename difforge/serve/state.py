@@ -30,10 +30,12 @@ def takes_option(sampler: str, option: str) -> bool:
 class ServeState:
     """The models (``{name: Pipeline}``, loaded once by the caller), their workers and the jobs."""
 
-    def __init__(self, models: Dict[str, Any], settings: ServeSettings):
+    def __init__(self, models: Dict[str, Any], settings: ServeSettings, upscalers_only: bool = False):
+        """``upscalers_only``: the server has super-resolution models and no generating one, so
+        ``models`` may be empty (/v1/generate then answers that it has no model)."""
         from ..diffusion.samplers import available
 
-        if not models:
+        if not models and not upscalers_only:
             raise ConfigError("create_app needs at least one model")
         bad = [n for n in models if not is_model_name(n)]
         if bad:
@@ -102,6 +104,8 @@ class ServeState:
         """The model a request names; with one model on the server, that one by default."""
         if req.model is not None:
             return req.model
+        if not self.models:
+            raise ApiError(404, "model", "this server has no generating model, only upscalers: POST /v1/upscale (GET /v1/upscalers)")
         if len(self.models) != 1:
             raise ApiError(422, "model", f"this server has {len(self.models)} models; choose one of: {', '.join(self.names)}")
         return self.names[0]

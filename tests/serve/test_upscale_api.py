@@ -51,3 +51,18 @@ def test_upscale_refusals_are_one_line(make_client, tiny_pipe, sr_models):  # no
         assert r.json()["field"] == field and "\n" not in r.json()["detail"], r.text
     r = c.post("/v1/generate", json={"model": "reg", "num": 1, "steps": 2})
     assert r.status_code == 404  # an upscaler is not a generating model
+
+
+def test_a_server_of_upscalers_only_starts_and_says_so(make_client, sr_models):  # noqa: F811
+    from difforge.serve.models import load_models
+
+    reg = load_models([sr_models["regression"]], device="cpu", precision="fp32")
+    c = make_client(reg)
+    assert c.get("/v1/models").json()["models"] == []
+    assert [u["name"] for u in c.get("/v1/upscalers").json()["upscalers"]] == list(reg)
+    img = np.zeros((5, 6, 3), np.uint8)
+    r = c.post("/v1/upscale", json={"image_base64": _b64(img)})  # the only upscaler by default
+    assert r.status_code == 200, r.text
+    r = c.post("/v1/generate", json={"num": 1, "steps": 2})
+    assert r.status_code == 404 and "only upscalers" in r.json()["detail"]
+    assert c.get("/").status_code == 200

@@ -73,6 +73,11 @@ async function loadModels() {
     body.models.forEach((m) => option(sel, m.name, m.name));
     $("steps").max = body.limits.max_steps;
     $("num").max = body.limits.max_num;
+    if (!body.models.length) {
+      $("generate").disabled = true;
+      $("status").textContent = "this server has only upscalers: use the Upscale tab";
+      return;
+    }
     fillModel();
     showError("");
   } catch (e) {
