@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .aliases import option_strings
+from ._prompts import add_prompt_flags, prompt_kwargs
 from .sample import DEFAULTS, add_sampling_flags, sample_config, sampler_opts, guidance_kwargs
 
 
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default: inpaint/ next to the run, or ./inpaint)")
     p.add_argument(*option_strings("--image-format"), dest="format", default="png", choices=("png", "jpg"), help="image file format")
     add_sampling_flags(p)
+    add_prompt_flags(p)
     p.set_defaults(func=run)
 
 
@@ -65,7 +67,7 @@ def run(args) -> int:
     result = pipe.inpaint(
         args.image, args.mask, args.num, args.class_label,
         method=method, resample=args.resample, jump=args.jump, feather=args.feather,
-        config=config, seed=args.seed, progress=not args.quiet, **guidance_kwargs(args), **sampler_opts(args),
+        config=config, seed=args.seed, progress=not args.quiet, **guidance_kwargs(args), **sampler_opts(args), **prompt_kwargs(args),
     )
     out_dir = Path(args.out) if args.out else default_output_dir(model, "inpaint")
     written = result.save(out_dir, fmt=args.format)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .aliases import option_strings
+from ._prompts import add_prompt_flags, prompt_kwargs
 from .sample import add_sampling_flags, sampling_kwargs
 
 
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument(*option_strings("--image-format"), dest="format", default="png", choices=("png", "jpg"), help="image file format")
     p.add_argument("--gif", action="store_true", help="also write interpolation.gif (frames forth and back)")
     add_sampling_flags(p)
+    add_prompt_flags(p)
     p.set_defaults(func=run)
 
 
@@ -58,10 +60,14 @@ def run(args) -> int:
         t=args.t,
         num_mix=args.num_mix,
         **sampling_kwargs(args),
+        **prompt_kwargs(args),
     )
     out_dir = Path(args.out) if args.out else default_output_dir(model, "interpolations")
     written = save_interpolation(result, out_dir, fmt=args.format, gif=args.gif)
-    cls = pipe.class_names[result.class_index] if result.class_index is not None else ("none (unconditional)" if pipe.class_names else "-")
+    if pipe.meta.get("text"):  # a text model ran on its prompt view: its one row is the prompt
+        cls = f"{args.class_label or '-'}, prompt {(args.prompt or ['(from --prompts)' if args.prompts_file else ''])[0]!r}"
+    else:
+        cls = pipe.class_names[result.class_index] if result.class_index is not None else ("none (unconditional)" if pipe.class_names else "-")
     ends = f"images {args.images[0]} -> {args.images[1]} via t={args.t if args.t is not None else pipe.schedule.num_steps // 2}" if args.images else f"seeds {result_seeds(args)}"
     print(f"{len(written['images'])} frames in {out_dir} ({ends}; class {cls}; {len(result.timesteps)} sampler steps)")
     print(f"grid: {written['grid']}")

@@ -196,8 +196,6 @@ def run(args) -> int:
         raise UserError(f"--masks needs a joint-mask model (difforge train --masks MDIR --joint-mask); {model} generates images only")
     kwargs = sampling_kwargs(args)
     text = prompt_kwargs(args)  # --prompt / --prompts / --negative-prompt (pipeline/text.py)
-    if text and (args.trajectory or args.gif):
-        raise UserError("--trajectory/--gif do not take prompts yet; leave out --trajectory or --prompt")
     kwargs.update(text)
     up = prepare_cascade(pipe, args.upscale) if args.upscale else None  # checked before any sampling
     if up is not None and (args.trajectory or args.gif):

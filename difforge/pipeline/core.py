@@ -223,11 +223,12 @@ class Pipeline:
 
         return with_prompts(self, prompt, negative_prompt, num, class_label)
 
-    def _for_request(self, guidance: Dict[str, Any]) -> "Pipeline":
-        """Self, or the guided pipeline when a request names a classifier or an unconditional model."""
-        if guidance.get("classifier") is None and guidance.get("uncond_model") is None:
-            return self
-        return self.with_guidance(**guidance)
+    def _for_request(self, options: Dict[str, Any], num: int = 1, class_label: ClassLabel = None) -> "Pipeline":
+        """The pipeline a request runs on: guided when ``options`` name a classifier or an unconditional
+        model, a prompt view for a text model (:meth:`with_prompts`); those keys are popped."""
+        guidance = {k: options.pop(k) for k in GUIDANCE_ARGS if k in options}
+        pipe = self if guidance.get("classifier") is None and guidance.get("uncond_model") is None else self.with_guidance(**guidance)
+        return pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
 
     # -- the batch core -------------------------------------------------------------------
     def request(self, num: int, class_label: ClassLabel, seed: int, seeds: Optional[Sequence[int]]):
@@ -360,8 +361,7 @@ class Pipeline:
         """
         from .upscale import cascade, prepare_cascade
         upscale = prepare_cascade(self, options.pop("upscale", None))  # checked before any work; None: no cascade
-        pipe = self._for_request({k: options.pop(k) for k in GUIDANCE_ARGS if k in options})
-        pipe = pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
+        pipe = self._for_request(options, num, class_label)
         labels, seeds = pipe.request(num, class_label, seed, seeds)
         x = pipe.sample(seeds, labels, config, progress=progress, callback=callback, **options)
         from ..data.io import to_uint8
@@ -375,23 +375,25 @@ class Pipeline:
         from .trajectory import trajectory
 
         self.refuse_joint("trajectories (--trajectory, --gif)")
-        pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
-        return trajectory(pipe, num, class_label, **kwargs)
+        return trajectory(self._for_request(kwargs, num, class_label), num, class_label, **kwargs)
 
     def interpolate(self, images=None, seeds: Sequence[int] = (0, 1), class_label: ClassLabel = None, **kwargs):
         """Frames between two seeds or two images (see :func:`difforge.pipeline.interpolate.interpolate`)."""
         from .interpolate import interpolate
 
         self.refuse_joint("interpolation")
-        pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
+        pipe = self._for_request(kwargs, 1, class_label)
+        if pipe.prompts is not None:  # a text model: the view's one row is the prompt (and class)
+            if len(pipe.prompt_texts) > 1:
+                raise UserError(f"an interpolation follows one prompt; got {len(pipe.prompt_texts)}")
+            class_label = 0
         return interpolate(pipe, images, seeds, class_label, **kwargs)
 
     def inpaint(self, image, mask, num: int = 4, class_label: ClassLabel = None, **kwargs):
         """Fill the white region of ``mask`` in ``image`` (see :func:`difforge.pipeline.inpaint.inpaint`)."""
         from .inpaint import inpaint
 
-        pipe = self._for_request({k: kwargs.pop(k) for k in GUIDANCE_ARGS if k in kwargs})
-        return inpaint(pipe, image, mask, num, class_label, **kwargs)
+        return inpaint(self._for_request(kwargs, num, class_label), image, mask, num, class_label, **kwargs)
 
 
 __all__ = ["Pipeline", "ClassLabel", "GUIDANCE_ARGS"]

@@ -115,6 +115,8 @@ def inpaint(pipe, image, mask, num: int = 4, class_label=None, *, method: Option
     if conditioned:  # the model sees (x_t, mask, masked image): a view of it with this request's mask
         if pipe.codec is not None:
             raise UserError("a mask-conditioned latent model is not supported")
+        if pipe.prompts is not None:
+            raise UserError("a mask-conditioned model with a text encoder is not supported for inpainting; use --method repaint")
         net = MaskConditionedNet(pipe.net, region[None, None].float().to(pipe.device), x0, pipe.learn_sigma)
         pipe = type(pipe)(net, pipe.meta, pipe.device, pipe.precision, pipe.source, pipe.codec, pipe.guide, pipe.class_names)
     if pipe.joint_mask:  # the generated mask channel is known everywhere: it is the request's mask

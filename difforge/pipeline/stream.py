@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterator, Optional
 
 from .config import SampleConfig
-from .core import GUIDANCE_ARGS, ClassLabel, Pipeline
+from .core import ClassLabel, Pipeline
 from .results import Generated
 
 
@@ -24,8 +24,7 @@ def generate_batches(pipe: Pipeline, num: int = 16, class_label: ClassLabel = No
 
     from ..data.io import to_uint8
 
-    pipe = pipe._for_request({k: options.pop(k) for k in GUIDANCE_ARGS if k in options})
-    pipe = pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
+    pipe = pipe._for_request(options, num, class_label)  # guidance and prompts
     labels, seeds = pipe.request(num, class_label, seed, None)
     config, opts = pipe.prepare(config, options)
     timesteps = pipe.timesteps(config)
