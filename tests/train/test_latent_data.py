@@ -126,3 +126,16 @@ def test_cli_train_vae_then_latent_diffusion_with_iddm_flags(tmp_path):
     assert main(["sample", str(model), "--num", "2", "--steps", "2", "--quiet", "--out", str(tmp_path / "s")]) == 0
     assert len(list((tmp_path / "s").glob("*.png"))) == 2
     assert main(["train", "--run", "e", "--latent", *common]) == 2  # --latent without --vae: one clear line
+
+
+def test_text_conditioned_latent_model_trains_and_follows_prompts(tmp_path, vae_file):
+    """Text with latent diffusion: the captions stay aligned with the cached latents, previews and
+    prompts decode to pixels, and the prompt changes the sample."""
+    result = Trainer(progress=False, **latent_overrides(tmp_path, vae_file, text_encoder="builtin", conditional=False,
+                                                        preview_num=2, preview_steps=2)).fit()
+    meta = read_metadata(result.model_file)
+    assert meta["text"]["encoder"] == "builtin" and meta["latent"]["latent_size"] == 4
+    pipe = Pipeline.from_checkpoint(result.model_file, device="cpu")
+    a = pipe.generate(2, prompt="a large scratch on wood", steps=3, sampler="ddim", seed=1).images
+    b = pipe.generate(2, prompt="a crack at the top on brushed steel", steps=3, sampler="ddim", seed=1).images
+    assert a.shape == (2, 16, 16, 3) and not torch.equal(a, b)
