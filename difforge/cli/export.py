@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                    "an image of another class is an error")
     p.add_argument("--segmentation", default="polygon", choices=["polygon", "rle"],
                    help="COCO segmentation: polygon (outer contour; default) or rle (exact mask, holes kept)")
+    p.add_argument("--synthetic-split", dest="synthetic_split", default="train", choices=["train", "all"],
+                   help="with --real: train (default) puts every synthetic image in the train split, so val/test are real only; "
+                   "all splits them like the real ones")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the new export is complete)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,7 +41,8 @@ def run(args) -> int:
 
     classes = args.classes.split(",") if args.classes else None
     r = export_dataset(args.src, args.format, args.out, split=args.split, real=args.real, overwrite=args.overwrite,
-                       seed=args.seed, classes=classes, segmentation=args.segmentation, progress=not args.quiet)
+                       seed=args.seed, classes=classes, segmentation=args.segmentation, synthetic_split=args.synthetic_split,
+                       progress=not args.quiet)
     splits = ", ".join(f"{k} {v}" for k, v in r.per_split.items())
     print(f"wrote {r.out} ({r.format}): {r.images} images ({splits}), {r.instances} instances, "
           f"classes {', '.join(r.classes) or '-'}; manifest.jsonl" + "".join(f", {f}" for f in r.index_files))

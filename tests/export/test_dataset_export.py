@@ -171,3 +171,17 @@ def test_every_exported_file_has_a_manifest_line(sources, tmp_path, fmt):
         assert (out / ln["image"]).read_bytes() == Path(ln["origin"]["image"]).read_bytes()
     assert {ln["source"] for ln in lines} == {"synthetic", "real"}
     json.dumps(lines)
+
+
+def test_synthetic_images_stay_out_of_val_and_test_by_default(sources, tmp_path):
+    """With real images in the export, val / test are real only (scores on real defects);
+    --synthetic-split all splits the synthetic ones too."""
+    export_dataset(sources["synth"], "yolo", tmp_path / "a", real=sources["pairs"], split="train=0.5,val=0.5")
+    lines = _lines(tmp_path / "a")
+    assert {ln["split"] for ln in lines if ln["source"] == "synthetic"} == {"train"}
+    real = [ln["split"] for ln in lines if ln["source"] == "real"]
+    assert real.count("val") >= 5 and real.count("train") >= 5
+    export_dataset(sources["synth"], "yolo", tmp_path / "b", real=sources["pairs"], split="train=0.5,val=0.5", synthetic_split="all")
+    assert {ln["split"] for ln in _lines(tmp_path / "b") if ln["source"] == "synthetic"} == {"train", "val"}
+    export_dataset(sources["synth"], "yolo", tmp_path / "c", split="train=0.5,val=0.5")  # synthetic only: still split
+    assert {ln["split"] for ln in _lines(tmp_path / "c")} == {"train", "val"}

@@ -53,8 +53,13 @@ class Exported:
 
 def export_dataset(src, fmt: str, out, *, split: str = "train=0.8,val=0.2", real=None, overwrite: bool = False,
                    seed: int = 0, classes: Optional[Sequence[str]] = None, segmentation: str = "polygon",
-                   progress: bool = False) -> Exported:
-    """Export ``src`` (and ``real``) as ``fmt`` into ``out``; see the module docstring."""
+                   synthetic_split: str = "train", progress: bool = False) -> Exported:
+    """Export ``src`` (and ``real``) as ``fmt`` into ``out``; see the module docstring.
+
+    ``synthetic_split``: ``"train"`` (default) puts every synthetic image into the train split when
+    the export also holds real images, so val and test are real images only and a detector's
+    scores say how it does on real defects, not on the generator's; ``"all"`` splits synthetic
+    images like real ones. Without real images the synthetic ones are split (there is nothing else)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r} (--format); choose {', '.join(FORMATS)}")
     if segmentation not in SEGMENTATIONS:
@@ -70,7 +75,11 @@ def export_dataset(src, fmt: str, out, *, split: str = "train=0.8,val=0.2", real
         _check_masks(items, fmt)
         if fmt == "yolo-seg":
             need("skimage.measure", "--format yolo-seg")
+    if synthetic_split not in ("train", "all"):
+        raise ConfigError(f"synthetic_split={synthetic_split!r} (--synthetic-split) must be train or all")
     splits = assign([f"{it.source}/{it.class_name}" for it in items], fractions, seed)
+    if synthetic_split == "train" and any(it.source == "real" for it in items) and "train" in fractions:
+        splits = ["train" if it.source != "real" else s for it, s in zip(items, splits)]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
