@@ -1,0 +1,80 @@
+"""Which classifier-free guidance scale should ``difforge sample`` use by default? A measured sweep (issue 16).
+
+For trained class-conditional model files (e.g. the 12-minute runs of benchmarks/quality_budget.py,
+whose datasets the file's run name names), this samples 100 images per scale with the sampling
+defaults otherwise (UniPC, 20 steps) and scores them with the judge of quality_budget.py (a CNN
+trained only on real held-out images): class accuracy, Frechet distance and KID in the judge's
+features, precision / recall, next to the real-vs-real floor, and seconds per 100 images. Guidance
+trades variety (recall, distance) for class fidelity (accuracy); the default is the scale with the
+best distance among those within 0.02 of the best accuracy, printed at the end.
+
+    python benchmarks/cfg_sweep.py --model defects=runs/quality_budget/defects-fast-32px-12min/checkpoints/ema.safetensors \\
+        --model glyphs=runs/quality_budget/glyphs-fast-32px-12min/checkpoints/ema.safetensors --scales 1 1.5 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from demo_quality import train_classifier  # noqa: E402
+from quality_budget import judge, loadavg, machine, real_floor, real_images, scores  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, metavar="DATASET=FILE", help="defects=FILE or glyphs=FILE (repeatable)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0])
+    ap.add_argument("--num", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    from difforge.pipeline import Pipeline
+
+    print(f"# {machine()}; loadavg before {loadavg()}", flush=True)
+    rows, best = [], {}
+    for spec in args.model:
+        dataset, _, path = spec.partition("=")
+        pipe = Pipeline.from_checkpoint(path)
+        size = pipe.image_size
+        judge_data = real_images(dataset, size, 400, seed=1)
+        clf, names = train_classifier(size, judge_data[0].shape[-1], data=judge_data, epochs=8, flips=dataset != "glyphs")
+        real, _, _ = real_images(dataset, size, 25, seed=2)
+        _, real_feats = judge(clf, real)
+        train, _, _ = real_images(dataset, size, 150, seed=0)
+        _, train_feats = judge(clf, train)
+        floor = real_floor(clf, dataset, size, 25, real_feats, train, train_feats)
+        rows.append(dict(dataset=dataset, size=size, cfg="real held-out", sample_s="-", **floor))
+        per = []
+        for s in args.scales:
+            t0 = time.perf_counter()
+            out = pipe.generate(num=args.num // len(names) + 1, class_label="all", seed=1000, cfg=s)
+            dt = (time.perf_counter() - t0) * 100 / len(out.images)
+            imgs = out.images.numpy()
+            if imgs.shape[-1] != train.shape[-1]:
+                imgs = np.repeat(imgs, 3, -1)
+            r = dict(dataset=dataset, size=size, cfg=s, sample_s=round(dt, 1), **scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats))
+            rows.append(r)
+            per.append(r)
+            print(f"row: {r}", flush=True)
+        top = max(r["acc"] for r in per)
+        best[dataset] = min((r for r in per if r["acc"] >= top - 0.02), key=lambda r: r["fd"])["cfg"]
+    print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images, {args.threads} torch thread(s)")
+    head = ["dataset", "size", "cfg", "sample_s", "acc", "fd", "kid", "precision", "recall", "mem_px", "mem_feat"]
+    print("| " + " | ".join(head) + " |")
+    print("|---" * len(head) + "|")
+    for r in rows:
+        print("| " + " | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in head) + " |")
+    print("best scale (best distance within 0.02 of the best accuracy): " + ", ".join(f"{d} {s:g}" for d, s in best.items()))
+
+
+if __name__ == "__main__":
+    main()
