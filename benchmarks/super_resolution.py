@@ -101,6 +101,21 @@ def peak_rss(model_file, low_px: int, steps: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def fit_or_reuse(args, clock, cfg):
+    """Train ``cfg`` (a Trainer's keywords), or with ``--reuse`` take the model file a finished run of
+    the same name left in ``--runs-dir`` (its step count read from the file)."""
+    from types import SimpleNamespace
+
+    from difforge.modelfile import read_metadata
+    from difforge.train.trainer import Trainer
+
+    path = Path(cfg["runs_dir"]) / cfg["run"] / "checkpoints" / "ema.safetensors"
+    if args.reuse and path.is_file():
+        print(f"# reusing {path}", flush=True)
+        return SimpleNamespace(model_file=path, steps=int(read_metadata(path)["train"]["step"]))
+    return Trainer(progress=False, clock=clock, **cfg).fit()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="high-res sizes (x4 from size / 4)")
@@ -113,6 +128,7 @@ def main():
     ap.add_argument("--rss", choices=["all", "regression", "none"], default="all", help="peak-RSS probes at 256 and 1024 px (diffusion at 1024 is slow)")
     ap.add_argument("--runs-dir", default="runs/super_resolution")
     ap.add_argument("--smoke", action="store_true", help="64 px, 0.1 min, 2 test images per class")
+    ap.add_argument("--reuse", action="store_true", help="use a model file already in --runs-dir (same run name) instead of training it again")
     args = ap.parse_args()
     if args.smoke:
         args.sizes, args.minutes, args.per_class, args.test_per_class, args.steps, args.rss = [64], 0.1, 20, 2, 5, "regression"
@@ -121,7 +137,6 @@ def main():
     from difforge.data.io import to_uint8
     from difforge.pipeline import Pipeline
     from difforge.pipeline.upscale import UPSCALE_SAMPLING, Upscaler, cascade
-    from difforge.train.trainer import Trainer
 
     torch.set_num_threads(1)  # with another process on a core, a second OpenMP thread spins at barriers and that counts as CPU time
     t_start = time.perf_counter()
@@ -146,7 +161,7 @@ def main():
                          (f"diffusion + noise aug {args.noise_aug:g}", dict(task="sr", noise_aug=args.noise_aug))]:
             run = f"{size}px-{name.split()[0]}-{'aug' if 'aug' in name else 'plain'}-{args.minutes:g}min"
             w0 = time.perf_counter()
-            result = Trainer(progress=False, clock=clock, run=run, **common, **kw).fit()
+            result = fit_or_reuse(args, clock, dict(common, run=run, **kw))
             up = Upscaler.from_checkpoint(result.model_file, pipeline_cls=Pipeline)
             trained[name] = result.model_file
             out, s_img = upscale_all(up, low, labels, args.steps)
@@ -155,7 +170,7 @@ def main():
         # the cascade: a base model at the low size, then the noise-augmented upsampler with the class
         base_cfg = dict(common, image_size=low_size, scale=4, run=f"{low_size}px-base-{args.minutes:g}min")
         w0 = time.perf_counter()
-        base = Trainer(progress=False, clock=clock, **base_cfg).fit()
+        base = fit_or_reuse(args, clock, base_cfg)
         pipe = Pipeline.from_checkpoint(base.model_file)
         up = Upscaler.from_checkpoint(trained[f"diffusion + noise aug {args.noise_aug:g}"], pipeline_cls=Pipeline)
         n = len(hr)
