@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from demo_quality import train_classifier  # noqa: E402
-from quality_budget import judge, loadavg, machine, real_floor, real_images, scores  # noqa: E402
+from quality_budget import as_channels, judge, loadavg, machine, real_floor, real_images, scores  # noqa: E402
 
 
 def main():
@@ -59,8 +59,7 @@ def main():
             out = pipe.generate(num=args.num // len(names) + 1, class_label="all", seed=1000, cfg=s)
             dt = (time.perf_counter() - t0) * 100 / len(out.images)
             imgs = out.images.numpy()
-            if imgs.shape[-1] != train.shape[-1]:
-                imgs = np.repeat(imgs, 3, -1)
+            imgs = as_channels(imgs, train.shape[-1])
             r = dict(dataset=dataset, size=size, cfg=s, sample_s=round(dt, 1), **scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats))
             rows.append(r)
             per.append(r)

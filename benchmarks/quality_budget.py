@@ -60,6 +60,16 @@ def scores(clf, images, labels, real_feats, train_images, train_feats):
                 mem_feat=memorisation(feats, train_feats)["fraction"])
 
 
+def as_channels(imgs: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (N, H, W, C) images with ``channels`` channels, as the judge sees the real data: grey
+    repeated to RGB, or RGB averaged to grey."""
+    if imgs.shape[-1] == channels:
+        return imgs
+    if channels == 3:
+        return np.repeat(imgs, 3, -1)
+    return imgs.astype(np.float32).mean(-1, keepdims=True).round().astype(np.uint8)
+
+
 def real_floor(clf, dataset: str, size: int, per_class: int, real_feats, train, train_feats):
     """The real-vs-real floor: as many other held-out real images (another seed) scored exactly like
     samples, against the same reference features. Same-size sets matter: the Frechet distance of a
@@ -158,8 +168,7 @@ def main():
                     out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000)
                     dt = (time.perf_counter() - t0) * 100 / len(out.images)
                     imgs = out.images.numpy()
-                    if imgs.shape[-1] != train.shape[-1]:
-                        imgs = np.repeat(imgs, 3, -1)  # a grey model of colour data: compare as RGB
+                    imgs = as_channels(imgs, train.shape[-1])  # a grey model of colour data, or an RGB model of grey data
                     s = scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats)
                     rows.append(dict(dataset=dataset, recipe=recipe, minutes=minutes, size=size, steps=result.steps,
                                      seen=result.steps * 16, sample_s=round(dt, 1), **s))
