@@ -39,8 +39,8 @@ class SRValidation:
         c = self.config = config
         dc, tc = c.data, c.train
         folder = c.sr.sr_val_data
-        val = load_training_images(dataclasses.replace(dc, data=folder, channels=int(data.images.shape[1]), conditional=None,
-                                                       builtin_per_class=dc.builtin_per_class), progress=False)
+        val = load_training_images(dataclasses.replace(dc, data=folder, channels=int(data.images.shape[1]), conditional=None),
+                                      progress=False)
         if val.images.shape[-2:] != data.images.shape[-2:]:
             raise ConfigError(f"validation images of {folder} are {tuple(val.images.shape[-2:])}, training ones {tuple(data.images.shape[-2:])}")
         n = min(tc.eval_num, DIFFUSION_MAX) if diffusion else tc.eval_num
@@ -48,10 +48,9 @@ class SRValidation:
         self.labels = self._labels(val, data, n, folder)
         self.source = f"{folder} ({len(self.images)} images)"
         self.deg = deg
-        hr = self.images.float().div(127.5).sub(1.0)
-        g = torch.Generator().manual_seed(VAL_NOISE_SEED)
-        self.low = degrade(hr, deg, generator=g)
-        self.baseline = scores(upsample(self.low, deg.scale), hr, prefix="val_bicubic_")
+        self.hr = self.images.float().div(127.5).sub(1.0)
+        self.low = degrade(self.hr, deg, generator=torch.Generator().manual_seed(VAL_NOISE_SEED))
+        self.baseline = scores(upsample(self.low, deg.scale), self.hr, prefix="val_bicubic_")
         if tc.eval_every == 0:  # once per epoch, as IDDM
             per_epoch = max(1, len(data.images) // (tc.batch_size * dist.world_size))
             tc.eval_every = max(1, round(per_epoch / tc.grad_accum))
@@ -78,8 +77,7 @@ class SRValidation:
                 made.append(up.upscale_tensor(low, self.labels[i] if up.class_names else None, seed=i, steps=preview_steps))
             else:
                 made.append(up.upscale_tensor(low))
-        hr = self.images.float().div(127.5).sub(1.0)
-        row = {**scores(torch.cat(made), hr, prefix="val_"), **self.baseline}
+        row = {**scores(torch.cat(made), self.hr, prefix="val_"), **self.baseline}
         meta["sr_val"] = dict(row, step=step, images=self.source)
         get_logger().info(f"validation at step {step} on {self.source}: PSNR {row['val_psnr']:.2f} dB, SSIM {row['val_ssim']:.4f} "
                           f"(bicubic {row['val_bicubic_psnr']:.2f} dB, {row['val_bicubic_ssim']:.4f})")
