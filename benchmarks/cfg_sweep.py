@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from demo_quality import train_classifier  # noqa: E402
-from quality_budget import as_channels, judge, loadavg, machine, real_floor, real_images, scores  # noqa: E402
+from quality_budget import Judge, loadavg, machine  # noqa: E402
 
 
 def main():
@@ -44,22 +43,15 @@ def main():
         dataset, _, path = spec.partition("=")
         pipe = Pipeline.from_checkpoint(path)
         size = pipe.image_size
-        judge_data = real_images(dataset, size, 400, seed=1)
-        clf, names = train_classifier(size, judge_data[0].shape[-1], data=judge_data, epochs=8, flips=dataset != "glyphs")
-        real, _, _ = real_images(dataset, size, 25, seed=2)
-        _, real_feats = judge(clf, real)
-        train, _, _ = real_images(dataset, size, 150, seed=0)
-        _, train_feats = judge(clf, train)
-        floor = real_floor(clf, dataset, size, 25, real_feats, train, train_feats)
+        jd = Judge(dataset, size)
+        floor, names = jd.floor, jd.names
         rows.append(dict(dataset=dataset, size=size, cfg="real held-out", sample_s="-", **floor))
         per = []
         for s in args.scales:
             t0 = time.perf_counter()
             out = pipe.generate(num=args.num // len(names) + 1, class_label="all", seed=1000, cfg=s)
             dt = (time.perf_counter() - t0) * 100 / len(out.images)
-            imgs = out.images.numpy()
-            imgs = as_channels(imgs, train.shape[-1])
-            r = dict(dataset=dataset, size=size, cfg=s, sample_s=round(dt, 1), **scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats))
+            r = dict(dataset=dataset, size=size, cfg=s, sample_s=round(dt, 1), **jd.score(out.images.numpy(), out.labels.numpy()))
             rows.append(r)
             per.append(r)
             print(f"row: {r}", flush=True)

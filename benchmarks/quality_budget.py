@@ -70,6 +70,25 @@ def as_channels(imgs: np.ndarray, channels: int) -> np.ndarray:
     return imgs.astype(np.float32).mean(-1, keepdims=True).round().astype(np.uint8)
 
 
+class Judge:
+    """The judge of a dataset and size: a CNN trained only on real images (seed 1), the reference
+    features of 25 held-out real images per class (seed 2), the training images (seed 0) for the
+    memorisation check, and the real-vs-real ``floor``. ``score(images, labels)`` scores samples."""
+
+    def __init__(self, dataset: str, size: int, per_class: int = 150, smoke: bool = False):
+        data = real_images(dataset, size, 100 if smoke else 400, seed=1)
+        self.clf, self.names = train_classifier(size, data[0].shape[-1], data=data, epochs=2 if smoke else 8, flips=dataset != "glyphs")
+        real, _, _ = real_images(dataset, size, 25, seed=2)
+        self.real_feats = judge(self.clf, real)[1]
+        self.train, _, _ = real_images(dataset, size, per_class, seed=0)
+        self.train_feats = judge(self.clf, self.train)[1]
+        self.floor = real_floor(self.clf, dataset, size, 25, self.real_feats, self.train, self.train_feats)
+
+    def score(self, images: np.ndarray, labels) -> dict:
+        """Scores of uint8 (N, H, W, C) samples, in the real data's channels."""
+        return scores(self.clf, as_channels(images, self.train.shape[-1]), labels, self.real_feats, self.train, self.train_feats)
+
+
 def real_floor(clf, dataset: str, size: int, per_class: int, real_feats, train, train_feats):
     """The real-vs-real floor: as many other held-out real images (another seed) scored exactly like
     samples, against the same reference features. Same-size sets matter: the Frechet distance of a
@@ -138,14 +157,8 @@ def main():
     rows = []
     for dataset in args.datasets:
         for size in args.sizes:
-            judge_data = real_images(dataset, size, 100 if args.smoke else 400, seed=1)
-            clf, names = train_classifier(size, judge_data[0].shape[-1], data=judge_data, epochs=2 if args.smoke else 8,
-                                          flips=dataset != "glyphs")
-            real, _, _ = real_images(dataset, size, 25, seed=2)
-            _, real_feats = judge(clf, real)
-            train, _, _ = real_images(dataset, size, args.per_class, seed=0)
-            _, train_feats = judge(clf, train)
-            floor = real_floor(clf, dataset, size, 25, real_feats, train, train_feats)
+            jd = Judge(dataset, size, args.per_class, args.smoke)
+            floor, names = jd.floor, jd.names
             rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
             print(f"row: {rows[-1]}", flush=True)
             data_dir = None
@@ -167,9 +180,7 @@ def main():
                     t0 = time.perf_counter()
                     out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000)
                     dt = (time.perf_counter() - t0) * 100 / len(out.images)
-                    imgs = out.images.numpy()
-                    imgs = as_channels(imgs, train.shape[-1])  # a grey model of colour data, or an RGB model of grey data
-                    s = scores(clf, imgs, out.labels.numpy(), real_feats, train, train_feats)
+                    s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
                     rows.append(dict(dataset=dataset, recipe=recipe, minutes=minutes, size=size, steps=result.steps,
                                      seen=result.steps * 16, sample_s=round(dt, 1), **s))
                     print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
