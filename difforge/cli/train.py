@@ -18,6 +18,7 @@ NETWORK_FLAGS = {
     "head_channels": ("--head-channels", int, "channels per attention head"),
     "dropout": ("--dropout", float, "dropout in residual blocks"),
     "act": ("--act", str, "activation: silu, gelu, relu, relu6, lrelu"),
+    "patch_size": ("--patch-size", int, "pixels per side folded into channels (UNets: default 2 from 64 px, else 1; DiT: the token size)"),
 }
 
 # adm's own option names, set by improved-diffusion's flags (cli/seedtools.py)

@@ -42,6 +42,10 @@ slower than its NCHW one at these channel counts, and GroupNorm's channels_last 
 4-8x slower than its NCHW ones. So keep NCHW on CPU; channels_last is for GPUs (cuDNN NHWC
 tensor-core kernels), where it should be measured with the same script.
 
+``patch_size`` p > 1 folds p x p pixels into channels around the network (see :class:`UNet`);
+at 64 px, p = 2 costs what 32 px costs (the table's 32 px column), which is why new runs from
+64 px take it (train/autonet.choose_patch).
+
 Presets (:data:`PRESETS`) are registered as network names: ``build("unet-tiny", image_size=32)``;
 ``net.config`` holds every option, so ``build(net.arch, **net.config)`` rebuilds any of them.
 Parameters / forward GFLOPs per image at 32 and 64 px (3 channels, unconditional):
@@ -155,13 +159,14 @@ def _bool(field: str, value: Any) -> bool:
     return value
 
 
-def _size_error(levels: int, image_size: int) -> Optional[str]:
-    div = 2 ** (levels - 1)
+def _size_error(levels: int, image_size: int, patch: int = 1) -> Optional[str]:
+    div = patch * 2 ** (levels - 1)
     if image_size % div == 0:
         return None
     low, high = (image_size // div) * div, (image_size // div + 1) * div
     works = f"{low} or {high} would work" if low > 0 else f"{high} would work"
-    return f"unet with {levels} levels needs an image size divisible by {div}; {works}, got {image_size}"
+    what = f"unet with {levels} levels" + (f" and patch size {patch}" if patch > 1 else "")
+    return f"{what} needs an image size divisible by {div}; {works}, got {image_size}"
 
 
 @register("unet")
@@ -189,6 +194,11 @@ class UNet(nn.Module):
             every self-attention block, fed by ``net(..., context=, context_mask=)``; 0 = no text.
         text_encoder: options of the network's own :class:`~difforge.models.text_encoder.BuiltinTextEncoder`
             (then ``context`` may be token ids), or None.
+        patch_size: p > 1 folds each p x p pixel block into channels before the first conv
+            (``pixel_unshuffle``) and unfolds the output (``pixel_shuffle``), as simple diffusion
+            (Hoogeboom et al. 2023) does for high resolutions: the network then works at
+            ``image_size / p`` and costs about 1/p^2 as much per image, which is what lets a 64 px
+            run see its data often enough in a CPU budget. Attention widths refer to the folded maps.
     """
 
     arch = "unet"
@@ -211,6 +221,7 @@ class UNet(nn.Module):
         aug_dim: int = 0,
         context_dim: int = 0,
         text_encoder: Optional[Dict[str, Any]] = None,
+        patch_size: int = 1,
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
@@ -236,8 +247,9 @@ class UNet(nn.Module):
             aug_dim=_int("aug_dim", aug_dim, 0),
             context_dim=_int("context_dim", context_dim, 0),
             text_encoder=text_encoder,
+            patch_size=_int("patch_size", patch_size, 1),
         )
-        error = _size_error(len(channel_mult), image_size)
+        error = _size_error(len(channel_mult), image_size, patch_size)
         if error:
             raise ConfigError(error)
 
@@ -247,6 +259,7 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         self.learn_sigma = learn_sigma
         self.num_levels = len(channel_mult)
+        self.patch_size = patch_size
 
         emb_dim = 4 * base_channels
         block = dict(dropout=dropout, act=act, norm_groups=norm_groups, scale_shift=use_scale_shift_norm)
@@ -257,9 +270,9 @@ class UNet(nn.Module):
         self.text_encoder, self.text_pool = text_modules("unet", context_dim, text_encoder, emb_dim)
         cross = (lambda c: [CrossAttention2d(c, context_dim, head_channels, norm_groups)]) if context_dim else (lambda c: [])
         self.emb_act = make_act(act)
-        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.input_conv = nn.Conv2d(in_channels * patch_size**2, base_channels, 3, padding=1)
 
-        ch, res, skips = base_channels, image_size, [base_channels]
+        ch, res, skips = base_channels, image_size // patch_size, [base_channels]
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -290,14 +303,15 @@ class UNet(nn.Module):
                 self.up.append(_Stage(layers))
 
         self.out = nn.Sequential(
-            group_norm(ch, norm_groups), make_act(act), zero_(nn.Conv2d(ch, self.out_channels, 3, padding=1))
+            group_norm(ch, norm_groups), make_act(act), zero_(nn.Conv2d(ch, self.out_channels * patch_size**2, 3, padding=1))
         )
 
     @classmethod
     def check_image_size(cls, image_size: int, config: Dict[str, Any]) -> None:
-        """ConfigError unless ``image_size`` is divisible by 2**(levels - 1) (levels from ``config``)."""
+        """ConfigError unless ``image_size`` is divisible by patch_size * 2**(levels - 1) (both from ``config``)."""
         mult = config["channel_mult"]
-        error = _size_error(len(_ints("channel_mult", mult, 1, nonempty=True)), _int("image_size", image_size, 1))
+        patch = _int("patch_size", config.get("patch_size", 1), 1)
+        error = _size_error(len(_ints("channel_mult", mult, 1, nonempty=True)), _int("image_size", image_size, 1), patch)
         if error:
             raise ConfigError(error)
 
@@ -305,9 +319,9 @@ class UNet(nn.Module):
                 aug_labels: Optional[torch.Tensor] = None, context: Optional[torch.Tensor] = None,
                 context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, _, h, w = x.shape
-        div = 2 ** (self.num_levels - 1)
+        div = self.patch_size * 2 ** (self.num_levels - 1)
         if h % div or w % div:
-            raise ValueError(f"unet with {self.num_levels} levels needs H and W divisible by {div}, got {h}x{w}")
+            raise ValueError(f"unet with {self.num_levels} levels and patch size {self.patch_size} needs H and W divisible by {div}, got {h}x{w}")
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(b)
@@ -321,7 +335,7 @@ class UNet(nn.Module):
         ctx, emb = text_condition(self, context, context_mask, emb)
         emb = self.emb_act(emb)
 
-        hs = self.input_conv(x)
+        hs = self.input_conv(F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x)
         skips = [hs]
         for stage in self.down:
             hs = stage(hs, emb, ctx)
@@ -329,7 +343,8 @@ class UNet(nn.Module):
         hs = self.middle(hs, emb, ctx)
         for stage in self.up:
             hs = stage(torch.cat([hs, skips.pop()], dim=1), emb, ctx)
-        return same_layout(self.out(hs), x)
+        out = self.out(hs)
+        return same_layout(F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out, x)
 
 
 PRESETS: Dict[str, Dict[str, Any]] = {

@@ -1,6 +1,6 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
 images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
-``network: auto`` and ``channels_last: auto`` (:mod:`difforge.train.autonet`). The decisions go into the config, so
+``network: auto``, a UNet's patch size and ``channels_last: auto`` (:mod:`difforge.train.autonet`). The decisions go into the config, so
 config.yaml records them and a resumed run makes none of them again."""
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from ..data.source import TrainingImages
 from .validation import hold_out
 
 
-def settle_run(config: Config, data: TrainingImages, task, dist=None) -> Tuple[Config, TrainingImages, Optional[TrainingImages]]:
-    """``(config, training images, held-out images or None)``; the task gets the settled config."""
+def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool = True,
+               pretrain: Optional[str] = None) -> Tuple[Config, TrainingImages, Optional[TrainingImages]]:
+    """``(config, training images, held-out images or None)``; the task gets the settled config.
+    ``new``: False when resuming (the run keeps the network its checkpoint has); ``pretrain``: a
+    fine-tune's model file (its network's fold is kept)."""
     if config.data.channels == "auto":
         if config.latent.latent and config.latent.vae:  # the VAE's channels decide a latent run
             data = _to_channels(data, _vae_channels(config.latent.vae, data.channels))
@@ -25,6 +28,10 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None) -> Tuple[C
     # text runs keep every image: the held-out loss (validation.py) is computed without captions
     if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:
         data, val = hold_out(data, config.train.seed)
+    if new and config.train.task == "diffusion":
+        from .autonet import choose_patch
+
+        config = choose_patch(config, data, pretrain)
     if config.model.network == "auto":
         from .autonet import choose_network
 

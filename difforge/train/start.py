@@ -99,6 +99,8 @@ def start_run(config_file: Optional[str], overrides: Dict[str, Any], *, resume: 
             get_logger().info(f"note: {note}")
     if not resume:
         for key, value in (defaults or {}).items():
+            if key == "network_options" and "network_options" in overrides:  # a preset's options under the flags'
+                overrides[key] = {**value, **overrides[key]}
             overrides.setdefault(key, value)
     trainer = Trainer(base, resume=resume, pretrain=pretrain, progress=progress, **overrides)
     return trainer, trainer.fit()

@@ -201,7 +201,7 @@ class Trainer:
         main = self.dist.is_main
         self.task = make_task(c, self.dist)
         data = load_training_images(dc, progress=self.progress and main)
-        self.config, data, self.val = settle_run(c, data, self.task, self.dist)  # channels/network auto, held-out images
+        self.config, data, self.val = settle_run(c, data, self.task, self.dist, self.resume_dir is None, self.pretrain)
         c = self.config
         self.task.check_data(data)
         self._build(data)

@@ -176,3 +176,41 @@ def test_presets_are_registered():
     for name, overrides in PRESETS.items():
         net = build(name, image_size=32)
         assert all(net.config[k] == v for k, v in overrides.items())
+
+
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_patch_size_is_unshuffle_then_the_folded_network_then_shuffle(learn_sigma):
+    """A patch-2 UNet at 32 px is, weight for weight, a plain UNet at 16 px on the 2x2-folded image
+    (4C channels) whose 4C' output channels are unfolded: the reference is built independently and
+    loaded with the patch network's weights (identical shapes prove the folded widths)."""
+    import torch.nn.functional as F
+
+    net = make(image_size=32, in_channels=3, num_classes=3, patch_size=2)
+    plain = UNet(**{**TINY, "image_size": 16, "in_channels": 12, "num_classes": 3})
+    state = net.state_dict()
+    if learn_sigma:  # 2C outputs: eps then the variance interpolation, each unfolded from 4 channels
+        net = make(image_size=32, in_channels=3, num_classes=3, patch_size=2, learn_sigma=True)
+        plain = UNet(**{**TINY, "image_size": 16, "in_channels": 12, "num_classes": 3, "learn_sigma": False})
+        state = net.state_dict()
+        plain.out[-1] = torch.nn.Conv2d(plain.out[-1].in_channels, 24, 3, padding=1)
+    plain.load_state_dict(state)
+    x, t, y = inputs(net)
+    with torch.no_grad():
+        got = net(x, t, y)
+        want = F.pixel_shuffle(plain(F.pixel_unshuffle(x, 2), t, y), 2)
+    assert got.shape == (2, 6 if learn_sigma else 3, 32, 32)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert net.config["patch_size"] == 2 and build("unet", **net.config).patch_size == 2
+
+
+def test_patch_size_image_size_rules():
+    with pytest.raises(ConfigError, match=r"unet with 3 levels and patch size 2 needs an image size divisible by 8; 32 or 40 would work, got 36"):
+        UNet(image_size=36, patch_size=2, **TINY)
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        registry.check_image_size("unet-tiny", {"patch_size": 2}, 36)
+    with pytest.raises(ConfigError, match="patch_size"):
+        UNet(image_size=32, patch_size=0, **TINY)
+    net = UNet(image_size=64, patch_size=2, **TINY)
+    assert net(torch.randn(1, 3, 64, 48), torch.zeros(1)).shape == (1, 3, 64, 48)
+    with pytest.raises(ValueError, match="patch size 2 needs H and W divisible by 8"):
+        net(torch.randn(1, 3, 36, 32), torch.zeros(1))

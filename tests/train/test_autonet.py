@@ -39,3 +39,61 @@ def test_run_with_network_auto_records_the_choice(tmp_path, monkeypatch):
     monkeypatch.setattr(autonet, "probe_step_seconds", lambda name, *a, **k: {"unet-tiny": 0.001}.get(name, 1e6))
     r = Trainer(progress=False, **tiny_overrides(tmp_path, network="auto", max_minutes=5.0, max_steps=2)).fit()
     assert "network: unet-tiny" in (r.run_dir / "config.yaml").read_text()
+
+
+def _grey_or_rgb(channels, size=64):
+    return load_training_images(Config().override(image_size=size, builtin_per_class=2, channels=channels).data, progress=False)
+
+
+def test_patch_size_folds_2x2_from_64_px_where_the_first_level_is_wide_enough(caplog):
+    rgb, grey = _grey_or_rgb(3), _grey_or_rgb(1)
+    cfg = Config().override(image_size=64)  # the defaults: unet-tiny, base 32
+    assert autonet.choose_patch(cfg, rgb).model.network_options == {"patch_size": 2}
+    assert "patch size: 2" in caplog.text
+    assert autonet.choose_patch(cfg.override(network="auto"), grey).model.network_options == {"patch_size": 2}
+    assert autonet.choose_patch(cfg.override(image_size=32), _grey_or_rgb(3, 32)).model.network_options == {}
+    narrow = cfg.override(network_options={"base_channels": 8})  # 4 x 3 channels would not fit 8
+    assert autonet.choose_patch(narrow, rgb).model.network_options == {"base_channels": 8}
+    assert autonet.choose_patch(narrow, grey).model.network_options == {"base_channels": 8, "patch_size": 2}
+    mine = cfg.override(network_options={"patch_size": 1})  # the user's choice stays
+    assert autonet.choose_patch(mine, rgb) is mine
+    for other in ("dit-s/2", "adm", "cspdarkunet-small"):  # networks without a UNet's fold keep their own
+        assert autonet.choose_patch(cfg.override(network=other), rgb).model.network_options == {}
+
+
+def _patch(run):
+    from difforge.modelfile import read_metadata
+
+    recorded = Config.load(run.run_dir / "config.yaml").model.network_options["patch_size"]
+    assert read_metadata(run.model_file)["network"]["config"]["patch_size"] == recorded
+    return recorded
+
+
+def test_patch_size_of_a_fine_tune_is_its_files_and_a_resume_keeps_its_network(tmp_path):
+    """A file trained at full resolution (before folding was the default, or by choice) fine-tunes
+    and resumes at full resolution, even where a new run would fold."""
+    full = {**TINY_NET, "patch_size": 1}
+    r = Trainer(progress=False, **tiny_overrides(tmp_path, image_size=64, max_steps=1, network_options=full, channels=1)).fit()
+    assert _patch(r) == 1
+    cfg = Config().override(image_size=64, network_options={**TINY_NET})
+    assert autonet.choose_patch(cfg, _grey_or_rgb(1)).model.network_options["patch_size"] == 2  # a new run folds
+    assert autonet.choose_patch(cfg, _grey_or_rgb(1), pretrain=str(r.model_file)).model.network_options["patch_size"] == 1
+    tuned = Trainer(progress=False, pretrain=str(r.model_file),
+                    **tiny_overrides(tmp_path, run="ft", image_size=64, max_steps=1, channels=1)).fit()
+    assert _patch(tuned) == 1
+    # a run written before patch_size existed: its config.yaml has no such option; resuming keeps the checkpoint's network
+    import yaml
+
+    cfg_file = r.run_dir / "config.yaml"
+    old = yaml.safe_load(cfg_file.read_text())
+    del old["model"]["network_options"]["patch_size"]
+    cfg_file.write_text(yaml.safe_dump(old))
+    resumed = Trainer(progress=False, resume=str(r.run_dir), max_steps=2).fit()
+    assert resumed.steps == 2
+
+
+def test_presets_of_other_tools_keep_full_resolution():
+    from difforge.train.presets import preset_values
+
+    for name in ("iddm", "classic"):
+        assert preset_values(name)["network_options"]["patch_size"] == 1
