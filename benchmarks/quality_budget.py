@@ -18,6 +18,7 @@ quiet). M minutes are then M minutes of one core. ``--clock wall`` (2 threads) i
 ``--max-minutes`` does, on a quiet machine only. The CPU model, flags and load average are printed.
 
     python benchmarks/quality_budget.py --minutes 3 12 --sizes 32 64      # the issue's table (hours)
+    python benchmarks/quality_budget.py --sizes 64 --minutes 12 --recipes fast --cfg 1.5 3   # one model, two scales
     python benchmarks/quality_budget.py --smoke                           # a minute: does it run?
 """
 
@@ -138,6 +139,7 @@ def main():
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="what the time budget counts (see above)")
     ap.add_argument("--runs-dir", default="runs/quality_budget")
     ap.add_argument("--smoke", action="store_true", help="16 px, 0.1 min, fast only: checks that it runs")
+    ap.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales to sample each model with (default: the sampling default)")
     ap.add_argument("--floor-only", action="store_true", help="only the real-vs-real rows (the judge is deterministic: same floor as a full run)")
     args = ap.parse_args()
     if args.floor_only:
@@ -177,13 +179,16 @@ def main():
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
                     result = Trainer(progress=False, clock=clock, **cfg).fit()
                     pipe = Pipeline.from_checkpoint(result.model_file)
-                    t0 = time.perf_counter()
-                    out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000)
-                    dt = (time.perf_counter() - t0) * 100 / len(out.images)
-                    s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
-                    rows.append(dict(dataset=dataset, recipe=recipe, minutes=minutes, size=size, steps=result.steps,
-                                     seen=result.steps * 16, sample_s=round(dt, 1), **s))
-                    print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
+                    for scale in args.cfg:
+                        t0 = time.perf_counter()
+                        guided = {} if scale is None else dict(cfg=scale)
+                        out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000, **guided)
+                        dt = (time.perf_counter() - t0) * 100 / len(out.images)
+                        s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
+                        label = recipe if scale is None else f"{recipe}, cfg {scale:g}"
+                        rows.append(dict(dataset=dataset, recipe=label, minutes=minutes, size=size, steps=result.steps,
+                                         seen=result.steps * 16, sample_s=round(dt, 1), **s))
+                        print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
     print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images with the sampling defaults")
     head = ["dataset", "recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall",
             "mem_px", "mem_feat"]

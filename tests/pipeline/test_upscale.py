@@ -147,3 +147,17 @@ def test_info_describes_a_regression_upscaler(sr_models):
 
     d = _describe_file(sr_models["regression"])
     assert d["kind"] == "upscaler" and d["scale"] == 4 and d["network"] == "rdn-sr" and d["nonfinite_weights"] == "none"
+
+
+def test_a_64px_diffusion_upsampler_folds_2x2_and_upscales_any_size(tmp_path):
+    """From 64 px the sr task's UNet folds 2 x 2 pixels (x_t and the up-sampled image: 4 x 6 channels
+    fit 32); the folded model upscales tiles and a size that is not a tile multiple."""
+    from tests.conftest import TINY_NET, tiny_overrides
+
+    run = Trainer(progress=False, **tiny_overrides(tmp_path, run="srp", task="sr", scale=4, image_size=64, max_steps=1,
+                                                   network_options={**TINY_NET, "base_channels": 32})).fit()
+    assert read_metadata(run.model_file)["network"]["config"]["patch_size"] == 2
+    up = Upscaler.from_checkpoint(run.model_file, pipeline_cls=Pipeline)
+    img = np.random.RandomState(0).randint(0, 256, (20, 27, 3), dtype=np.uint8)
+    out = up.upscale([img], tile=16, overlap=4, steps=1)[0]
+    assert out.shape == (80, 108, 3)

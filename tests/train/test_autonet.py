@@ -55,6 +55,10 @@ def test_patch_size_folds_2x2_from_64_px_where_the_first_level_is_wide_enough(ca
     narrow = cfg.override(network_options={"base_channels": 8})  # 4 x 3 channels would not fit 8
     assert autonet.choose_patch(narrow, rgb).model.network_options == {"base_channels": 8}
     assert autonet.choose_patch(narrow, grey).model.network_options == {"base_channels": 8, "patch_size": 2}
+    sixteen = cfg.override(network_options={"base_channels": 16})  # sr's input is x_t + the up-sampled image: 2 x 3 channels
+    assert autonet.choose_patch(sixteen, rgb).model.network_options["patch_size"] == 2
+    assert "patch_size" not in autonet.choose_patch(sixteen.override(task="sr"), rgb).model.network_options
+    assert autonet.choose_patch(cfg.override(task="sr"), rgb).model.network_options == {"patch_size": 2}
     mine = cfg.override(network_options={"patch_size": 1})  # the user's choice stays
     assert autonet.choose_patch(mine, rgb) is mine
     for other in ("dit-s/2", "adm", "cspdarkunet-small"):  # networks without a UNet's fold keep their own
