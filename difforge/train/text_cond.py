@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ConfigError
 
-ENCODER_DEFAULTS = dict(dim=128, depth=2, heads=4, max_length=32)
+ENCODER_DEFAULTS = dict(dim=128, depth=2, heads=4, max_length=32, pool="words")  # pool: models/text_encoder.text_condition
 
 
 def training_captions(config, data) -> List[str]:

@@ -152,3 +152,27 @@ def test_pooled_text_reaches_the_conditioning_vector(name):
     padded = ctx.clone()
     padded[~mask] = 5.0
     assert torch.allclose(a, net(x, t, context=padded, context_mask=mask), atol=1e-5)
+
+
+def test_word_pooling_is_a_bag_of_words_and_older_files_keep_token_pooling():
+    """pool="words": the pooled path is the mean of the caption's word embeddings (a reference
+    computed by hand), so word order does not change it; the default (files written before the
+    option) pools the transformer's outputs, which do depend on the order."""
+    from difforge.models.text_encoder import BuiltinTextEncoder, text_condition
+
+    torch.manual_seed(0)
+    assert BuiltinTextEncoder(**TEXT).config["pool"] == "tokens"
+    with pytest.raises(Exception, match="pool"):
+        BuiltinTextEncoder(**TEXT, pool="max")
+    ids = torch.tensor([[BOS, 5, 7, 9, PAD], [BOS, 9, 7, 5, PAD]])  # the same words in two orders
+    for pool in ("words", "tokens"):
+        net = perturb(registry.build("unet-tiny", image_size=8, in_channels=3, context_dim=16, text_encoder=dict(TEXT, pool=pool),
+                                     **FAMILIES["unet-tiny"]))
+        emb = torch.zeros(2, net.text_pool.out_features)
+        _, got = text_condition(net, ids, None, emb)
+        if pool == "words":
+            words_mean = net.text_encoder.token(ids[:1, :4]).mean(1)
+            torch.testing.assert_close(got[0], net.text_pool(words_mean)[0])
+            torch.testing.assert_close(got[0], got[1])
+        else:
+            assert not torch.allclose(got[0], got[1], atol=1e-4)
