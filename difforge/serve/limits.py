@@ -39,10 +39,19 @@ def token_ok(scope, token: str) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token.encode())
 
 
-def _answer(status: int, detail: str, field: Optional[str], extra: Optional[List[Tuple[bytes, bytes]]] = None):
+DRAIN_MAX = 16 << 20
+"""A refused body declared at most this long keeps the connection open: the server answers first and
+then reads and drops the rest (uvicorn discards a body once its response is complete), because
+closing a socket with unread bytes makes the kernel send a TCP reset, which can destroy the answer
+before the client reads it (seen: an 8 MB POST got "peer closed connection" instead of its 413).
+Longer or undeclared (chunked) bodies are answered and the connection closed at once."""
+
+
+def _answer(status: int, detail: str, field: Optional[str], extra: Optional[List[Tuple[bytes, bytes]]] = None,
+            close: bool = True):
     body = json.dumps({"detail": f"{field}: {detail}" if field else detail, "field": field}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *(extra or [])]  # the unread rest of the body is not waited for
+               *([(b"connection", b"close")] if close else []), *(extra or [])]  # close: the unread rest is not waited for
     return [{"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body}]
 
@@ -61,18 +70,18 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
+        declared = _header(scope, b"content-length")
+        try:
+            size = int(declared) if declared is not None else None
+        except ValueError:
+            return await _send(send, _answer(400, "Content-Length is not a number", "body"))
+        drain = size is not None and 0 <= size <= DRAIN_MAX
         if self.token is not None and not _is_public(path) and not token_ok(scope, self.token):
             return await _send(send, _answer(401, "a valid token is needed: send the header Authorization: Bearer TOKEN", None,
-                                             [(b"www-authenticate", b"Bearer")]))
+                                             [(b"www-authenticate", b"Bearer")], close=not drain))
         limit = self.limit_for(path)
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                return await _send(send, _answer(400, "Content-Length is not a number", "body"))
-            if size > limit:
-                return await _send(send, _too_large(limit, size))
+        if size is not None and size > limit:
+            return await _send(send, _too_large(limit, size, close=not drain))
         return await self._bounded(scope, receive, send, limit)
 
     async def _bounded(self, scope, receive, send, limit: int):
@@ -106,9 +115,9 @@ class Guard:
                 await _send(send, _too_large(limit))
 
 
-def _too_large(limit: int, size: Optional[int] = None):
+def _too_large(limit: int, size: Optional[int] = None, close: bool = True):
     got = f" (got {size:,} bytes)" if size is not None else ""
-    return _answer(413, f"the request body is larger than this server's limit of {limit:,} bytes{got}", "body")
+    return _answer(413, f"the request body is larger than this server's limit of {limit:,} bytes{got}", "body", close=close)
 
 
 async def _send(send, messages) -> None:
@@ -116,4 +125,4 @@ async def _send(send, messages) -> None:
         await send(m)
 
 
-__all__ = ["BodyTooLarge", "Guard", "token_ok"]
+__all__ = ["DRAIN_MAX", "BodyTooLarge", "Guard", "token_ok"]
