@@ -115,10 +115,14 @@ class BuiltinTextEncoder(nn.Module):
         self.layers = nn.ModuleList([_Layer(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def embed_words(self, ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(word embeddings (B, L, dim), mask (B, L)) of ids cut to ``max_length``: before positions and layers."""
         ids = ids[:, : self.position.shape[0]].clamp(0, self.token.num_embeddings - 1)
-        mask = ids != PAD
-        x = self.token(ids) + self.position[: ids.shape[1]]
+        return self.token(ids), ids != PAD
+
+    def forward(self, ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        words, mask = self.embed_words(ids)
+        x = words + self.position[: words.shape[1]]
         for layer in self.layers:
             x = layer(x, mask)
         return self.norm(x), mask
@@ -170,8 +174,7 @@ def text_condition(net: nn.Module, context, context_mask, emb: torch.Tensor):
     tokens, mask = ctx
     encoder = getattr(net, "text_encoder", None)
     if encoder is not None and encoder.config["pool"] == "words" and not context.is_floating_point():
-        ids = context[:, : encoder.position.shape[0]].clamp(0, encoder.token.num_embeddings - 1)
-        tokens, mask = encoder.token(ids), ids != PAD  # the words themselves, before the transformer mixes them
+        tokens, mask = encoder.embed_words(context)  # the words themselves, before the transformer mixes them
     w = torch.ones(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype) if mask is None else mask.to(tokens.dtype)
     pooled = (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
     return ctx, emb + pool(pooled.to(emb.dtype))

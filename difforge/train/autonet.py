@@ -110,7 +110,7 @@ def choose_patch(config: Config, data, pretrain: Optional[str] = None) -> Config
     about a quarter of the compute per image, so a CPU budget buys ~4x the steps and sampling is
     as much faster. Measured by ``benchmarks/quality_budget.py`` on the built-in defects at 64 px,
     12 CPU-minutes: 1,471 steps instead of 388, judge distance 51 instead of 71 (CFG 3), recall
-    0.61 instead of 0.45, 100 images in 17 s instead of 242 s. Folding 4 x 4 (48 values of an
+    0.61 instead of 0.45, 100 images in 39 s instead of 242 s (README, "Quality per CPU-minute"). Folding 4 x 4 (48 values of an
     RGB image into unet-tiny's 32 channels) lost the detail (samples were noise), so the fold is 2
     and only where 4 x the input channels fit the first level's width. A fine-tune takes its file's fold
     (the weights must fit); latent runs work on small latents and do not fold. The choice is
