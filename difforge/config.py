@@ -66,6 +66,7 @@ class DiffusionConfig:
 
     diffusion_steps: int = 1000
     noise_schedule: str = "cosine"
+    noise_shift: float = 1.0  # every SNR / shift^2 (diffusion/schedule.py shift_alpha_bar): more noise for larger images
     target: str = "v"
     loss: str = "mse"
     label_dropout: float = 0.1  # probability of training with the null class (CFG)
@@ -155,10 +156,12 @@ class SRConfig:
     sr_noise: float = 0.0  # std of Gaussian noise added to the low-res image, [-1, 1] scale (0 = none)
     sr_jpeg: int = 0  # JPEG quality of the low-res image (0 = no JPEG)
     noise_aug: float = 0.0  # diffusion: the low-res input is noised at a level s ~ U[0, noise_aug] (Ho et al. 2022); 0 = off
+    sr_residual: bool = True  # diffusion: diffuse the scaled residual x - bicubic(z), so an untrained upsampler is bicubic
     sr_val_data: Optional[str] = None  # validation folder: held-out PSNR / SSIM every eval_every steps (train/tasks/sr_validation.py)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "latent": LatentConfig, "sr": SRConfig}
+SECTION_TYPES = {name: {f.name: f.type for f in fields(klass)} for name, klass in SECTIONS.items()}  # annotations as text
 VAE_DOWNSAMPLE = (2, 4, 8, 16)
 RECON_LOSSES = ("mse", "l1")
 
@@ -177,6 +180,7 @@ NUMBERS: Dict[str, tuple] = {
     "builtin_per_class": (True, 1, 100_000, False, False, ""),
     "builtin_seed": (True, 0, 2**63 - 1, False, False, ""),
     "diffusion_steps": (True, 1, 100_000, False, False, ""),
+    "noise_shift": (False, 0.0, 64.0, True, False, "1 keeps the schedule, 2 divides every SNR by 4"),  # schedule.MAX_SHIFT
     "label_dropout": (False, 0.0, 1.0, False, True, "a probability; 1 would never train the classes"),
     "p2_gamma": (False, 0.0, 100.0, False, False, ""),
     "p2_k": (False, 0.0, 1e6, False, False, ""),
@@ -247,6 +251,9 @@ def _check_numbers(cfg: "Config") -> None:
         if value is None and name in _OPTIONAL_NUMBERS:
             continue
         _number(name, value, lo, hi, lo_open, hi_open, integer, why)
+    for name, section in where.items():  # every setting declared `bool` takes true or false only (a YAML "yes" is a text)
+        if SECTION_TYPES[section][name] == "bool" and not isinstance(getattr(getattr(cfg, section), name), bool):
+            raise ConfigError(f"{name}={getattr(getattr(cfg, section), name)!r} must be true or false")
 
 
 @dataclass
@@ -318,14 +325,8 @@ class Config:
         _check_numbers(self)
         _choice("channels", dc.channels, (1, 3, "auto"))
         _check_augment(dc.augment)
-        if not isinstance(tc.ema_extra, (list, tuple)) or not all(
-            isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 <= d < 1.0 for d in tc.ema_extra
-        ):
-            raise ConfigError(f"ema_extra={tc.ema_extra!r} must be a list of EMA decays in [0, 1), e.g. [0.99, 0.999]")
-        if not isinstance(tc.ema_power, (list, tuple)) or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and 0.0 < s < 0.28 for s in tc.ema_power
-        ):
-            raise ConfigError(f"ema_power={tc.ema_power!r} must be a list of relative EMA widths in (0, 0.28), e.g. [0.05, 0.2]")
+        _check_list("ema_extra", tc.ema_extra, lambda d: 0.0 <= d < 1.0, "EMA decays in [0, 1), e.g. [0.99, 0.999]")
+        _check_list("ema_power", tc.ema_power, lambda s: 0.0 < s < 0.28, "relative EMA widths in (0, 0.28), e.g. [0.05, 0.2]")
         _choice("noise_schedule", fc.noise_schedule, SCHEDULES)
         _choice("target", fc.target, TARGETS)
         _choice("loss", fc.loss, LOSSES)
@@ -333,9 +334,6 @@ class Config:
             raise ConfigError(f"diffusion_steps={fc.diffusion_steps} is too few for the {fc.noise_schedule} schedule (needs > 20; its last beta is 20/T); use more steps or noise_schedule=cosine")
         _choice("schedule_sampler", fc.schedule_sampler, SCHEDULE_SAMPLERS)
         _choice("loss_weighting", fc.loss_weighting, LOSS_WEIGHTINGS)
-        for name in ("use_kl", "rescale_learned_sigmas"):
-            if not isinstance(getattr(fc, name), bool):
-                raise ConfigError(f"{name}={getattr(fc, name)!r} must be true or false")
         if fc.use_kl and fc.loss_weighting != "none":
             raise ConfigError(
                 f"loss_weighting={fc.loss_weighting!r} weights L_simple, which use_kl=true does not train; "
@@ -351,17 +349,12 @@ class Config:
         _choice("precision", tc.precision, PRECISIONS)
         _choice("image_format", tc.image_format, ("png", "jpg"))
         _choice("channels_last", tc.channels_last, (True, False, "auto"))
-        if not isinstance(tc.compile, bool):
-            raise ConfigError(f"compile={tc.compile!r} must be true or false")
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
         self._validate_latent()
 
     def _validate_latent(self) -> None:
         lc, tc = self.latent, self.train
-        for name in ("latent", "latent_cache"):
-            if not isinstance(getattr(lc, name), bool):
-                raise ConfigError(f"{name}={getattr(lc, name)!r} must be true or false")
         if lc.latent and not lc.vae:
             raise ConfigError("latent=true needs vae: the VAE model file (--vae FILE; train one with `difforge train-vae`)")
         if lc.latent and tc.task != "diffusion":
@@ -375,10 +368,14 @@ class Config:
 AUGMENTATIONS = ("flips", "rot90", "translate")
 
 
+def _check_list(name: str, value, ok, what: str) -> None:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v) for v in value):
+        raise ConfigError(f"{name}={value!r} must be a list of {what}")
+
+
 def _check_augment(text) -> None:
     names = [a.strip() for a in str(text or "").split(",") if a.strip()]
-    bad = [a for a in names if a not in AUGMENTATIONS]
-    if not isinstance(text, str) or bad:
+    if not isinstance(text, str) or any(a not in AUGMENTATIONS for a in names):
         raise ConfigError(f"augment={text!r} is not allowed; give a comma-separated list of {', '.join(AUGMENTATIONS)} (or nothing)")
 
 

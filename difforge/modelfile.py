@@ -241,7 +241,7 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
     weights fit is :func:`build_network`'s check.
     """
     from .diffusion.denoiser import TARGETS
-    from .diffusion.schedule import SCHEDULES, make_betas
+    from .diffusion.schedule import MAX_SHIFT, SCHEDULES, make_betas
     from .models import registry
 
     if not isinstance(meta, dict):
@@ -269,8 +269,11 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
         d = _obj(meta, "diffusion", path)
         schedule = _text(d, "noise_schedule", path, "diffusion.", SCHEDULES)
         steps = _int(d, "diffusion_steps", path, "diffusion.", 1, MAX_DIFFUSION_STEPS)
+        shift = d.get("noise_shift", 1.0)
+        if not isinstance(shift, (int, float)) or isinstance(shift, bool) or not 0.0 < shift <= MAX_SHIFT:
+            raise _bad(path, "diffusion.noise_shift", f"must be a number in (0, {MAX_SHIFT:g}], got {repr(shift)[:40]}")
         try:
-            make_betas(schedule, steps)
+            make_betas(schedule, steps, float(shift))
         except ValueError as e:
             raise _bad(path, "diffusion.diffusion_steps", f"does not fit the schedule ({e})") from None
     if kind == "diffusion":
@@ -287,6 +290,10 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
         want_in = 2 * want_in + 1  # x_t, the masked clean image and the mask (train/tasks/inpaint.py)
     if want_in is not None and (meta.get("inputs") or {}).get("low_res") and kind == "diffusion":
         want_in = 2 * want_in  # x_t and the up-sampled low-res image (train/tasks/superres.py)
+        res = meta["inputs"]["low_res"].get("residual") if isinstance(meta["inputs"]["low_res"], dict) else None
+        k = res.get("scale") if isinstance(res, dict) else res
+        if res is not None and (not isinstance(k, (int, float)) or isinstance(k, bool) or not 1.0 <= k <= 64.0):
+            raise _bad(path, "inputs.low_res.residual.scale", f"must be a number in [1, 64] (diffusion/superres.py residual_scale), got {repr(k)[:40]}")
     if not isinstance(data.get("joint_mask", False), bool):
         raise _bad(path, "data.joint_mask", f"must be true or false, got {data['joint_mask']!r}")
     if data.get("joint_mask"):

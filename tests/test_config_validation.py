@@ -106,6 +106,29 @@ def test_every_number_refuses_nan_and_wrong_types(name):
             Config().override(**{name: bad})
 
 
+def _bool_fields():
+    import dataclasses
+
+    from difforge.config import SECTIONS
+
+    return sorted(f.name for klass in SECTIONS.values() for f in dataclasses.fields(klass) if f.type == "bool")
+
+
+@pytest.mark.parametrize("name", _bool_fields())
+def test_every_bool_setting_refuses_texts_and_numbers(name):
+    """A YAML `yes`/`"false"` or a 0/1 is not silently truthy: the field is named."""
+    for bad in ("false", "yes", 1, 0.0, None):
+        with pytest.raises(ConfigError, match=f"{name}=.*true or false"):
+            Config().override(**{name: bad}) if bad is not None else Config.from_dict({_section(name): {name: None}})
+    assert len(_bool_fields()) >= 15  # the table is found (annotations read as text)
+
+
+def _section(name):
+    from difforge.config import field_sections
+
+    return field_sections()[name]
+
+
 def test_every_numeric_field_is_in_the_table():
     """A new int/float field must get a range (or this test names it)."""
     import dataclasses

@@ -73,6 +73,8 @@ META_EDITS = {
     "steps too few for linear": _set("diffusion.diffusion_steps", 10),
     "steps huge": _set("diffusion.diffusion_steps", 10 ** 12),
     "target unknown": _set("diffusion.target", "y"),
+    "noise shift zero": _set("diffusion.noise_shift", 0),
+    "noise shift text": _set("diffusion.noise_shift", "2"),
     "learn_sigma text": _set("diffusion.learn_sigma", "yes"),
     "data missing": _set("data", DELETE),
     "image_size zero": _set("data.image_size", 0),

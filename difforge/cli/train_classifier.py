@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("the diffusion model to guide")
     add(g, "--noise-schedule", dest="noise_schedule", help="its schedule: linear, cosine, sqrt_linear or sqrt (default linear)")
     add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="its T (default 1000)")
+    add(g, "--noise-shift", dest="noise_shift", type=float, help="its noise shift (default 1; `difforge info MODEL` shows it)")
     add_loop_flags(p)
     add_train_flags(p, classifier=True)
     p.set_defaults(func=run)

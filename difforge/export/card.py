@@ -16,6 +16,7 @@ import yaml
 from safetensors import safe_open
 
 from ..atomic import write_text
+from ..diffusion.schedule import schedule_name
 from .runinfo import RunMetrics, model_description, read_config, read_log, read_metrics, summarize_meta
 
 PIPELINE_TAGS = {"diffusion": "unconditional-image-generation", "classifier": "image-classification"}
@@ -99,7 +100,7 @@ def _recipe(meta: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     tr = meta.get("train", {})
     lines = []
     if d:
-        lines.append(f"- Diffusion: {d.get('noise_schedule')} noise schedule, T = {d.get('diffusion_steps')}, the network predicts "
+        lines.append(f"- Diffusion: {schedule_name(d)}, T = {d.get('diffusion_steps')}, the network predicts "
                      f"`{d.get('target')}`, loss `{d.get('loss')}`" + (", learned variance" if d.get("learn_sigma") else ""))
         if d.get("label_dropout") and meta.get("data", {}).get("class_names"):
             lines.append(f"- Label dropout {d['label_dropout']} (for classifier-free guidance)")

@@ -22,6 +22,7 @@ import yaml
 
 from ..errors import CheckpointError
 
+from ..diffusion.schedule import schedule_name
 from ..modelfile import read_metadata
 
 MODEL_FILE = Path("checkpoints") / "ema.safetensors"
@@ -189,7 +190,7 @@ def summarize_meta(meta: Dict[str, Any]) -> List[Tuple[str, str]]:
         ("classes", f"{len(classes)}: {', '.join(classes)}" if classes else "none (unconditional)"),
     ]
     if d:
-        rows.append(("diffusion", f"{d.get('noise_schedule')} schedule, T={d.get('diffusion_steps')}, target {d.get('target')}, "
+        rows.append(("diffusion", f"{schedule_name(d)}, T={d.get('diffusion_steps')}, target {d.get('target')}, "
                                   f"loss {d.get('loss')}{', learned variance' if d.get('learn_sigma') else ''}"))
     if meta.get("latent"):
         lat = meta["latent"]

@@ -61,7 +61,7 @@ class Pipeline:
         self.precision = precision
         self.source = source
         d = meta["diffusion"]
-        self.schedule = Schedule.named(d["noise_schedule"], d["diffusion_steps"])
+        self.schedule = Schedule.from_settings(d)
         self.target = d["target"]
         self.learn_sigma = bool(d.get("learn_sigma", False))
         data = meta["data"]

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from ..diffusion.guidance import ClassifierGuided, TwoModelCFG, same_schedule
-from ..diffusion.schedule import Schedule
+from ..diffusion.schedule import Schedule, schedule_name
 from ..errors import UserError
 
 
@@ -87,13 +87,13 @@ def make_guide(pipe, classifier=None, classifier_scale: float = 1.0, uncond_mode
 
 def _check_classifier(pipe, meta, name: str, cname: str) -> None:
     d, data = meta["diffusion"], meta["data"]
-    sched = Schedule.named(d["noise_schedule"], int(d["diffusion_steps"]))
+    sched = Schedule.from_settings(d)
     if not same_schedule(sched, pipe.schedule):
         md = pipe.meta["diffusion"]
         raise UserError(
-            f"{cname} was trained on the {d['noise_schedule']} schedule with T={d['diffusion_steps']} but {name} uses "
-            f"{md['noise_schedule']} with T={md['diffusion_steps']}; train the classifier with --noise-schedule "
-            f"{md['noise_schedule']} --diffusion-steps {md['diffusion_steps']}"
+            f"{cname} was trained on the {schedule_name(d)} with T={d['diffusion_steps']} but {name} uses the "
+            f"{schedule_name(md)} with T={md['diffusion_steps']}; train the classifier with --noise-schedule "
+            f"{md['noise_schedule']} --diffusion-steps {md['diffusion_steps']} --noise-shift {float(md.get('noise_shift', 1.0)):g}"
         )
     if (int(data["image_size"]), int(data["channels"])) != (pipe.image_size, pipe.channels):
         raise UserError(

@@ -25,6 +25,26 @@ def test_cosine_alpha_bar_closed_form():
     assert (s.betas <= 0.999).all()
 
 
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_noise_shift_divides_every_snr_by_its_square(name):
+    """Simple diffusion's shifted schedule: log-SNR(t) - 2 log(shift) at every step, ab -> 1 at t -> 0 kept."""
+    base, shifted = Schedule.named(name, 1000), Schedule.named(name, 1000, 2.0)
+    ab = base.alphas_cumprod
+    logit = torch.log(ab / (1 - ab)) - 2 * math.log(2.0)  # the reference: shift the logit of alpha_bar
+    assert torch.allclose(shifted.alphas_cumprod, torch.sigmoid(logit), rtol=1e-9, atol=1e-15)
+    assert (shifted.betas > 0).all() and (shifted.alphas_cumprod < base.alphas_cumprod).all()
+    if name == "cosine":  # the closed form of the shifted cosine: SNR(u) = 1 / (4 tan^2(...)), u = (t + 1) / T
+        f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2 / math.cos(0.008 / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        for t in (0, 250, 700):
+            snr = f((t + 1) / 1000) / (1 - f((t + 1) / 1000)) / 4
+            assert shifted.alphas_cumprod[t].item() == pytest.approx(snr / (1 + snr), rel=1e-9)
+    assert torch.equal(Schedule.named(name, 1000, 1.0).betas, base.betas)
+    assert torch.equal(Schedule.from_settings({"noise_schedule": name, "diffusion_steps": 1000}).betas, base.betas)
+    for bad in (0.0, -1.0, 100.0, True):
+        with pytest.raises(ValueError, match="noise shift"):
+            make_betas(name, 1000, bad)
+
+
 def test_sqrt_linear_and_sqrt():
     b = make_betas("sqrt_linear", 1000)
     assert b[0].item() == pytest.approx(1e-4) and b[-1].item() == pytest.approx(0.02)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import ModelConfig
-from ...diffusion.schedule import Schedule, q_sample
+from ...diffusion.schedule import Schedule, q_sample, schedule_name
 from ...errors import ConfigError
 from ...models import registry
 from ..batches import Batch
@@ -82,7 +82,7 @@ class ClassifierTask(Task):
         options.update(image_size=dc.image_size, in_channels=int(data.images.shape[1]), num_classes=data.num_classes)  # channels: auto decided by the images
         registry.check_image_size(mc.network, options, dc.image_size)
         net = registry.build(mc.network, **options).to(device)
-        self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
+        self.schedule = Schedule.from_settings(fc)
         self.class_names = list(data.class_names)
         if tc.eval_every == 0:  # evaluate once per epoch
             per_epoch = max(1, len(data.images) // (tc.batch_size * self.dist.world_size))
@@ -92,7 +92,7 @@ class ClassifierTask(Task):
         self.meta = {
             "kind": "classifier",
             "network": {"name": mc.network, "config": net.config},
-            "diffusion": {"noise_schedule": fc.noise_schedule, "diffusion_steps": fc.diffusion_steps},
+            "diffusion": {"noise_schedule": fc.noise_schedule, "diffusion_steps": fc.diffusion_steps, "noise_shift": fc.noise_shift},
             "data": {"image_size": dc.image_size, "channels": int(data.images.shape[1]), "class_names": self.class_names},
             "classifier": {"validation": self.val_source},
         }
@@ -178,7 +178,7 @@ class ClassifierTask(Task):
 
     def describe(self) -> str:
         fc = self.config.diffusion
-        return (f"noisy classifier of {len(self.class_names)} classes on x_t of the {fc.noise_schedule} schedule, "
+        return (f"noisy classifier of {len(self.class_names)} classes on x_t of the {schedule_name(fc)}, "
                 f"T={fc.diffusion_steps}; accuracy by noise level on {self.val_source}, every {self.config.train.eval_every} steps")
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ...data import augment
 from ...diffusion.objective import Objective, drop_labels
-from ...diffusion.schedule import Schedule
+from ...diffusion.schedule import Schedule, schedule_name
 from ...diffusion.timestep_samplers import make_timestep_sampler
 from ...errors import ConfigError
 from ...models import registry
@@ -68,7 +68,7 @@ class DiffusionTask(Task):
             registry.check_image_size(mc.network, options, dc.image_size)
         net = registry.build(mc.network, **options).to(device)
         self.num_classes = data.num_classes
-        self.schedule = Schedule.named(fc.noise_schedule, fc.diffusion_steps)
+        self.schedule = Schedule.from_settings(fc)
         self.objective = Objective.from_config(self.schedule, fc, learn_sigma=mc.learn_sigma)
         self.timestep_sampler = make_timestep_sampler(fc.schedule_sampler, fc.diffusion_steps)
         self.meta = {
@@ -124,7 +124,7 @@ class DiffusionTask(Task):
 
     def describe(self) -> str:
         c = self.config
-        text = (f"{c.diffusion.noise_schedule} schedule, T={c.diffusion.diffusion_steps}, "
+        text = (f"{schedule_name(c.diffusion)}, T={c.diffusion.diffusion_steps}, "
                 f"target {c.diffusion.target}, loss {c.diffusion.loss}")
         if self.augment:
             text += f"; augment {','.join(self.augment)} with p={c.data.augment_p:g} (network-conditioned, none in samples)"
