@@ -1,5 +1,6 @@
 """x4 super-resolution on the built-in defect set (issue 20): bicubic vs the regression upscaler vs the
-diffusion upsampler (with and without noise-conditioning augmentation) vs the cascade after a base model.
+diffusion upsampler (SR3's plain x; the default residual x - bicubic(z), with and without
+noise-conditioning augmentation) vs the cascade after a base model.
 
 For every high-res size (``--sizes``, default 64 and 128: 16 -> 64 and 32 -> 128) each model is
 trained with the same budget of ``--minutes`` *process CPU minutes* (one torch thread; the Trainer's
@@ -156,10 +157,12 @@ def main():
         bic = to_uint8(upsample(low, 4))
         rows.append(dict(size=f"{low_size}->{size}", model="bicubic", steps="-", **quality(bic.numpy(), hr, low, deg, clf, real_feats), s_img=0.0))
         trained = {}
-        for name, kw in [("regression (rdn-sr)", dict(task="sr-regression", sr_objective="regression", loss="mse", lr=1e-3)),
-                         ("diffusion", dict(task="sr")),
-                         (f"diffusion + noise aug {args.noise_aug:g}", dict(task="sr", noise_aug=args.noise_aug))]:
-            run = f"{size}px-{name.split()[0]}-{'aug' if 'aug' in name else 'plain'}-{args.minutes:g}min"
+        aug_name = f"diffusion, residual + noise aug {args.noise_aug:g}"
+        for key, name, kw in [("regression-plain", "regression (rdn-sr)", dict(task="sr-regression", sr_objective="regression", loss="mse", lr=1e-3)),
+                              ("diffusion-plain", "diffusion, plain x (SR3)", dict(task="sr", sr_residual=False)),
+                              ("diffusion-res", "diffusion, residual (default)", dict(task="sr")),
+                              ("diffusion-resaug", aug_name, dict(task="sr", noise_aug=args.noise_aug))]:
+            run = f"{size}px-{key}-{args.minutes:g}min"
             w0 = time.perf_counter()
             result = fit_or_reuse(args, clock, dict(common, run=run, **kw))
             up = Upscaler.from_checkpoint(result.model_file, pipeline_cls=Pipeline)
@@ -172,7 +175,7 @@ def main():
         w0 = time.perf_counter()
         base = fit_or_reuse(args, clock, base_cfg)
         pipe = Pipeline.from_checkpoint(base.model_file)
-        up = Upscaler.from_checkpoint(trained[f"diffusion + noise aug {args.noise_aug:g}"], pipeline_cls=Pipeline)
+        up = Upscaler.from_checkpoint(trained[aug_name], pipeline_cls=Pipeline)
         n = len(hr)
         t0 = time.perf_counter()
         small = pipe.generate(n, steps=args.steps, seed=1000)
@@ -190,7 +193,7 @@ def main():
                         continue  # 484 tiles of 16 px: run --sizes 128 for the 1024 px diffusion probe
                     rss_rows.append(dict(model=name, out_px=4 * low_px, **peak_rss(path, low_px, args.steps)))
         if args.rss == "all" and size >= 128:
-            path = trained[f"diffusion + noise aug {args.noise_aug:g}"]
+            path = trained[aug_name]
             rss_rows.append(dict(model="diffusion + noise aug", out_px=1024, **peak_rss(path, 256, args.steps)))
     print(f"# loadavg after {loadavg()}; total wall {time.perf_counter() - t_start:.0f} s; steps = optimizer steps in the budget; "
           f"s/img = wall seconds per image (ddim {args.steps} steps for diffusion rows)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .aliases import option_strings
-from .train import NETWORK_FLAGS, add, add_data_flags, add_diffusion_flags, add_loop_flags, overrides_from_args
+from .train import NETWORK_FLAGS, add, add_data_flags, add_diffusion_flags, add_loop_flags, overrides_from_args, value_bool_flag
 
 SR_NETWORK_FLAGS = ("base_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "head_channels", "dropout", "act")
 
@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     add(g, "--jpeg", dest="sr_jpeg", type=int, help="degradation: JPEG quality of the low-res image (default 0 = none)")
     add(g, "--noise-aug", dest="noise_aug", type=float,
         help="diffusion: noise-conditioning augmentation, low-res noised at s ~ U[0, S] with s given to the network (Ho et al. 2022; default 0 = off)")
+    value_bool_flag(g, "--residual", "sr_residual", "diffusion: diffuse the scaled residual x - bicubic(z), so the untrained upsampler "
+                    "is bicubic (default true; --residual false: SR3's plain x)")
     g.add_argument(*option_strings("--val"), dest="sr_val_data", default=None, metavar="DIR",
                    help="validation images: held-out PSNR / SSIM (and bicubic's) every --eval-every steps, default once per epoch")
     g.add_argument("--quick_eval", action="store_true", help=argparse.SUPPRESS)  # IDDM: accepted

@@ -67,6 +67,45 @@ class LowResConditionedNet(torch.nn.Module):
         return out[:, :c]
 
 
+RESIDUAL_STD = 0.5  # the scaled residual's target spread: about that of images in [-1, 1]
+RESIDUAL_MAX_SCALE = 64.0
+
+
+def residual_scale(high: torch.Tensor, base: torch.Tensor) -> float:
+    """k with k (high - base) of spread :data:`RESIDUAL_STD` (over a batch of training images).
+
+    Why: x - bicubic(z) of a natural image is small (x4 bicubic's RMS error is ~0.05-0.1 on the
+    [-1, 1] scale), and diffusing a signal of std 0.08 under a schedule made for std ~0.5 wastes
+    most noise levels on steps where the residual is already drowned -- the same argument as the
+    noise shift for larger images. The scale is measured on the user's data, as a latent model's
+    scale factor is (Rombach et al. 2022, sec. 4.3.2), and stored in the model file.
+    """
+    std = float((high.double() - base.double()).std())
+    return float(min(max(RESIDUAL_STD / max(std, 1e-8), 1.0), RESIDUAL_MAX_SCALE))
+
+
+class ResidualCodec:
+    """A residual upsampler's sampler space -> pixels: x = clamp(base + r / k, -1, 1).
+
+    The sampler draws the scaled residual r = k (x - bicubic(z)) of the images whose up-sampled
+    low-res ``base`` (N, C, H, W) it holds, so an untrained network (r = 0) gives exactly
+    bicubic. It stands where a latent model's VAE stands in :class:`~difforge.pipeline.Pipeline`
+    (``codec``): the residual is not bounded to [-1, 1], so x0 is not clipped there either.
+    """
+
+    def __init__(self, base: torch.Tensor, scale: float):
+        self.base, self.scale = base, float(scale)
+
+    def latent_shape(self, image_size: int) -> tuple:
+        return (self.base.shape[1], image_size, image_size)
+
+    def decode(self, r: torch.Tensor) -> torch.Tensor:
+        return (self.base.to(r.device).float() + r.float() / self.scale).clamp(-1.0, 1.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.base.to(x.device).float()) * self.scale
+
+
 def refuse_plain_sampling(meta: dict, net, source: str = "") -> None:
     """One UserError when an upsampler's network would be sampled without its low-res image."""
     if (meta.get("inputs") or {}).get("low_res") and not isinstance(net, LowResConditionedNet):
@@ -74,4 +113,4 @@ def refuse_plain_sampling(meta: dict, net, source: str = "") -> None:
                         f"use difforge upscale MODEL --input IMG, or sample BASE --upscale MODEL")
 
 
-__all__ = ["AUG_DIM", "LowResConditionedNet", "level_features", "noise_low_res", "refuse_plain_sampling"]
+__all__ = ["AUG_DIM", "LowResConditionedNet", "RESIDUAL_STD", "ResidualCodec", "residual_scale", "level_features", "noise_low_res", "refuse_plain_sampling"]

@@ -8,7 +8,9 @@
 Two kinds of file: a regression upscaler (``kind: upscaler``, ``train-sr --objective regression``:
 one forward pass) and a diffusion upsampler (a diffusion file with ``inputs.low_res``,
 ``train-sr``: sampled through :meth:`Pipeline.sample_batches` with the up-sampled low-res image
-fixed as its extra input channels, :class:`~difforge.diffusion.superres.LowResConditionedNet`).
+fixed as its extra input channels, :class:`~difforge.diffusion.superres.LowResConditionedNet`; a
+residual upsampler's samples are k (x - bicubic(z)), which its
+:class:`~difforge.diffusion.superres.ResidualCodec` turns into pixels).
 
 Any input size: the image is cut into overlapping tiles blended without seams
 (:mod:`difforge.pipeline.tiling`); an image smaller than a tile is edge-padded and the padding
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from ..data.degrade import Degradation, downsample, upsample
-from ..diffusion.superres import LowResConditionedNet, level_features, noise_low_res
+from ..diffusion.superres import LowResConditionedNet, ResidualCodec, level_features, noise_low_res
 from ..errors import CheckpointError, UserError
 from ..modelfile import build_network, check_meta, load_model_file
 from ..runtime import autocast_factory, resolve_device, resolve_precision
@@ -59,6 +61,7 @@ class Upscaler:
         self.degradation = Degradation.from_dict(low.get("degradation") or {"scale": low.get("scale", 4)})
         self.scale = self.degradation.scale
         self.noise_aug = low.get("noise_aug")
+        self.residual = float(low["residual"]["scale"]) if low.get("residual") else None  # k of a residual upsampler
         data = meta["data"]
         self.image_size, self.channels = int(data["image_size"]), int(data["channels"])
         self.class_names: List[str] = list(data.get("class_names") or [])
@@ -201,7 +204,8 @@ class Upscaler:
             cond = upsample(low, self.scale, clamp=level == 0).to(self.device)
             net = LowResConditionedNet(pipe.net, cond, aug, pipe.learn_sigma)
             meta = dict(pipe.meta, data=dict(pipe.meta["data"], image_size=size))
-            view = type(pipe)(net, meta, pipe.device, pipe.precision, pipe.source, None, pipe.guide, pipe.class_names)
+            codec = None if self.residual is None else ResidualCodec(upsample(blocks.float(), self.scale).to(self.device), self.residual)
+            view = type(pipe)(net, meta, pipe.device, pipe.precision, pipe.source, codec, pipe.guide, pipe.class_names)
             labels = None if label is None else torch.full((k,), int(label), dtype=torch.long)
             return view.sample_batches(seeds, labels, config.replace(batch_size=k), opts, timesteps=timesteps)
 

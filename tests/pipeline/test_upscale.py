@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from difforge.data.degrade import upsample
-from difforge.diffusion.superres import LowResConditionedNet, level_features
+from difforge.data.degrade import degrade, upsample
+from difforge.diffusion.superres import RESIDUAL_STD, LowResConditionedNet, ResidualCodec, level_features, residual_scale
 from difforge.errors import UserError
 from difforge.modelfile import read_metadata
 from difforge.pipeline import Pipeline, SampleConfig
@@ -34,8 +34,9 @@ def test_the_sr_loss_sees_the_low_res_image(sr_models):
     task = SuperResTask(Config().override(task="sr", scale=2, noise_aug=0.5, image_size=16), None)
     task.deg, task.noise_aug = up.degradation, 0.5
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    low, aug = task.conditioning(x, StepRNG.for_step(0, 0, 4))
+    low, aug, base = task.conditioning(x, StepRNG.for_step(0, 0, 4))
     assert low.shape == x.shape and aug.shape == (4, 2)
+    assert torch.equal(base, upsample(degrade(x, up.degradation), 2))  # a residual's base: the un-noised low-res image
     net = up.net
     t = torch.full((4,), 500)
     a = LowResConditionedNet(net, low, aug)(x, t)
@@ -64,13 +65,56 @@ def test_zero_level_equals_the_plain_path(sr_models):
     config = SampleConfig(cfg=1.0, steps=3)
     ours = up.upscale_tensor(low, 1, seed=5, config=config, noise_level=0.0)
     pipe = up.pipe
-    plain = Pipeline(LowResConditionedNet(pipe.net, upsample(low, 2), None), pipe.meta, pipe.device, pipe.precision)
+    codec = ResidualCodec(upsample(low, 2), up.residual)  # the default upsampler diffuses the scaled residual
+    plain = Pipeline(LowResConditionedNet(pipe.net, upsample(low, 2), None), pipe.meta, pipe.device, pipe.precision, codec=codec)
     ref = plain.sample_batches([5], torch.tensor([1]), config, {})
     assert torch.equal(ours, ref)
     noised = up.upscale_tensor(low, 1, seed=5, config=config, noise_level=0.3)
     assert not torch.allclose(noised, ours, atol=1e-3)
     assert torch.equal(noised, up.upscale_tensor(low, 1, seed=5, config=config, noise_level=0.3))  # deterministic per seed
     assert torch.equal(level_features(torch.zeros(3)), torch.zeros(3, 2))
+
+
+def test_a_residual_upsampler_that_predicts_no_residual_gives_bicubic(sr_models):
+    """The default upsampler diffuses r = k (x - bicubic(z)): a network whose x0 (= r) prediction is zero
+    samples r = 0 (DDIM ends at x0) and the output is exactly the bicubic up-sampling, at any size."""
+    meta = read_metadata(sr_models["diffusion"])
+    k = meta["inputs"]["low_res"]["residual"]["scale"]
+    up = Upscaler.from_checkpoint(sr_models["diffusion"], pipeline_cls=Pipeline)
+    assert up.residual == k and 1.0 <= k <= 64.0
+    up.pipe.meta = dict(up.pipe.meta, diffusion=dict(up.pipe.meta["diffusion"], target="x0"))
+    with torch.no_grad():
+        for p in up.net.out.parameters():
+            p.zero_()
+    low = torch.rand(1, 3, 8, 8) * 2 - 1  # one tile: a tile's bicubic base is the whole image's
+    out = up.upscale_tensor(low, 1, seed=3, config=SampleConfig(cfg=1.0, steps=4, sampler="ddim"))
+    assert torch.allclose(out, upsample(low, 2), atol=1e-6)
+    up.residual = None  # the same network read as a plain upsampler gives x = 0 instead: the residual path is what made it bicubic
+    assert upsample(low, 2).abs().mean() > 0.3 > up.upscale_tensor(low, 1, seed=3, config=SampleConfig(cfg=1.0, steps=4, sampler="ddim")).abs().max()
+
+
+@pytest.mark.parametrize("bad", ["2", 0.5, True, None])
+def test_a_bad_residual_scale_in_a_file_is_named(sr_models, tmp_path, bad):
+    from difforge.errors import CheckpointError
+    from difforge.modelfile import load_model_file, save_model_file
+
+    tensors, meta = load_model_file(sr_models["diffusion"])
+    meta["inputs"]["low_res"]["residual"] = {"scale": bad}
+    save_model_file(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match="inputs.low_res.residual.scale"):
+        Upscaler.from_checkpoint(tmp_path / "bad.safetensors", pipeline_cls=Pipeline)
+
+
+def test_residual_scale_brings_the_residual_to_image_spread():
+    torch.manual_seed(0)
+    base = torch.rand(8, 3, 16, 16) * 2 - 1
+    for std in (0.02, 0.1, 0.4):
+        high = base + std * torch.randn_like(base)
+        assert residual_scale(high, base) == pytest.approx(RESIDUAL_STD / std, rel=0.02)
+    assert residual_scale(base, base) == 64.0 and residual_scale(base + 3 * torch.randn_like(base), base) == 1.0  # clamped to [1, 64]
+    codec = ResidualCodec(base, 5.0)
+    x = (base + 0.1 * torch.randn_like(base)).clamp(-1, 1)
+    assert torch.allclose(codec.decode(codec.encode(x)), x, atol=1e-6)
 
 
 def test_noise_level_needs_a_model_trained_for_it(sr_models):

@@ -17,13 +17,14 @@ noise augmentation); ``difforge upscale`` and the cascade (``sample --upscale``)
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
 from ...data.degrade import Degradation, degrade, upsample
-from ...diffusion.superres import AUG_DIM, LowResConditionedNet, level_features, noise_low_res
+from ...diffusion.superres import AUG_DIM, LowResConditionedNet, level_features, noise_low_res, residual_scale
 from ...errors import ConfigError
 from ...models import registry
 from ..batches import Batch
@@ -47,11 +48,14 @@ def check_sizes(config) -> None:
                           f"(try --image-size {size - size % scale or scale * 4})")
 
 
-def low_res_inputs(deg: Degradation, noise_aug: float) -> Dict:
-    """``meta["inputs"]`` of an upsampler: what the extra channels are and how they were made."""
+def low_res_inputs(deg: Degradation, noise_aug: float, residual: Optional[float] = None) -> Dict:
+    """``meta["inputs"]`` of an upsampler: what the extra channels are and how they were made;
+    ``residual`` the scale k of a residual upsampler (it diffuses k (x - bicubic(z)))."""
     aug = {"max": noise_aug, "features": "(s, sin(pi s / 2))", "path": "cos(pi s / 2) z + sin(pi s / 2) e"} if noise_aug > 0 else None
-    return {"low_res": {"scale": deg.scale, "layout": "x_t, bicubic up-sampling of the low-res image",
-                        "degradation": deg.to_dict(), "noise_aug": aug}}
+    low = {"scale": deg.scale, "layout": "x_t, bicubic up-sampling of the low-res image", "degradation": deg.to_dict(), "noise_aug": aug}
+    if residual is not None:
+        low["residual"] = {"scale": residual, "what": "the sampler draws k (x - bicubic(z)); x = bicubic(z) + r / k"}
+    return {"low_res": low}
 
 
 class SuperResTask(DiffusionTask):
@@ -78,25 +82,35 @@ class SuperResTask(DiffusionTask):
         self.channels = int(data.images.shape[1])
         net = super().build(_Widened(data, 2 * self.channels), device)
         self.meta["data"]["channels"] = self.channels
-        self.meta["inputs"] = low_res_inputs(self.deg, self.noise_aug)
+        self.residual = self._residual_scale(data) if c.sr.sr_residual else None
+        self.meta["inputs"] = low_res_inputs(self.deg, self.noise_aug, self.residual)
         self.validation = SRValidation(c, data, self.deg, self.dist, diffusion=True) if c.sr.sr_val_data else None
         return net
 
+    def _residual_scale(self, data) -> float:
+        """k of :func:`~difforge.diffusion.superres.residual_scale` on up to 256 training images (degraded without noise)."""
+        hr = data.images[:256].float().div(127.5).sub(1.0)
+        base = upsample(degrade(hr, self.deg.deterministic), self.deg.scale)
+        return round(residual_scale(hr, base), 4)
+
     def conditioning(self, x: torch.Tensor, rng: StepRNG):
-        """(the up-sampled, possibly noised low-res image, the level features or None) of a batch."""
+        """(the up-sampled, possibly noised low-res image, the level features or None, the up-sampled
+        un-noised low-res image: a residual upsampler's base) of a batch."""
         s, h, w = self.deg.scale, x.shape[-2] // self.deg.scale, x.shape[-1] // self.deg.scale
         shape = (x.shape[1], h, w)
         z = degrade(x.float(), self.deg, noise=rng.randn(shape, x.device) if self.deg.noise > 0 else None)
-        aug = None
-        if self.noise_aug > 0:
-            level = rng.rand((), x.device) * self.noise_aug
-            z = noise_low_res(z, level, rng.randn(shape, x.device))
-            aug = level_features(level)
-        return upsample(z, s, clamp=aug is None).to(x.dtype), aug
+        base = upsample(z, s).to(x.dtype)
+        if self.noise_aug <= 0:
+            return base, None, base
+        level = rng.rand((), x.device) * self.noise_aug
+        noised = noise_low_res(z, level, rng.randn(shape, x.device))
+        return upsample(noised, s, clamp=False).to(x.dtype), level_features(level), base
 
     def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
-        low, aug = self.conditioning(batch.x, rng)
+        low, aug, base = self.conditioning(batch.x, rng)
         cond = LowResConditionedNet(net, low, aug, learn_sigma=self.config.model.learn_sigma)
+        if self.residual is not None:  # the diffused variable is k (x - bicubic(z)) (diffusion/superres.py ResidualCodec)
+            batch = dataclasses.replace(batch, x=(batch.x - base) * self.residual)
         return super().loss(cond, batch, rng)
 
     def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
@@ -122,7 +136,8 @@ class SuperResTask(DiffusionTask):
         extra += f"JPEG q{d.jpeg}, " if d.jpeg else ""
         aug = f"noise augmentation s ~ U[0, {self.noise_aug:g}]" if self.noise_aug else "no noise augmentation"
         val = f"; validation on {self.validation.source} every {self.config.train.eval_every} steps" if self.validation else ""
-        return f"x{d.scale} diffusion upsampler ({d.down} down, {extra}{aug}); " + super().describe() + val
+        res = f"residual x - bicubic(z) scaled by {self.residual:g}, " if self.residual is not None else ""
+        return f"x{d.scale} diffusion upsampler ({d.down} down, {extra}{res}{aug}); " + super().describe() + val
 
 
 __all__ = ["SuperResTask", "check_sizes", "degradation_of", "low_res_inputs"]
