@@ -199,6 +199,9 @@ class UNet(nn.Module):
             (Hoogeboom et al. 2023) does for high resolutions: the network then works at
             ``image_size / p`` and costs about 1/p^2 as much per image, which is what lets a 64 px
             run see its data often enough in a CPU budget. Attention widths refer to the folded maps.
+        cross_positions: the cross-attention queries also carry where they sit
+            (:func:`~difforge.models.layers.position_features`), so position words ("at the top
+            left") can place things; new text runs turn it on (train/text_cond.py).
     """
 
     arch = "unet"
@@ -222,6 +225,7 @@ class UNet(nn.Module):
         context_dim: int = 0,
         text_encoder: Optional[Dict[str, Any]] = None,
         patch_size: int = 1,
+        cross_positions: bool = False,
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
@@ -248,6 +252,7 @@ class UNet(nn.Module):
             context_dim=_int("context_dim", context_dim, 0),
             text_encoder=text_encoder,
             patch_size=_int("patch_size", patch_size, 1),
+            cross_positions=_bool("cross_positions", cross_positions),
         )
         error = _size_error(len(channel_mult), image_size, patch_size)
         if error:
@@ -268,7 +273,7 @@ class UNet(nn.Module):
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.aug_embed = zero_(nn.Linear(aug_dim, emb_dim, bias=False)) if aug_dim else None
         self.text_encoder, self.text_pool = text_modules("unet", context_dim, text_encoder, emb_dim)
-        cross = (lambda c: [CrossAttention2d(c, context_dim, head_channels, norm_groups)]) if context_dim else (lambda c: [])
+        cross = (lambda c: [CrossAttention2d(c, context_dim, head_channels, norm_groups, cross_positions)]) if context_dim else (lambda c: [])
         self.emb_act = make_act(act)
         self.input_conv = nn.Conv2d(in_channels * patch_size**2, base_channels, 3, padding=1)
 

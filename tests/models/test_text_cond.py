@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from difforge.models import registry
-from difforge.models.layers import CrossAttention
+from difforge.models.layers import CrossAttention, CrossAttention2d, position_features
 from difforge.models.text_encoder import BOS, PAD, UNK, WordTokenizer, words
 
 from .netkit import perturb
@@ -50,6 +50,25 @@ def test_cross_attention_matches_a_plain_reference():
         s = s.masked_fill(~mask[:, None, :], float("-inf"))
         ref.append(s.softmax(-1) @ v[..., sl])
     assert torch.allclose(out, layer.proj(torch.cat(ref, -1)), atol=1e-5)
+
+
+def test_position_aware_queries_let_the_text_act_on_one_place():
+    """A map that is the same everywhere gets the same update everywhere from plain cross-attention
+    (a query only knows what is there); with ``positions`` the update differs by place, and the
+    position features are the reference formula: sin / cos of pi f u at the pixel centres."""
+    torch.manual_seed(0)
+    x, ctx = torch.randn(2, 8, 1, 1).expand(2, 8, 6, 6).contiguous(), (torch.randn(2, 3, 6), None)
+    plain = perturb(CrossAttention2d(8, 6, head_channels=4, norm_groups=4))
+    out = plain(x, ctx)
+    assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-6)
+    placed = perturb(CrossAttention2d(8, 6, head_channels=4, norm_groups=4, positions=True))
+    out = placed(x, ctx)
+    assert (out - out[:, :, :1, :1]).abs().amax() > 1e-3
+    feats = position_features(4, 2)
+    u = torch.tensor([-0.75, -0.25, 0.25, 0.75])
+    assert feats.shape == (8, 16) and torch.allclose(feats[2 * 3 + 1, 0], torch.sin(math.pi * u[3]))  # row 3, column 1
+    assert torch.allclose(feats[2 * 3 + 1, 4], torch.sin(math.pi * torch.tensor(0.5)))  # column 1 of 2 sits at u = 0.5
+    assert torch.allclose(position_features(8, 8)[:, 0].view(8, 8)[:, 0], torch.sin(math.pi * (torch.arange(8) + 0.5) / 4 - math.pi))
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
