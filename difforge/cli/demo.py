@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..pipeline.config import SampleConfig
+from ..pipeline.config import SampleConfig, cfg_defaults_text
 
 DEFAULTS = SampleConfig()
 DEMO_NETWORK = {  # the unet-tiny preset, the default network (kept for benchmarks/onnx_speed.py)
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num", type=int, default=16, help="samples per class")
     p.add_argument("--sampler", default=DEFAULTS.sampler, help=f"default {DEFAULTS.sampler}")
     p.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"default {DEFAULTS.steps}")
-    p.add_argument("--cfg", type=float, default=DEFAULTS.cfg, help=f"default {DEFAULTS.cfg:g}")
+    p.add_argument("--cfg", type=float, default=None, help=f"guidance scale (default: the model's, {cfg_defaults_text()})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

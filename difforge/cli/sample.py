@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError
-from ..pipeline.config import SampleConfig
+from ..pipeline.config import SampleConfig, cfg_defaults_text
 from . import seedtools
 from ._prompts import add_prompt_flags, prompt_kwargs
 from .aliases import option_strings
@@ -25,8 +25,8 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--variance", default=None, choices=("fixed_small", "fixed_large", "learned"),
                    help="ddpm: reverse-step variance (default: learned if the model predicts it, else fixed_small)")
     p.add_argument(*option_strings("--cfg"), dest="cfg", type=float, default=None,
-                   help=f"classifier-free guidance scale s of eps_u + s (eps_c - eps_u) (1 = off; default {DEFAULTS.cfg:g}); "
-                   f"with --uncond-model it is w of (1 + w) eps_c - w eps_u, i.e. w = s - 1 (default {DEFAULTS.two_model_cfg:g})")
+                   help=f"classifier-free guidance scale s of eps_u + s (eps_c - eps_u) (1 = off; default: the model's, {cfg_defaults_text()}); "
+                   "with --uncond-model it is w of (1 + w) eps_c - w eps_u, i.e. w = s - 1 (default s - 1)")
     p.add_argument("--cfg-rescale", type=float, default=DEFAULTS.cfg_rescale, help="guidance rescale phi in [0, 1]")
     p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
                    help="guide only where the noise level sigma = sqrt((1 - ab_t) / ab_t) is in (LO, HI] "
@@ -128,13 +128,12 @@ def sample_config(args) -> SampleConfig:
     steps, respacing = parse_steps(args.steps)
     if steps is None and respacing is None and sampler != "ddpm":
         steps = DEFAULTS.steps
-    two_model = getattr(args, "uncond_model", None) is not None
     return DEFAULTS.replace(
         sampler=sampler,
         steps=respacing or steps,  # a respacing string decides the timesteps by itself; None: every step (ddpm)
         spacing=args.spacing,
         eta=args.eta,
-        cfg=args.cfg if args.cfg is not None else (DEFAULTS.two_model_cfg if two_model else DEFAULTS.cfg),
+        cfg=args.cfg,  # None: the model's default (Pipeline.default_cfg)
         cfg_rescale=args.cfg_rescale,
         cfg_interval=getattr(args, "cfg_interval", None),
         clip_x0=args.clip_x0,
@@ -156,12 +155,12 @@ def guidance_kwargs(args) -> dict:
     return dict(classifier=args.classifier, classifier_scale=args.classifier_scale, uncond_model=args.uncond_model)
 
 
-def manifest_fields(model, pipe, config, seed: int) -> dict:
+def manifest_fields(model, pipe, config, seed: int, two_model: bool = False) -> dict:
     """What every manifest.jsonl line of a sample folder shares (difforge/data/manifest.py)."""
     from ..modelfile import file_sha256
 
     return dict(model=Path(model).name, model_sha256=file_sha256(model), method="joint" if pipe.joint_mask else "sample",
-                sampler=config.sampler, steps=len(pipe.timesteps(config)), cfg=float(config.cfg), seed=seed)
+                sampler=config.sampler, steps=len(pipe.timesteps(config)), cfg=float(config.cfg if config.cfg is not None else pipe.default_cfg - float(two_model)), seed=seed)
 
 
 def run(args) -> int:
@@ -201,7 +200,8 @@ def run(args) -> int:
     if up is not None and (args.trajectory or args.gif):
         raise UserError("--upscale does not apply to --trajectory/--gif; leave one out")
     traj = None
-    writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz, manifest=manifest_fields(model, pipe, kwargs["config"], args.seed))
+    writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz, manifest=manifest_fields(model, pipe, kwargs["config"], args.seed,
+                                                                                                    kwargs.get("uncond_model") is not None))
     if args.trajectory or args.gif:
         traj = pipe.trajectory(num=args.num, class_label=args.class_label, frames=args.trajectory_frames, **kwargs)
         writer.add(traj.final)

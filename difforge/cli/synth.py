@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..pipeline.config import cfg_defaults_text
 from .sample import DEFAULTS, parse_steps
 
 
@@ -35,7 +36,7 @@ def add_parser(sub) -> None:
                    help="default: what the model was trained for (mask-conditioned or joint), else repaint")
     p.add_argument("--sampler", default=None, help=f"sampler of blend / mask-conditioned / joint (default {DEFAULTS.sampler}); repaint takes ddpm steps")
     p.add_argument("--steps", default=None, help=f"network evaluations per pass (default {DEFAULTS.steps})")
-    p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale (default {DEFAULTS.cfg:g})")
+    p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale (default: the model's, {cfg_defaults_text()})")
     p.add_argument("--resample", type=int, default=10, help="repaint: passes over each jump (default 10)")
     p.add_argument("--jump", type=int, default=10, help="repaint: steps per jump (default 10)")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i (default 0)")
@@ -60,7 +61,7 @@ def run(args) -> int:
     if method == "repaint" and args.sampler not in (None, "ddpm"):
         raise UserError(f"RePaint (--method repaint) takes DDPM steps; --sampler {args.sampler} works with the other methods")
     config = DEFAULTS.replace(sampler="ddpm" if method == "repaint" else (args.sampler or DEFAULTS.sampler),
-                              steps=respacing or steps or DEFAULTS.steps, cfg=DEFAULTS.cfg if args.cfg is None else args.cfg)
+                              steps=respacing or steps or DEFAULTS.steps, cfg=args.cfg)
     settings = SynthSettings(method, config, args.resample, args.jump)
     counts = synthesize(pipe, args.model, good, args.out, args.num, settings=settings, bank=bank, class_name=args.class_label,
                         seed=args.seed, progress=not args.quiet)

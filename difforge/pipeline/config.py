@@ -21,15 +21,35 @@ from ..errors import UserError
 Steps = Union[int, str, None]
 
 
+# The guidance scale by image size: (from this many px, scale), measured by sweeps on the 12-minute default models
+# (UniPC 20, 100 images, a judge trained on real images only). 32 px (benchmarks/cfg_sweep.py): defects acc 0.98 /
+# judge distance 55 at 1.5, 1.00 / 59 at 2, 1.00 / 179 at 3; glyphs 1.00 / 12 at 1.5, 1.00 / 23 at 2, 1.00 / 82 at 3
+# (floors 21 and ~9): stronger guidance bought no accuracy and cost variety. 64 px (benchmarks/quality_budget.py
+# --cfg 1.5 2 3, 2 x 2 fold, --max-minutes 12 on 2 cores): defects acc 1.00 / 1.00 / 1.00, distance 49.9 / 27.8 / 148;
+# glyphs acc 0.91 / 0.945 / 0.99, distance 26.3 / 16.0 / 52.3 (floors 4.0): every 64 px model was best at 2.
+CFG_BY_SIZE = ((64, 2.0), (0, 1.5))
+
+
+def default_cfg(image_size: int) -> float:
+    """The measured default guidance scale s for images of ``image_size`` px (:data:`CFG_BY_SIZE`)."""
+    return next(s for size, s in CFG_BY_SIZE if image_size >= size)
+
+
+def cfg_defaults_text() -> str:
+    """'2 from 64 px, 1.5 below' for help texts."""
+    (big, s_big), (_, s_small) = CFG_BY_SIZE
+    return f"{s_big:g} from {big} px, {s_small:g} below"
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """How to sample. ``steps``: network evaluations (an int), an improved-diffusion respacing
     string (``"ddim50"``, ``"10,15,20"``), or None for every training step.
 
     ``cfg`` is the built-in classifier-free guidance scale s of eps_u + s (eps_c - eps_u)
-    (1 = plain conditional). With a second, unconditional model (two-model guidance) the scale is
-    w of (1 + w) eps_c - w eps_u; w = s - 1 gives the same strength, so its default is
-    :attr:`two_model_cfg`. ``precision`` is used when a pipeline is loaded for this config.
+    (1 = plain conditional); None = the model's default (:func:`default_cfg` of its image size,
+    :attr:`Pipeline.default_cfg`). With a second, unconditional model (two-model guidance) the
+    scale is w of (1 + w) eps_c - w eps_u; w = s - 1 gives the same strength, which is then its default. ``precision`` is used when a pipeline is loaded for this config.
     ``cfg_interval`` (sigma_lo, sigma_hi): guidance only where the VE noise level
     sigma(t) = sqrt((1 - ab_t) / ab_t) is in (lo, hi] (Kynkaenniemi et al. 2024), the plain
     conditional prediction elsewhere, at half the cost of a guided step; None = every step.
@@ -42,22 +62,13 @@ class SampleConfig:
     steps: Steps = 20
     spacing: Optional[str] = None
     eta: Optional[float] = None
-    # 1.5: benchmarks/cfg_sweep.py on the 12-minute default models (32 px, UniPC 20, 100 images, judge trained on
-    # real images only): defects acc 0.98 / judge distance 55 at 1.5, 1.00 / 59 at 2, 1.00 / 179 at 3; glyphs
-    # 1.00 / 12 at 1.5, 1.00 / 23 at 2, 1.00 / 82 at 3 (real-vs-real floors 21 and ~9): stronger guidance bought
-    # no accuracy and cost variety
-    cfg: float = 1.5
+    cfg: Optional[float] = None  # the model's: default_cfg(image size)
     cfg_rescale: float = 0.0
     cfg_interval: Optional[Tuple[float, float]] = None
     clip_x0: bool = True
     threshold: Optional[float] = None
     batch_size: int = 16
     precision: str = "auto"
-
-    @property
-    def two_model_cfg(self) -> float:
-        """The two-model guidance weight w as strong as built-in CFG at ``cfg`` (w = s - 1)."""
-        return self.cfg - 1.0
 
     def replace(self, **changes) -> "SampleConfig":
         """A copy with ``changes``; None values keep the current setting where None is not a choice."""
@@ -67,6 +78,8 @@ class SampleConfig:
         """A UserError naming the field for a value no sampler can use; returns self."""
         for name in ("cfg", "cfg_rescale"):
             v = getattr(self, name)
+            if name == "cfg" and v is None:
+                continue
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise UserError(f"{name} (--{name.replace('_', '-')}) must be a finite number, got {v!r}")
         if not 0.0 <= self.cfg_rescale <= 1.0:
@@ -128,4 +141,4 @@ def check_sampler_options(name: str, opts: Dict[str, Any]) -> None:
         raise UserError(f"sampler {name} does not take {given}; it takes {takes}")
 
 
-__all__ = ["SampleConfig", "sampler_options", "check_sampler_options"]
+__all__ = ["CFG_BY_SIZE", "SampleConfig", "check_sampler_options", "cfg_defaults_text", "default_cfg", "sampler_options"]

@@ -18,7 +18,7 @@ that change its fields).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -34,10 +34,10 @@ from ..models import registry
 from ..models.info import nonfinite_weights
 from ..modelfile import build_network, check_meta, load_model_file
 from ..runtime import autocast_factory, resolve_device, resolve_precision
-from .config import SampleConfig, check_sampler_options
+from .classes import ClassLabel, labels_for, resolve_class
+from .config import SampleConfig, check_sampler_options, default_cfg
 from .results import Generated
 
-ClassLabel = Union[None, int, str]
 GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model")
 
 
@@ -129,30 +129,11 @@ class Pipeline:
 
     def resolve_class(self, label: ClassLabel) -> Optional[int]:
         """A class name or index -> index; None for unconditional models or 'no class'."""
-        if label is None:
-            return None
-        if not self.class_names:
-            raise UserError("this model is unconditional; leave out --class")
-        if isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
-            idx = int(label)
-            if not 0 <= idx < self.num_classes:
-                raise UserError(f"class index {idx} is out of range; the model has classes 0..{self.num_classes - 1}: {', '.join(self.class_names)}")
-            return idx
-        if label in self.class_names:
-            return self.class_names.index(label)
-        raise UserError(f"unknown class {label!r}; the model's classes are: {', '.join(self.class_names)}")
+        return resolve_class(self.class_names, label)
 
     def labels_for(self, num: int, class_label: ClassLabel) -> Optional[torch.Tensor]:
         """Labels of a request: one class, ``all`` (num per class, class-major) or random classes."""
-        if not self.class_names:
-            if class_label not in (None, "all"):
-                self.resolve_class(class_label)
-            return None
-        if class_label == "all":
-            return torch.arange(self.num_classes).repeat_interleave(num)
-        if class_label is None:
-            return torch.arange(num) % self.num_classes
-        return torch.full((num,), self.resolve_class(class_label), dtype=torch.long)
+        return labels_for(self.class_names, num, class_label)
 
     def describe(self) -> Dict[str, Any]:
         n = sum(p.numel() for p in self.net.parameters())
@@ -176,7 +157,7 @@ class Pipeline:
         """The network as samplers see it (``config`` with ``changes``, e.g. ``denoiser(cfg=1.0)``);
         on a guided pipeline with that guidance around it (``cfg`` is then w of two-model guidance
         when it has an unconditional model)."""
-        config = (config or SampleConfig()).replace(**changes)
+        config = self.with_default_cfg((config or SampleConfig()).replace(**changes))
         if config.threshold is not None and self.codec is not None:
             raise UserError("dynamic thresholding (--threshold) bounds pixel values; a latent model's latents are not bounded, leave it out")
         net_classes = len(self.meta["data"].get("class_names") or [])
@@ -247,7 +228,7 @@ class Pipeline:
     def prepare(self, config: Optional[SampleConfig], options: Dict[str, Any]):
         """(checked SampleConfig, sampler options) of a request: one clear line before any work."""
         config, opts = SampleConfig.split(config, **options)
-        config.check()
+        config = self.with_default_cfg(config.check())
         check_sampler_options(config.sampler, opts)
         if opts.get("variance") == "learned" and not self.learn_sigma:
             raise UserError(
@@ -255,6 +236,16 @@ class Pipeline:
                 f"{self.source or 'this model'} predicts no variance: use fixed_small or fixed_large"
             )
         return config, opts
+
+    @property
+    def default_cfg(self) -> float:
+        """The guidance scale when a request gives none: measured per image size (pipeline/config.py
+        :func:`default_cfg`); with an unconditional model the same strength as its w = s - 1."""
+        s = default_cfg(self.image_size)
+        return s - 1.0 if self.guide is not None and self.guide.uncond is not None else s
+
+    def with_default_cfg(self, config: SampleConfig) -> SampleConfig:
+        return config if config.cfg is not None else config.replace(cfg=self.default_cfg)
 
     def timesteps(self, config: SampleConfig) -> list:
         """The sampler's timesteps from T - 1 (a respacing string in ``steps`` decides by itself)."""

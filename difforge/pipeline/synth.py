@@ -203,7 +203,7 @@ def item_line(pipe, *, index: int, seed: int, class_name, background: Path, plac
     stem = f"{index:06d}"
     return make_line(f"images/{stem}.png", mask=f"masks/{stem}.png", size=size, seed=seed, method=settings.method,
                      class_name=class_name, model=model_name, model_sha256=model_sha256, sampler=settings.config.sampler,
-                     steps=len(pipe.timesteps(settings.config)), cfg=float(settings.config.cfg), background=str(background),
+                     steps=len(pipe.timesteps(settings.config)), cfg=float(pipe.with_default_cfg(settings.config).cfg), background=str(background),
                      placement=placement, seconds=seconds, resample=settings.resample, jump=settings.jump,
                      sample_steps=settings.config.steps)
 

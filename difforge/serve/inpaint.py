@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from .errors import ApiError
-from .settings import SAMPLING, ServeSettings
+from .settings import ServeSettings
 
 MAX_SIDE = 4096
 MAX_RESAMPLE = 20
@@ -51,7 +51,7 @@ def request_model(settings: ServeSettings, samplers, default_sampler: str):
         steps: int = Field(min(25, settings.max_steps), ge=1, le=settings.max_steps, description="network steps per pass")
         resample: int = Field(5, ge=1, le=MAX_RESAMPLE, description="repaint: passes over each jump")
         jump: int = Field(5, ge=1, le=1000, description="repaint: steps per jump")
-        cfg: float = Field(SAMPLING.cfg, ge=0.0, le=100.0, allow_inf_nan=False, description="classifier-free guidance scale")
+        cfg: Optional[float] = Field(None, ge=0.0, le=100.0, allow_inf_nan=False, description="classifier-free guidance scale; null: the model's")
         seed: int = Field(0, ge=0, le=2**63 - 1, description="image i uses seed + i")
 
     return InpaintRequest

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .models import is_model_name
+from ..pipeline.config import cfg_defaults_text
 from .settings import SAMPLING, ServeSettings
 
 
@@ -27,7 +28,8 @@ def request_model(settings: ServeSettings, samplers: Sequence[str], names: Seque
         num: int = Field(settings.default_num, ge=1, le=settings.max_num, description="images (per class with class \"all\")")
         sampler: Sampler = Field(default_sampler, description="sampler name")  # type: ignore[valid-type]
         steps: int = Field(settings.default_steps, ge=1, le=settings.max_steps, description="network steps per image")
-        cfg: float = Field(SAMPLING.cfg, ge=0.0, le=100.0, allow_inf_nan=False, description="classifier-free guidance scale (1 = off)")
+        cfg: Optional[float] = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                     description=f"classifier-free guidance scale (1 = off); null: the model's ({cfg_defaults_text()}, GET /v1/models)")
         eta: Optional[float] = Field(SAMPLING.eta, ge=0.0, le=1.0, allow_inf_nan=False, description="DDIM noise: 0 deterministic .. 1 DDPM-like; null: the sampler's default")
         seed: int = Field(0, ge=0, le=2**63 - 1, description="image i uses seed + i")
         format: Literal["png-base64", "zip"] = Field("png-base64", description="POST /v1/generate answers JSON with base64 PNGs, or a zip of PNGs")

@@ -76,10 +76,11 @@ class ServeState:
         return {n: busy.get(n, idle) for n in self.names}
 
     # -- what a request may ask --------------------------------------------------------------------
-    def defaults(self) -> Dict[str, Any]:
+    def defaults(self, pipe=None) -> Dict[str, Any]:
+        """What a request leaves out becomes; ``pipe``: a model's own (its guidance scale is measured per image size)."""
         s = self.settings
         return {"num": s.default_num, "class": None, "sampler": self.default_sampler, "steps": s.default_steps,
-                "cfg": SAMPLING.cfg, "eta": SAMPLING.eta, "seed": 0, "format": "png-base64"}
+                "cfg": pipe.default_cfg if pipe is not None else None, "eta": SAMPLING.eta, "seed": 0, "format": "png-base64"}
 
     def model_info(self, name: str) -> Dict[str, Any]:
         pipe = self.models[name]
@@ -93,7 +94,7 @@ class ServeState:
             "network": pipe.meta["network"]["name"],
             "parameters": sum(p.numel() for p in pipe.net.parameters()),
             "samplers": self.samplers,
-            "defaults": self.defaults(),
+            "defaults": self.defaults(pipe),
         }
 
     def limits(self) -> Dict[str, int]:

@@ -29,8 +29,22 @@ def test_check_names_the_field(field, value):
         SampleConfig().replace(**{field: value}).check()
 
 
-def test_two_model_weight_is_as_strong_as_builtin_cfg():
-    assert SampleConfig(cfg=3.0).two_model_cfg == 2.0  # (1 + w) eps_c - w eps_u with w = s - 1
+def test_the_default_guidance_scale_is_the_models_measured_one(tiny_model):
+    """cfg None: 1.5 below 64 px, 2 from 64 px (the sweeps in pipeline/config.py); the images equal those of
+    the explicit scale and differ from unguided ones; with an unconditional model the same strength, w = s - 1."""
+    from difforge.pipeline.config import default_cfg
+    from difforge.pipeline.guidance import Guide
+
+    assert (default_cfg(16), default_cfg(32), default_cfg(63), default_cfg(64), default_cfg(256)) == (1.5, 1.5, 1.5, 2.0, 2.0)
+    pipe = Pipeline.from_checkpoint(tiny_model)
+    assert SampleConfig().cfg is None and pipe.default_cfg == default_cfg(pipe.image_size) == 1.5
+    kw = dict(num=2, class_label=0, steps=3, seed=4)
+    assert torch.equal(pipe.generate(**kw).images, pipe.generate(cfg=1.5, **kw).images)
+    assert not torch.equal(pipe.generate(**kw).images, pipe.generate(cfg=1.0, **kw).images)
+    big = Pipeline(pipe.net, dict(pipe.meta, data=dict(pipe.meta["data"], image_size=64)), pipe.device)
+    assert big.default_cfg == 2.0 and big.denoiser().cfg_scale == 2.0
+    two = Pipeline(pipe.net, pipe.meta, pipe.device, guide=Guide(uncond=pipe))
+    assert two.default_cfg == 0.5 and two.with_default_cfg(SampleConfig(cfg=3.0)).cfg == 3.0  # (1 + w) eps_c - w eps_u
 
 
 def test_steps_zero_is_an_error_not_every_step(tiny_model, capsys, tmp_path):
