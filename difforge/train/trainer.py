@@ -34,6 +34,7 @@ from .optim import build_optimizer, set_lr
 from .batches import BatchPlan
 from .rng import INIT, StepRNG, mix_seed, seed_global
 from .report import write_report
+from .run_config import load_run_config
 from .tensorboard import TensorBoardWriter
 from .budget import Pacer
 from .settle import settle_run
@@ -80,10 +81,9 @@ class Trainer:
     ):
         self.resume_dir = Path(resume) if resume else None
         if self.resume_dir is not None:
-            cfg_file = self.resume_dir / "config.yaml"
             if not (self.resume_dir / "checkpoints" / STATE_FILE).exists():
                 raise CheckpointError(f"{self.resume_dir} has no checkpoints/{STATE_FILE} to resume from")
-            base = Config.load(cfg_file)
+            base = load_run_config(self.resume_dir / "config.yaml")  # settings added since keep what the run meant
             overrides = {k: v for k, v in overrides.items() if v is not None}
             overrides.setdefault("run", self.resume_dir.name)
             overrides.setdefault("runs_dir", str(self.resume_dir.parent))
