@@ -137,26 +137,6 @@ def choose_patch(config: Config, data, pretrain: Optional[str] = None) -> Config
     return config.override(network_options={**options, "patch_size": patch})
 
 
-def choose_text_positions(config: Config, pretrain: Optional[str] = None) -> Config:
-    """A new text run's ``cross_positions``: cross-attention queries that know where they sit.
-
-    A caption's position words ("at the top left") need a query that knows it is at the top left
-    (:func:`~difforge.models.layers.position_features`); without it the text model placed defects
-    at chance (benchmarks/text_conditioning.py). On for new text runs of networks that have the
-    option; a fine-tune takes its file's setting (the weights must fit), a resume its config's.
-    """
-    mc, options = config.model, config.model.network_options
-    names = CANDIDATES if mc.network == "auto" else (mc.network,)
-    if not mc.text_encoder or "cross_positions" in options or not all("cross_positions" in registry.options(n) for n in names):
-        return config
-    on = True
-    if pretrain:
-        from ..modelfile import read_metadata
-
-        on = bool(read_metadata(pretrain).get("network", {}).get("config", {}).get("cross_positions", False))
-    return config.override(network_options={**options, "cross_positions": on})
-
-
 CHANNELS_LAST_GAIN = 1.05  # channels_last must be at least this much faster to be chosen
 
 

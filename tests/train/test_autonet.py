@@ -102,12 +102,3 @@ def test_presets_of_other_tools_keep_full_resolution():
     for name in ("iddm", "classic"):
         assert preset_values(name)["network_options"]["patch_size"] == 1
 
-
-def test_text_runs_get_position_aware_queries_and_a_fine_tune_keeps_its_files(tiny_model):
-    cfg = Config().override(text_encoder="builtin", image_size=16)
-    assert autonet.choose_text_positions(cfg).model.network_options["cross_positions"] is True
-    assert "cross_positions" not in autonet.choose_text_positions(Config()).model.network_options  # no text, no option
-    given = cfg.override(network_options={"cross_positions": False})
-    assert autonet.choose_text_positions(given).model.network_options["cross_positions"] is False  # the user's word stands
-    assert autonet.choose_text_positions(cfg, pretrain=str(tiny_model)).model.network_options["cross_positions"] is False
-    assert "cross_positions" not in autonet.choose_text_positions(cfg.override(network="dit")).model.network_options

@@ -18,7 +18,6 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     meta = read_metadata(result.model_file)
     assert meta["text"]["encoder"] == "builtin" and "scratch" in meta["text"]["vocab"]
     assert meta["network"]["config"]["context_dim"] == 128 and not meta["data"]["class_names"]
-    assert meta["network"]["config"]["cross_positions"] is True  # a new text run's queries know where they sit
 
     out = tmp_path / "s"
     res = cli("sample", result.model_file, "--prompt", "a large scratch on wood", "--prompt", "a crack at the top on brushed steel",
