@@ -145,6 +145,7 @@ class Pipeline:
             "channels": self.channels,
             "classes": self.class_names,
             "diffusion": self.meta["diffusion"],
+            "default_cfg": self.default_cfg,  # the guidance scale a request without --cfg gets
             "network_config": self.meta["network"]["config"],
             "trained": self.meta.get("train", {}),
             "weights": self.meta.get("weights", "?"),

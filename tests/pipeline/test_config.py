@@ -38,6 +38,7 @@ def test_the_default_guidance_scale_is_the_models_measured_one(tiny_model):
     assert (default_cfg(16), default_cfg(32), default_cfg(63), default_cfg(64), default_cfg(256)) == (1.5, 1.5, 1.5, 2.0, 2.0)
     pipe = Pipeline.from_checkpoint(tiny_model)
     assert SampleConfig().cfg is None and pipe.default_cfg == default_cfg(pipe.image_size) == 1.5
+    assert pipe.describe()["default_cfg"] == 1.5  # difforge info shows it
     kw = dict(num=2, class_label=0, steps=3, seed=4)
     assert torch.equal(pipe.generate(**kw).images, pipe.generate(cfg=1.5, **kw).images)
     assert not torch.equal(pipe.generate(**kw).images, pipe.generate(cfg=1.0, **kw).images)
