@@ -78,7 +78,7 @@ def test_loss_is_cross_entropy_on_q_sample_of_the_schedule():
 def test_training_writes_accuracy_by_noise_level_and_a_self_describing_file(files):
     meta = read_metadata(files["clf"])
     assert meta["kind"] == "classifier"
-    assert meta["diffusion"] == {"noise_schedule": "cosine", "diffusion_steps": 1000}  # the diffusion default's
+    assert meta["diffusion"] == {"noise_schedule": "cosine", "diffusion_steps": 1000, "noise_shift": 1.0}  # the diffusion defaults
     assert meta["data"]["class_names"] == ["scratch", "inclusion", "crack", "patch"]
     assert set(bucket_names(1000)) <= set(meta["classifier"]["accuracy"])
     header = (files["clf"].parent.parent / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -148,6 +148,9 @@ def test_mismatched_files_are_one_line_errors(files):
         pipe.generate(**KW, classifier=(net, bad))
     bad = dict(meta, data=dict(meta["data"], image_size=32))
     with pytest.raises(UserError, match="classifies 32px images"):
+        pipe.generate(**KW, classifier=(net, bad))
+    bad = dict(meta, diffusion=dict(meta["diffusion"], noise_shift=2.0))  # same schedule and T, other noise levels
+    with pytest.raises(UserError, match="noise shift 2 with T=1000 but .* --noise-shift 1"):
         pipe.generate(**KW, classifier=(net, bad))
 
 
