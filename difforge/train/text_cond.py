@@ -73,6 +73,9 @@ class TextConditioning:
             out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, ENCODER_DEFAULTS["max_length"]), labels=data.labels)
             what = f"built-in text encoder, {len(out.tokenizer.vocab)} words"
         else:
+            if config.diffusion.word_dropout > 0:
+                raise ConfigError("word_dropout needs the built-in text encoder (a CLIP encoder's captions are embedded once, "
+                                  "whole); drop --word-dropout or use --text-encoder builtin")
             from ..models.clip_text import ClipText
 
             out = cls(captions, "clip", clip=ClipText(name), labels=data.labels)
@@ -125,14 +128,30 @@ class TextConditioning:
         return self.clip
 
 
-def condition(text: TextConditioning, batch, rng, dropout: float, num_classes: int, device):
+def condition(text: TextConditioning, batch, rng, dropout: float, num_classes: int, device, word_dropout: float = 0.0):
     """(labels or None, text keywords) of a micro-batch: caption and class dropped together with
-    probability ``dropout`` (one draw per image of the global batch)."""
+    probability ``dropout`` (one draw per image of the global batch); with ``word_dropout`` each
+    word of a built-in encoder's caption is also left out with that probability (:func:`drop_words`)."""
     drop = rng.rand(()) < dropout  # this rank's rows
     y = None
     if batch.labels is not None:
         y = torch.where(drop, torch.full_like(rng.local(batch.labels), num_classes), rng.local(batch.labels)).to(device)
-    return y, text.context(batch.index, drop, device)
+    ctx = text.context(batch.index, drop, device)
+    if word_dropout > 0 and text.kind == "builtin":  # drawn after the caption dropout: runs without it draw nothing new
+        ctx["context"] = drop_words(ctx["context"], rng.rand((ctx["context"].shape[1],), device) < word_dropout)
+    return y, ctx
 
 
-__all__ = ["ENCODER_DEFAULTS", "TextConditioning", "condition", "training_captions"]
+def drop_words(ids: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """Token ids (B, L) with the words where ``dropped`` (B, L) is true turned into padding; the start token stays.
+
+    Why: with every caption naming defect, material and position together, a network can learn each
+    *combination* by heart; seeing "a crack" without its material and "on wood" without its defect
+    teaches what each word does alone, which is what an unseen combination needs (benchmarks/text_conditioning.py).
+    """
+    from ..models.text_encoder import BOS, PAD
+
+    return torch.where(dropped & (ids != BOS), torch.full_like(ids, PAD), ids)
+
+
+__all__ = ["ENCODER_DEFAULTS", "TextConditioning", "condition", "drop_words", "training_captions"]

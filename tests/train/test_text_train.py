@@ -65,3 +65,30 @@ def test_text_runs_keep_every_image_for_training():
     assert settle_run(cfg, data, types.SimpleNamespace())[2] is not None  # the check can fail: plain runs hold out
     kept, val = settle_run(cfg.override(text_encoder="builtin"), data, types.SimpleNamespace())[1:]
     assert val is None and len(kept.images) == 400
+
+
+def test_word_dropout_leaves_words_out_keeps_the_start_token_and_is_reproducible():
+    import torch
+
+    from difforge.models.text_encoder import BOS, PAD
+    from difforge.train.batches import Batch
+    from difforge.train.rng import StepRNG
+    from difforge.train.text_cond import TextConditioning, condition, drop_words
+
+    ids = torch.tensor([[BOS, 5, 6, 7, PAD], [BOS, 8, PAD, PAD, PAD]])
+    assert torch.equal(drop_words(ids, torch.ones_like(ids, dtype=torch.bool)), torch.tensor([[BOS, PAD, PAD, PAD, PAD], [BOS] + [PAD] * 4]))
+    assert torch.equal(drop_words(ids, torch.zeros_like(ids, dtype=torch.bool)), ids)
+
+    caps = [f"a {d} on {m} at the {p}" for d in ("scratch", "crack") for m in ("wood", "steel") for p in ("top", "left")] * 4
+    from difforge.models.text_encoder import WordTokenizer
+
+    text = TextConditioning(caps, "builtin", tokenizer=WordTokenizer.build(caps, 12), labels=None)
+    batch = Batch(x=torch.zeros(32, 1, 4, 4), labels=None, index=torch.arange(32))
+    plain = condition(text, batch, StepRNG.for_step(0, 3, 32), 0.0, 0, "cpu")[1]["context"]
+    assert torch.equal(plain, text.ids[:32])
+    a = condition(text, batch, StepRNG.for_step(0, 3, 32), 0.0, 0, "cpu", word_dropout=0.5)[1]["context"]
+    b = condition(text, batch, StepRNG.for_step(0, 3, 32), 0.0, 0, "cpu", word_dropout=0.5)[1]["context"]
+    words = plain > BOS
+    assert torch.equal(a, b) and bool((a[:, 0] == BOS).all())  # the step's draws: the same on a resume
+    gone = (a == PAD) & words
+    assert 0.35 < gone.sum() / words.sum() < 0.65 and torch.equal(a[~gone], plain[~gone])
