@@ -160,6 +160,29 @@ def run_seed(seed: int, args, out: Path, log) -> tuple:
     return scores, seconds, times
 
 
+def merge_runs(args, results, seconds, parts):
+    """Fill ``results`` / ``seconds`` / ``parts`` from ``args.merge``'s downstream.json files (runs of the same
+    setup, e.g. one seed per process); ``args`` takes their setup. Returns (first load, last load, the first
+    run's --out, for the samples grid)."""
+    runs = [json.loads(Path(p).read_text()) for p in args.merge]
+    keys = ("size", "real_per_type", "good_train", "good_test", "gen_cpu_seconds", "synth_steps", "ratios", "steps", "threads")
+    for r in runs[1:]:
+        if any(r["setup"][k] != runs[0]["setup"][k] for k in keys):
+            sys.exit(f"--merge: {args.merge[0]} and another file differ in their setup ({', '.join(keys)} must agree)")
+    for k in keys:
+        setattr(args, k, runs[0]["setup"][k])
+    args.seeds = [s for r in runs for s in r["setup"]["seeds"]]
+    for r in runs:
+        for cond, v in r["results"].items():
+            for k, vals in v.items():
+                results.setdefault(cond, {}).setdefault(k, []).extend(vals)
+        for cond, vals in r["seconds"].items():
+            seconds.setdefault(cond, []).extend(vals)
+        for k, vals in r["parts"].items():
+            parts.setdefault(k, []).extend(vals)
+    return runs[0]["loadavg"][0], runs[-1]["loadavg"][1], Path(runs[0]["setup"]["out"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -175,6 +198,8 @@ def main():
     ap.add_argument("--out", default="runs/downstream")
     ap.add_argument("--results", default="benchmarks/results", help="where downstream.md / .json / .png go")
     ap.add_argument("--smoke", action="store_true", help="16 px, 1 seed, tiny budgets: checks that it runs")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                    help="write one table of runs made apart (e.g. one seed per process): their downstream.json files, same setup")
     args = ap.parse_args()
     if args.smoke:
         args.seeds, args.size, args.gen_cpu_seconds, args.synth_steps, args.steps, args.ratios = [0], 16, 5, 3, 10, [1.0]
@@ -188,7 +213,9 @@ def main():
     print(f"# {machine()}; loadavg before {load0}")
     out = Path(args.out)
     results, seconds, parts = {}, {}, {}
-    for seed in args.seeds:
+    if args.merge:
+        load0, load1, out = merge_runs(args, results, seconds, parts)
+    for seed in ([] if args.merge else args.seeds):
         sc, secs, times = run_seed(seed, args, out, lambda s: print(s, flush=True))
         for cond, v in sc.items():
             for k, val in v.items():
@@ -196,7 +223,8 @@ def main():
             seconds.setdefault(cond, []).append(secs[cond])
         for k, v in times.items():
             parts.setdefault(k, []).append(v)
-    load1 = loadavg()
+    if not args.merge:
+        load1 = loadavg()
     under = max(float(load0.split()[0]), float(load1.split()[0])) > 2.5
     n_train = max(1, args.real_per_type // 3)
     setup = (f"{args.size} px, {n_train} real train / {args.real_per_type - n_train} real test images per defect type, "
