@@ -88,11 +88,15 @@ def _named_betas(name: str, num_steps: int) -> torch.Tensor:
     raise ValueError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+def _setting(d, key: str, default=None):
+    """``key`` of a model file's ``diffusion`` dict or of a config's diffusion section."""
+    return d.get(key, default) if isinstance(d, dict) else getattr(d, key, default)
+
+
 def schedule_name(d) -> str:
     """'cosine schedule' or 'cosine schedule, noise shift 2' for a ``diffusion`` settings dict or config."""
-    get = d.get if isinstance(d, dict) else lambda k, default=None: getattr(d, k, default)
-    shift = float(get("noise_shift", 1.0))
-    return f"{get('noise_schedule')} schedule" + (f", noise shift {shift:g}" if shift != 1.0 else "")
+    shift = float(_setting(d, "noise_shift", 1.0))
+    return f"{_setting(d, 'noise_schedule')} schedule" + (f", noise shift {shift:g}" if shift != 1.0 else "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,8 +115,7 @@ class Schedule:
 
         ``noise_shift`` is absent from files written before it existed: they mean 1 (no shift).
         """
-        get = d.get if isinstance(d, dict) else lambda k, default=None: getattr(d, k, default)
-        return cls.named(get("noise_schedule"), int(get("diffusion_steps")), float(get("noise_shift", 1.0)))
+        return cls.named(_setting(d, "noise_schedule"), int(_setting(d, "diffusion_steps")), float(_setting(d, "noise_shift", 1.0)))
 
     @property
     def num_steps(self) -> int:

@@ -49,7 +49,8 @@ class SampleConfig:
     ``cfg`` is the built-in classifier-free guidance scale s of eps_u + s (eps_c - eps_u)
     (1 = plain conditional); None = the model's default (:func:`default_cfg` of its image size,
     :attr:`Pipeline.default_cfg`). With a second, unconditional model (two-model guidance) the
-    scale is w of (1 + w) eps_c - w eps_u; w = s - 1 gives the same strength, which is then its default. ``precision`` is used when a pipeline is loaded for this config.
+    scale is w of (1 + w) eps_c - w eps_u; w = s - 1 gives the same strength, which is then its
+    default. ``precision`` is used when a pipeline is loaded for this config.
     ``cfg_interval`` (sigma_lo, sigma_hi): guidance only where the VE noise level
     sigma(t) = sqrt((1 - ab_t) / ab_t) is in (lo, hi] (Kynkaenniemi et al. 2024), the plain
     conditional prediction elsewhere, at half the cost of a guided step; None = every step.
