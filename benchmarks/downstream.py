@@ -79,13 +79,23 @@ def cpu_clock() -> float:
     return time.process_time() / max(1, torch.get_num_threads())
 
 
-def train_generator(root: Path, runs_dir: Path, size: int, cpu_seconds: float, seed: int) -> Path:
+def train_generator(root: Path, runs_dir: Path, size: int, cpu_seconds: float, seed: int, reuse: bool = False) -> tuple:
+    """(model file, wall seconds). With ``reuse`` a generator this benchmark trained before in ``runs_dir`` (same
+    seed, so the same real images) is taken as it is, with the wall time it took then (generator.json)."""
     from difforge.train.trainer import Trainer
 
+    record = runs_dir / "generator.json"
+    if reuse and record.exists():
+        done = json.loads(record.read_text())
+        if Path(done["model_file"]).exists() and done["cpu_seconds"] == cpu_seconds:
+            return Path(done["model_file"]), done["wall_seconds"]
+    t0 = time.perf_counter()
     result = Trainer(progress=False, clock=cpu_clock, data=str(root / "images"), task="inpaint", image_size=size,
                      max_minutes=cpu_seconds / 60.0, batch_size=16, seed=seed, run=f"generator-{seed}", runs_dir=str(runs_dir),
                      ema_select=False, preview_num=2, preview_steps=5, checkpoint_every=100000).fit()
-    return Path(result.model_file)
+    wall = time.perf_counter() - t0
+    record.write_text(json.dumps({"model_file": str(result.model_file), "cpu_seconds": cpu_seconds, "wall_seconds": wall}))
+    return Path(result.model_file), wall
 
 
 def synthesise(model_file: Path, root: Path, per_type: int, seed: int, steps: int, out: Path):
@@ -139,9 +149,7 @@ def run_seed(seed: int, args, out: Path, log) -> tuple:
     train, test = real_data(seed, args.size, args.real_per_type, args.good_train, args.good_test)
     root = write_pairs(out / f"seed{seed}" / "real_train", train)
     times["data"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model = train_generator(root, out / f"seed{seed}" / "runs", args.size, args.gen_cpu_seconds, seed)
-    times["generator"] = time.perf_counter() - t0
+    model, times["generator"] = train_generator(root, out / f"seed{seed}" / "runs", args.size, args.gen_cpu_seconds, seed, args.reuse)
     n_real = max(1, args.real_per_type // 3)
     t0 = time.perf_counter()
     syn = synthesise(model, root, int(max(args.ratios) * n_real), seed, args.synth_steps, out / f"seed{seed}" / "synth")
@@ -150,11 +158,13 @@ def run_seed(seed: int, args, out: Path, log) -> tuple:
     scores, seconds = {}, {}
     for name, parts in training_sets(train, syn, args.ratios, n_real).items():
         x, m, y = tensors(parts)
-        t0 = time.perf_counter()
-        seg = train_segmenter(x, m, args.steps, seed)
-        clf = train_image_classifier(x, y, len(NAMES), args.steps, seed)
-        seconds[name] = time.perf_counter() - t0
-        scores[name] = dict(segmentation_scores(seg, xt, mt), acc=accuracy(clf, xt, yt))
+        t0, runs = time.perf_counter(), []
+        for init in range(args.inits):  # init 0 is the seed itself: --inits 1 is the single-init protocol
+            seg = train_segmenter(x, m, args.steps, seed + 1000 * init)
+            clf = train_image_classifier(x, y, len(NAMES), args.steps, seed + 1000 * init)
+            runs.append(dict(segmentation_scores(seg, xt, mt), acc=accuracy(clf, xt, yt)))
+        seconds[name] = (time.perf_counter() - t0) / args.inits
+        scores[name] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         log(f"seed {seed} {name}: {len(x)} images, " + ", ".join(f"{k} {v:.3f}" for k, v in scores[name].items()) + f" ({seconds[name]:.0f} s)")
     times["downstream"] = sum(seconds.values())
     return scores, seconds, times
@@ -165,7 +175,9 @@ def merge_runs(args, results, seconds, parts):
     setup, e.g. one seed per process); ``args`` takes their setup. Returns (first load, last load, the first
     run's --out, for the samples grid)."""
     runs = [json.loads(Path(p).read_text()) for p in args.merge]
-    keys = ("size", "real_per_type", "good_train", "good_test", "gen_cpu_seconds", "synth_steps", "ratios", "steps", "threads")
+    keys = ("size", "real_per_type", "good_train", "good_test", "gen_cpu_seconds", "synth_steps", "ratios", "steps", "threads", "inits")
+    for r in runs:
+        r["setup"].setdefault("inits", 1)  # files written before --inits existed
     for r in runs[1:]:
         if any(r["setup"][k] != runs[0]["setup"][k] for k in keys):
             sys.exit(f"--merge: {args.merge[0]} and another file differ in their setup ({', '.join(keys)} must agree)")
@@ -194,6 +206,9 @@ def main():
     ap.add_argument("--synth-steps", type=int, default=25, help="DDIM steps per synthetic image")
     ap.add_argument("--ratios", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="synthetic:real ratios")
     ap.add_argument("--steps", type=int, default=600, help="training steps of each segmenter and classifier")
+    ap.add_argument("--inits", type=int, default=1,
+                    help="train each segmenter / classifier from this many initialisations and average their scores (judge noise)")
+    ap.add_argument("--reuse", action="store_true", help="take the generator a previous run left in OUT/seedN/runs (same seed and budget)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/downstream")
     ap.add_argument("--results", default="benchmarks/results", help="where downstream.md / .json / .png go")
@@ -229,7 +244,7 @@ def main():
     n_train = max(1, args.real_per_type // 3)
     setup = (f"{args.size} px, {n_train} real train / {args.real_per_type - n_train} real test images per defect type, "
              f"{args.good_train} / {args.good_test} good; generator {args.gen_cpu_seconds:g} CPU-s, {args.synth_steps} DDIM steps; "
-             f"downstream {args.steps} steps; seeds {' '.join(map(str, args.seeds))}; {args.threads} torch thread(s)")
+             f"downstream {args.steps} steps x {args.inits} init(s); seeds {' '.join(map(str, args.seeds))}; {args.threads} torch thread(s)")
     md = table(results, METRICS, seconds)
     wall = ", ".join(f"{k} {np.mean(v):.0f} s" for k, v in parts.items())
     print(f"\n# {setup}\n# wall per seed: {wall}; total {time.perf_counter() - start:.0f} s; loadavg after {load1}"

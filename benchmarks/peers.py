@@ -154,10 +154,19 @@ def sample_speed(spec: dict) -> dict:
     return {"seconds": dt, "seconds_per_100": 100 * dt / num, "rows": rows[0], "ms_per_row": 1000 * dt / rows[0]}
 
 
+def peak_rss_gib() -> float:
+    """This process's own peak RSS: VmHWM (ru_maxrss keeps the forking parent's peak across exec on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     out = train_speed(spec) if spec["kind"] == "train" else sample_speed(spec)
-    return {**out, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {**out, "peak_rss_gib": peak_rss_gib()}
 
 
 def run_child(spec: dict) -> dict:
