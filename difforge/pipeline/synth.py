@@ -9,7 +9,9 @@ and the sampler's noise (the pipeline's per-image torch generator). Its manifest
 Masks come from a bank of mask files (``--masks MDIR``; a sub-folder named after the class is used
 for that class when there is one), each placed with a random flip, quarter rotation and position
 (its bounding box stays inside the image), or from generated shapes (``--mask-shapes auto``:
-rectangles, ellipses and thin scratches).
+rectangles, ellipses and thin scratches). With ``jitter`` (``--mask-jitter``) a bank mask is also
+scaled by 0.7-1.4 and turned by any angle: with one or two real masks per class, flips and quarter
+turns alone give only eight shapes, and a detector trained on them learns those shapes.
 
 Methods (``method``): ``mask-conditioned`` (a model trained with --mask-conditioning, one blended
 pass), ``joint`` (a joint-mask model whose mask channel is known, one blended pass), ``repaint`` or
@@ -30,7 +32,7 @@ from ..data.manifest import make_line
 from ..data.masks import read_mask, resize_mask
 from ..data.scan import IMAGE_EXTENSIONS
 from ..errors import UserError
-from .config import SampleConfig
+from .config import SampleConfig, interval_from_json, interval_json
 
 METHODS = ("mask-conditioned", "joint", "repaint", "blend")
 SHAPES = ("rect", "ellipse", "scratch")
@@ -100,8 +102,25 @@ def load_bank_mask(path, size: int) -> np.ndarray:
         raise UserError(str(e)) from None
 
 
-def draw_placement(rng: np.random.Generator, size: int, bank: Optional[MaskBank], class_name: Optional[str]) -> Dict[str, Any]:
-    """Where and how item's mask goes: a bank file with flips / rotation / position, or a shape."""
+JITTER_SCALE = (0.7, 1.4)  # --mask-jitter: scale factors, drawn log-uniformly, and any angle in [-45, 45) degrees
+
+
+def _jittered(m: np.ndarray, scale: float, angle: float) -> np.ndarray:
+    """``m`` turned by ``angle`` degrees and scaled by ``scale`` (bilinear, threshold at half), cropped to its
+    bounding box; the unjittered crop when nothing is left (a 1 px line can vanish at a small scale)."""
+    from PIL import Image
+
+    img = Image.fromarray(m.astype(np.uint8) * 255).rotate(angle, resample=Image.BILINEAR, expand=True)
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    out = np.asarray(img) >= 128
+    ys, xs = np.nonzero(out if out.any() else m)
+    return (out if out.any() else m)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def draw_placement(rng: np.random.Generator, size: int, bank: Optional[MaskBank], class_name: Optional[str],
+                   jitter: bool = False) -> Dict[str, Any]:
+    """Where and how item's mask goes: a bank file with flips / rotation (with ``jitter`` also a scale and
+    an angle) / position, or a shape. Without ``jitter`` the draws are those of runs made before it existed."""
     if bank is None:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         u = [float(v) for v in rng.random(5)]
@@ -116,9 +135,14 @@ def draw_placement(rng: np.random.Generator, size: int, bank: Optional[MaskBank]
     else:
         raise UserError(f"the masks drawn from {bank.root} are empty; give masks with white defect pixels")
     flip_h, flip_v, rot = bool(rng.integers(2)), bool(rng.integers(2)), int(rng.integers(4))
-    h, w = _bbox_size(_transform(m, flip_h, flip_v, rot))
-    top, left = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
-    return {"kind": "mask", "source": str(src), "flip_h": flip_h, "flip_v": flip_v, "rot90": rot, "top": top, "left": left}
+    placement = {"kind": "mask", "source": str(src), "flip_h": flip_h, "flip_v": flip_v, "rot90": rot}
+    m = _transform(m, flip_h, flip_v, rot)
+    if jitter:
+        lo, hi = JITTER_SCALE
+        placement.update(scale=float(math.exp(rng.uniform(math.log(lo), math.log(hi)))), angle=float(rng.uniform(-45.0, 45.0)))
+        m = _jittered(m, placement["scale"], placement["angle"])
+    h, w = (min(v, size) for v in _bbox_size(m))
+    return dict(placement, top=int(rng.integers(size - h + 1)), left=int(rng.integers(size - w + 1)))
 
 
 def place_mask(placement: Dict[str, Any], size: int) -> np.ndarray:
@@ -126,8 +150,13 @@ def place_mask(placement: Dict[str, Any], size: int) -> np.ndarray:
     if placement["kind"] == "shape":
         return shape_mask(placement["shape"], placement["u"], size)
     m = _transform(load_bank_mask(placement["source"], size), placement["flip_h"], placement["flip_v"], placement["rot90"])
+    if "scale" in placement:  # --mask-jitter
+        m = _jittered(m, placement["scale"], placement["angle"])
     ys, xs = np.nonzero(m)
     crop = m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    if crop.shape[0] > size or crop.shape[1] > size:  # scaled past the image: its centre
+        y0, x0 = max(0, (crop.shape[0] - size) // 2), max(0, (crop.shape[1] - size) // 2)
+        crop = crop[y0 : y0 + size, x0 : x0 + size]
     out = np.zeros((size, size), dtype=bool)
     top, left = placement["top"], placement["left"]
     out[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
@@ -205,12 +234,14 @@ def item_line(pipe, *, index: int, seed: int, class_name, background: Path, plac
                      class_name=class_name, model=model_name, model_sha256=model_sha256, sampler=settings.config.sampler,
                      steps=len(pipe.timesteps(settings.config)), cfg=float(pipe.with_default_cfg(settings.config).cfg), background=str(background),
                      placement=placement, seconds=seconds, resample=settings.resample, jump=settings.jump,
-                     sample_steps=settings.config.steps)
+                     sample_steps=settings.config.steps, cfg_interval=interval_json(settings.config.cfg_interval))
 
 
 def settings_of(line: Dict[str, Any]) -> SynthSettings:
     """The :class:`SynthSettings` a manifest line was made with."""
-    config = SampleConfig(sampler=line["sampler"], steps=line.get("sample_steps", line["steps"]), cfg=line["cfg"])
+    # a line without cfg_interval was written before guidance had an interval: it guided every step
+    config = SampleConfig(sampler=line["sampler"], steps=line.get("sample_steps", line["steps"]), cfg=line["cfg"],
+                          cfg_interval=interval_from_json(line.get("cfg_interval")))
     return SynthSettings(line["method"], config, int(line.get("resample", 10)), int(line.get("jump", 10)))
 
 
@@ -238,9 +269,10 @@ def regenerate(line: Dict[str, Any], root, model=None, pipe=None) -> np.ndarray:
 
 
 def synthesize(pipe, model_file, good: List[Path], out, num: int, *, settings: SynthSettings, bank: Optional[MaskBank] = None,
-               class_name: Optional[str] = None, seed: int = 0, progress: bool = False) -> Dict[str, int]:
+               class_name: Optional[str] = None, seed: int = 0, progress: bool = False, jitter: bool = False) -> Dict[str, int]:
     """Write ``num`` items into ``out`` (``images/``, ``masks/``, ``manifest.jsonl``); items the manifest
-    already lists with both files present are skipped (a rerun resumes). Returns counts made / skipped."""
+    already lists with both files present are skipped (a rerun resumes). ``jitter``: bank masks also scaled
+    and turned (:func:`draw_placement`). Returns counts made / skipped."""
     from tqdm import tqdm
 
     from ..data.io import save_image
@@ -262,7 +294,7 @@ def synthesize(pipe, model_file, good: List[Path], out, num: int, *, settings: S
         item_seed = seed + i
         rng = np.random.default_rng([item_seed, 1])
         b, cls = draw_item(rng, good, pipe.class_names, class_name)
-        placement = draw_placement(rng, size, bank, cls)
+        placement = draw_placement(rng, size, bank, cls, jitter)
         mask = place_mask(placement, size)
         t0 = time.perf_counter()
         image = generate_item(pipe, load_source(pipe, good[b]), mask, cls, item_seed, settings)

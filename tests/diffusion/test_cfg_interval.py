@@ -5,6 +5,7 @@ conditional prediction (cfg = 1); mixed batches split; samplers see fewer networ
 """
 
 import math
+import json
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from difforge.diffusion.samplers import get_sampler
 from difforge.diffusion.schedule import Schedule, alpha_bar_at, sigma_of
 from difforge.diffusion.timesteps import default_spacing, sampling_timesteps
 from difforge.errors import UserError
-from difforge.pipeline.config import SampleConfig
+from difforge.pipeline.config import CFG_INTERVAL, SampleConfig, interval_from_json, interval_json
 
 SCHEDULE = Schedule.named("linear", 1000)
 FULL = (0.0, math.inf)
@@ -146,7 +147,8 @@ def test_sampler_calls_per_step(sampler):
 
 
 def test_sample_config_and_cli_flag():
-    assert SampleConfig().cfg_interval is None
+    assert SampleConfig().cfg_interval == CFG_INTERVAL == (0.1, 3.0)  # the measured default (pipeline/config.py)
+    SampleConfig(cfg_interval=None).check()  # every step
     SampleConfig(cfg_interval=(0.28, 5.42)).check()
     SampleConfig(cfg_interval=(0.0, math.inf)).check()
     for bad in ((2.0, 1.0), (-1.0, 1.0), (float("nan"), 1.0), (1.0,)):
@@ -158,7 +160,8 @@ def test_sample_config_and_cli_flag():
 
     p = argparse.ArgumentParser()
     add_sampling_flags(p)
-    assert sample_config(p.parse_args([])).cfg_interval is None
+    assert sample_config(p.parse_args([])).cfg_interval == CFG_INTERVAL
+    assert sample_config(p.parse_args(["--cfg-interval", "all"])).cfg_interval is None
     assert sample_config(p.parse_args(["--cfg-interval", "0.28,inf"])).cfg_interval == (0.28, math.inf)
     with pytest.raises(SystemExit):
         p.parse_args(["--cfg-interval", "0.28"])
@@ -173,5 +176,33 @@ def test_pipeline_denoiser_takes_the_interval_from_sample_config():
             "diffusion": {"noise_schedule": "linear", "diffusion_steps": 100, "target": "eps"},
             "data": {"image_size": 16, "channels": 3, "class_names": ["a", "b"]}}
     pipe = Pipeline(net, meta, torch.device("cpu"), "fp32")
-    assert pipe.denoiser(SampleConfig()).cfg_interval is None
+    assert pipe.denoiser(SampleConfig()).cfg_interval == CFG_INTERVAL
+    assert pipe.denoiser(SampleConfig(cfg_interval=None)).cfg_interval is None
     assert pipe.denoiser(SampleConfig(cfg_interval=(0.5, 2.0))).cfg_interval == (0.5, 2.0)
+
+
+def test_interval_json_round_trip():
+    for iv in (None, (0.1, 3.0), (0.28, math.inf), (0.0, 1e9)):
+        text = json.dumps(interval_json(iv), allow_nan=False)  # strict JSON: no Infinity
+        assert interval_from_json(json.loads(text)) == iv
+
+
+def test_default_sampling_guides_only_inside_the_default_interval(tiny_model):
+    """A default request runs the unconditional half only at the steps whose sigma is in CFG_INTERVAL."""
+    from difforge.pipeline import Pipeline
+
+    pipe = Pipeline.from_checkpoint(tiny_model)
+    rows = []
+    hook = pipe.net.register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[0]))
+    try:
+        default = pipe.generate(num=2, class_label=0, seed=3, steps=10, cfg=3.0)
+        n_default, rows[:] = list(rows), []
+        every = pipe.generate(num=2, class_label=0, seed=3, steps=10, cfg=3.0, cfg_interval=None)
+        n_every = list(rows)
+    finally:
+        hook.remove()
+    ts = pipe.timesteps(SampleConfig(steps=10))
+    inside = in_cfg_interval(pipe.schedule, torch.as_tensor([float(t) for t in ts]), CFG_INTERVAL)
+    assert 0 < int(inside.sum()) < len(ts)
+    assert n_every == [4] * len(ts) and sorted(n_default) == sorted(4 if i else 2 for i in inside.tolist())
+    assert not torch.equal(default.images, every.images)

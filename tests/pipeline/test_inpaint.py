@@ -200,7 +200,7 @@ def test_mask_conditioned_model_sees_mask_and_masked_image_and_sample_refuses():
     src, mask = source(), box_mask()
     with pytest.raises(UserError, match="mask-conditioned.*difforge inpaint"):
         pipe.generate(num=1, steps=2)
-    out = pipe.inpaint(src, mask, num=2, class_label="dent", steps=3, cfg=2.0)
+    out = pipe.inpaint(src, mask, num=2, class_label="dent", steps=3, cfg=2.0, cfg_interval=None)  # guided at every step
     assert out.method == "blend" and (out.images.numpy()[:, ~mask] == src[~mask]).all()
     seen = pipe.net.seen[0]
     assert seen.shape == (4, 7, SIZE, SIZE)  # CFG: cond + uncond in one batch
