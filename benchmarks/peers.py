@@ -12,9 +12,10 @@ both forwards with torch's FlopCounterMode and refuses to compare if the FLOPs d
 Measured, each configuration in a fresh subprocess (so its peak RSS is its own):
 - training images/s (eps MSE on the linear schedule, AdamW, batch ``--batch``), fp32 / bf16;
   difforge through its Objective, diffusers through DDPMScheduler.add_noise + F.mse_loss;
-- sampling seconds per 100 class-conditional images with CFG 3: difforge's default SampleConfig
-  (also with ``cfg_interval``), and diffusers' DDIMScheduler with 50 steps and batched CFG;
-  and seconds per network row (one image through the network once);
+- sampling seconds per 100 class-conditional images with CFG: diffusers' DDIMScheduler with 50 steps and
+  batched CFG (scale 3); difforge's DDIM 50 guided at every step (the same work, so its ms per row compares
+  the two frameworks' network calls), UniPC 20 guided at every step, and the default SampleConfig (UniPC 20,
+  guidance only in CFG_INTERVAL); and milliseconds per network row (one image through the network once);
 - the in-run 3x3 conv forward+backward peak, each training result as a fraction of it;
 - CPU model and flags (lscpu), threads, /proc/loadavg before and after (a loaded machine makes
   every number meaningless: run it alone).
@@ -32,6 +33,8 @@ import time
 
 import torch
 
+from difforge.pipeline.config import CFG_INTERVAL
+
 try:  # the same in-run conv peak as the training benchmark, run as a script or as a module
     from train_speed import conv_peak
 except ImportError:  # python -m benchmarks.peers
@@ -39,7 +42,6 @@ except ImportError:  # python -m benchmarks.peers
 
 CLASSES = 4
 ATTN_RES = (16, 8)
-INTERVAL = (0.28, 5.42)  # Kynkaenniemi et al. 2024, EDM2-S: a first guess to be measured, not a tuned default
 
 
 def build(framework: str, size: int):
@@ -127,7 +129,11 @@ def sample_speed(spec: dict) -> dict:
         inner = net.forward
         net.forward = lambda x, *a, **k: (rows.__setitem__(0, rows[0] + x.shape[0]), inner(x, *a, **k))[1]
         pipe = Pipeline(net, meta, torch.device("cpu"), "bf16" if bf16 else "fp32")
-        config = SampleConfig(batch_size=batch, cfg_interval=tuple(spec["interval"]) if spec.get("interval") else None)
+        config = SampleConfig(batch_size=batch)  # the defaults: UniPC 20, guidance in CFG_INTERVAL
+        if "interval" in spec:
+            config = config.replace(cfg_interval=None if spec["interval"] == "all" else tuple(spec["interval"]))
+        if spec.get("sampler"):
+            config = config.replace(sampler=spec["sampler"], steps=spec["sampler_steps"])
         if steps:
             config = config.replace(steps=steps)
         t0 = time.perf_counter()
@@ -254,13 +260,14 @@ def main() -> None:
                   f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
 
     size = 32 if args.quick else args.sample_size
-    print(f"\n| sampling ({size} px, CFG 3, batch {batch}) | precision | s / 100 images | ms / network row | rows / image | speed-up vs diffusers | RSS GiB |")
+    print(f"\n| sampling ({size} px, class-conditional, CFG, batch {batch}) | precision | s / 100 images | ms / network row | rows / image | speed-up vs diffusers | RSS GiB |")
     print("|---|---|---|---|---|---|---|")
     for p in precisions:
         base = {"kind": "sample", "size": size, "num": num, "batch": batch, "precision": p, "steps": steps, "threads": m["threads"]}
         runs = [("diffusers DDIM-50 + CFG", {**base, "framework": "diffusers"}),
-                ("difforge default (SampleConfig)", {**base, "framework": "difforge"}),
-                (f"difforge default + cfg_interval {INTERVAL}", {**base, "framework": "difforge", "interval": list(INTERVAL)})]
+                ("difforge DDIM-50 + CFG (every step)", {**base, "framework": "difforge", "interval": "all", "sampler": "ddim", "sampler_steps": 50}),
+                ("difforge UniPC 20, CFG every step", {**base, "framework": "difforge", "interval": "all"}),
+                (f"difforge default (UniPC 20, CFG in {CFG_INTERVAL})", {**base, "framework": "difforge"})]
         ref = None
         for name, spec in runs:
             r = run_child(spec)
