@@ -23,6 +23,7 @@ busy machine gives the same number of steps; wall seconds, the CPU and the load 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -118,6 +119,8 @@ def main():
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
+    ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
+                    help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -154,7 +157,9 @@ def main():
     common = dict(data=str(data_dir), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=16,
                   ema_select=False, preview_num=4, preview_steps=5, progress=False)
     for kind in args.models:
-        extra = dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout) if kind == "text" else dict(conditional=True)
+        options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
+        extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, **({"network_options": options} if options else {}))
+                 if kind == "text" else dict(conditional=True))
         t0 = time.perf_counter()
         result = Trainer(clock=clock, run=f"{kind}-{args.minutes:g}min", **common, **extra).fit()
         train_wall = time.perf_counter() - t0
