@@ -178,7 +178,7 @@ def main():
             rows.append(dict(model=f"{kind} ({result.steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
                              **acc, s_per_image=f"{per_image:.3f}", steps=result.steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
-          f"sampling: ddim {args.steps} steps, cfg {args.cfg:g}, batch 16, 1 image per caption")
+          f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg:g}, batch 16, 1 image per caption")
     print("| model | combinations | n | defect | material | position | s/image |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -205,7 +205,8 @@ class UNet(nn.Module):
             raise position accuracy (0.22 / 0.19 against 0.17 / 0.26 without; README).
         input_coords: two planes with each pixel's x and y (CoordConv, Liu et al. 2018) join the input
             of the first conv: a convolution alone barely knows where it is, so a global condition
-            ("at the top left", pooled into the embedding) had nothing to multiply into a place.
+            ("at the top left", pooled into the embedding) had nothing to multiply into a place. Off
+            by default: in the 12-minute text benchmark position accuracy stayed at 0.24 / 0.23 (README).
     """
 
     arch = "unet"
