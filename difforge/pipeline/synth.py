@@ -113,8 +113,9 @@ def _jittered(m: np.ndarray, scale: float, angle: float) -> np.ndarray:
     img = Image.fromarray(m.astype(np.uint8) * 255).rotate(angle, resample=Image.BILINEAR, expand=True)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     out = np.asarray(img) >= 128
-    ys, xs = np.nonzero(out if out.any() else m)
-    return (out if out.any() else m)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    out = out if out.any() else m
+    ys, xs = np.nonzero(out)
+    return out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
 def draw_placement(rng: np.random.Generator, size: int, bank: Optional[MaskBank], class_name: Optional[str],
