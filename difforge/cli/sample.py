@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError
-from ..pipeline.config import SampleConfig, cfg_defaults_text, interval_json
+from ..pipeline.config import SampleConfig, cfg_defaults_text, cfg_interval_text, interval_json
 from . import seedtools
 from ._prompts import add_prompt_flags, prompt_kwargs
 from .aliases import option_strings
@@ -31,7 +31,7 @@ def add_sampling_flags(p) -> None:
     p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
                    help="guide only where the noise level sigma = sqrt((1 - ab_t) / ab_t) is in (LO, HI] "
                    "(Kynkaenniemi et al. 2024; inf allowed; 'all' = every step); other steps skip the unconditional half "
-                   f"(default {','.join(f'{v:g}' for v in DEFAULTS.cfg_interval)}: measured, the same quality with a third fewer network calls)")
+                   f"(default {cfg_interval_text()}: measured, the same quality with a third fewer network calls)")
     p.add_argument("--threshold", type=float, default=None, help="dynamic thresholding percentile, e.g. 0.995")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false", help="do not clip predicted x0 to [-1, 1]")
     p.add_argument(*option_strings("--clip-x0"), dest="clip_x0", type=str2bool, default=DEFAULTS.clip_x0, metavar="BOOL",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..pipeline.config import cfg_defaults_text
+from ..pipeline.config import cfg_defaults_text, cfg_interval_text
 from .sample import DEFAULTS, parse_interval, parse_steps
 
 
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale (default: the model's, {cfg_defaults_text()})")
     p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
                    help="guide only where the noise level sigma is in (LO, HI] ('all' = every step; default "
-                   f"{','.join(f'{v:g}' for v in DEFAULTS.cfg_interval)}, as `difforge sample`)")
+                   f"{cfg_interval_text()}, as `difforge sample`)")
     p.add_argument("--mask-jitter", action="store_true",
                    help="also scale each --masks mask by 0.7-1.4 and turn it by any angle (more shapes from few real masks)")
     p.add_argument("--resample", type=int, default=10, help="repaint: passes over each jump (default 10)")

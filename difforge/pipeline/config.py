@@ -49,6 +49,11 @@ def cfg_defaults_text() -> str:
     return f"{s_big:g} from {big} px, {s_small:g} below"
 
 
+def cfg_interval_text() -> str:
+    """'0.1,3' (the default guidance interval as the --cfg-interval flag takes it) for help texts."""
+    return ",".join(f"{v:g}" for v in CFG_INTERVAL)
+
+
 def interval_json(interval: Optional[Tuple[float, float]]):
     """A guidance interval as JSON for manifests: [lo, hi] with null for an infinite hi; null = every step."""
     return None if interval is None else [float(interval[0]), None if math.isinf(interval[1]) else float(interval[1])]
@@ -161,5 +166,5 @@ def check_sampler_options(name: str, opts: Dict[str, Any]) -> None:
         raise UserError(f"sampler {name} does not take {given}; it takes {takes}")
 
 
-__all__ = ["CFG_BY_SIZE", "CFG_INTERVAL", "SampleConfig", "check_sampler_options", "cfg_defaults_text", "default_cfg",
+__all__ = ["CFG_BY_SIZE", "CFG_INTERVAL", "SampleConfig", "cfg_defaults_text", "cfg_interval_text", "check_sampler_options", "default_cfg",
            "interval_from_json", "interval_json", "sampler_options"]
