@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from ..errors import UserError
+from .compose import mixing_rows, prompt_parts
 
 Prompts = Union[None, str, Sequence[str]]
 
@@ -56,17 +57,33 @@ def load_text(meta: Dict[str, Any], source: str = "", override=None, device: str
 
 
 class PromptTable:
-    """``net(x, t, rows)`` -> the network with each row's class and text context (see the module docstring)."""
+    """``net(x, t, rows)`` -> the network with each row's class and text context (see the module docstring).
 
-    def __init__(self, net, classes: Optional[torch.Tensor], context: torch.Tensor, mask: Optional[torch.Tensor]):
-        self.net, self.classes, self.context, self.mask = net, classes, context, mask
-        self.count = int(context.shape[0]) - 1  # the last row is the unconditional one
+    ``weights`` (rows + 1, entries), for composed prompts (:mod:`difforge.pipeline.compose`): row r's
+    output is the weighted sum of the entries' outputs (context / classes are then per entry);
+    None: row r is entry r, one forward as before."""
+
+    def __init__(self, net, classes: Optional[torch.Tensor], context: torch.Tensor, mask: Optional[torch.Tensor],
+                 weights: Optional[torch.Tensor] = None):
+        self.net, self.classes, self.context, self.mask, self.weights = net, classes, context, mask, weights
+        self.count = (int(context.shape[0]) if weights is None else int(weights.shape[0])) - 1  # the last row is the unconditional one
+
+    def _entries(self, x, t, entries, **kw):
+        labels = None if self.classes is None else self.classes[entries].to(x.device)
+        mask = None if self.mask is None else self.mask[entries].to(x.device)
+        return self.net(x, t, labels, context=self.context[entries].to(x.device), context_mask=mask, **kw)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None, **kw) -> torch.Tensor:
         rows = (y if y is not None else torch.full((x.shape[0],), self.count, dtype=torch.long)).cpu()
-        labels = None if self.classes is None else self.classes[rows].to(x.device)
-        mask = None if self.mask is None else self.mask[rows].to(x.device)
-        return self.net(x, t, labels, context=self.context[rows].to(x.device), context_mask=mask, **kw)
+        if self.weights is None:
+            return self._entries(x, t, rows, **kw)
+        w = self.weights[rows]
+        sample, entry = w.nonzero(as_tuple=True)  # every (image, entry) pair its row needs: one batched forward
+        at = sample.to(x.device)
+        kw = {k: v[at] if torch.is_tensor(v) and v.shape[:1] == x.shape[:1] else v for k, v in kw.items()}
+        out = self._entries(x[at], t[at], entry, **kw)
+        scale = w[sample, entry].to(device=x.device, dtype=out.dtype).reshape(-1, *[1] * (out.ndim - 1))
+        return torch.zeros((x.shape[0], *out.shape[1:]), dtype=out.dtype, device=x.device).index_add_(0, at, out * scale)
 
 
 def prompt_list(prompt: Prompts) -> Optional[List[str]]:
@@ -115,12 +132,16 @@ def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], nega
         pipe.text = load_text(pipe.meta, pipe.source, device=str(pipe.device))
     n_classes = len(pipe.meta["data"].get("class_names") or [])
     neg = negative_prompt if negative_prompt is not None else ""
+    n_rows, entry_classes, weights = len(texts), list(classes) if classes is not None else [None] * len(texts), None
+    parts = [prompt_parts(t) for t in texts]
+    if any(p != [(t, 1.0)] for p, t in zip(parts, texts)):  # a composed prompt: rows mix entries
+        texts, entry_classes, weights = mixing_rows(parts, entry_classes)
     context, mask = pipe.text.encode(list(texts) + [neg])
-    table = None if classes is None else torch.tensor(list(classes) + [n_classes], dtype=torch.long)
+    table = None if classes is None else torch.tensor(list(entry_classes) + [n_classes], dtype=torch.long)
     view = copy.copy(pipe)
-    view.prompts = PromptTable(pipe.net, table, context, mask)
-    view.class_names = names or [f"row{i}" for i in range(len(texts))]
-    rows = torch.arange(len(texts)) if y is None else y
+    view.prompts = PromptTable(pipe.net, table, context, mask, weights)
+    view.class_names = names or [f"row{i}" for i in range(n_rows)]
+    rows = torch.arange(n_rows) if y is None else y
     view.labels_for = lambda _num, _class_label: rows
     return view, rows
 
