@@ -9,6 +9,10 @@ forward. The text is encoded once per request: the built-in encoder's token ids 
 encodes them) or a frozen CLIP's embeddings (cached per caption by
 :class:`~difforge.models.clip_text.ClipText`).
 
+A composed prompt ("A AND B :w", :mod:`difforge.pipeline.compose`) makes its row a weighted mix
+of several (class, text) entries of the table; the view's network returns the mix, so guidance,
+samplers and every mode see one prediction per row as for a plain prompt.
+
 ``num`` images per prompt, prompt by prompt; with several prompts the view's class names are
 ``p0``, ``p1``, ... (``scratch_p0`` ... with classes), so output files and grids are per prompt.
 """

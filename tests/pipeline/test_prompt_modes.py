@@ -69,3 +69,11 @@ def test_cli_modes_take_prompts(text_model, tmp_path):
             "--method", "blend", "--sampler", "ddim", "--steps", "2", "--out", tmp_path / "p")
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "p").glob("*.png"))) >= 1
+
+
+def test_cli_sample_takes_a_composed_prompt_and_names_an_empty_part(text_model, tmp_path):
+    r = cli("sample", text_model, "--prompt", f"{A} AND {B} :-0.5", "--num", "1", "--steps", "2", "--out", tmp_path / "c", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "c").rglob("*.png"))) >= 1
+    r = cli("sample", text_model, "--prompt", f"{A} AND :2", "--num", "1", "--steps", "2", "--out", tmp_path / "e", "--quiet")
+    assert r.returncode != 0 and "empty part" in r.stderr and "Traceback" not in r.stderr
