@@ -171,13 +171,39 @@ def text_condition(net: nn.Module, context, context_mask, emb: torch.Tensor):
     pool = getattr(net, "text_pool", None)
     if ctx is None or pool is None:
         return ctx, emb
+    return ctx, emb + pool(pooled_text(net, context, ctx).to(emb.dtype))
+
+
+def pooled_text(net: nn.Module, context: torch.Tensor, ctx) -> torch.Tensor:
+    """(B, context_dim): the mean of the caption's real tokens (:func:`text_condition`)."""
     tokens, mask = ctx
     encoder = getattr(net, "text_encoder", None)
     if encoder is not None and encoder.config["pool"] == "words" and not context.is_floating_point():
         tokens, mask = encoder.embed_words(context)  # the words themselves, before the transformer mixes them
     w = torch.ones(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype) if mask is None else mask.to(tokens.dtype)
-    pooled = (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
-    return ctx, emb + pool(pooled.to(emb.dtype))
+    return (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
+
+
+class TextLayout(nn.Module):
+    """A coarse map from the pooled caption, added to the first feature maps: where things go.
+
+    The pooled text reaches the network as a per-channel shift of every feature map (the time
+    embedding), which says *what* but cannot say *where*: a shift is the same at every pixel.
+    This projects the pooled caption to a ``grid`` x ``grid`` map per channel (bilinearly
+    resized to the features), so that "at the top left" can add a feature at the top left that
+    the rest of the network then draws around, as a layout hint would. It starts at zero.
+    """
+
+    def __init__(self, context_dim: int, channels: int, grid: int):
+        super().__init__()
+        self.channels, self.grid = channels, grid
+        self.proj = nn.Linear(context_dim, channels * grid * grid)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, pooled: torch.Tensor, size) -> torch.Tensor:
+        coarse = self.proj(pooled).reshape(-1, self.channels, self.grid, self.grid)
+        return torch.nn.functional.interpolate(coarse, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: Optional[torch.Tensor]):
@@ -193,5 +219,5 @@ def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: 
     return context, context_mask
 
 
-__all__ = ["BOS", "PAD", "SPECIALS", "UNK", "BuiltinTextEncoder", "WordTokenizer", "make_text_encoder", "text_condition",
-           "text_context", "text_modules", "words"]
+__all__ = ["BOS", "PAD", "SPECIALS", "UNK", "BuiltinTextEncoder", "TextLayout", "WordTokenizer", "make_text_encoder",
+           "pooled_text", "text_condition", "text_context", "text_modules", "words"]

@@ -1,0 +1,63 @@
+"""UNet option ``text_layout``: a coarse map from the pooled caption added to the first features.
+It starts as the network without it, it puts a caption's effect where its map says (a map that
+lights one cell changes the features there only), and bad values are refused by name."""
+
+import pytest
+import torch
+
+from difforge.errors import ConfigError
+from difforge.models import registry
+from difforge.models.text_encoder import TextLayout, WordTokenizer
+
+from .test_text_cond import FAMILIES, TEXT
+
+
+def _net(layout: int, tok):
+    torch.manual_seed(0)
+    return registry.build("unet-tiny", image_size=16, in_channels=3, context_dim=16, text_encoder=dict(TEXT, vocab_size=len(tok.vocab)),
+                          text_layout=layout, **FAMILIES["unet-tiny"])
+
+
+def _first_features(net, x, t, ids):
+    seen = []
+    hook = net.down[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    with torch.no_grad():
+        out = net(x, t, context=ids)
+    hook.remove()
+    return seen[0], out
+
+
+def test_layout_starts_as_the_network_without_it_and_acts_where_its_map_says():
+    tok = WordTokenizer.build(["a crack at the top left", "a crack at the bottom right"], max_length=8)
+    plain, placed = _net(0, tok), _net(4, tok)
+    missing, unexpected = placed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["text_layout.proj.bias", "text_layout.proj.weight"]
+    x, t, ids = torch.randn(2, 3, 16, 16), torch.tensor([300.0, 600.0]), tok.encode(["a crack at the top left"] * 2)
+    h0, out0 = _first_features(plain, x, t, ids)
+    h1, out1 = _first_features(placed, x, t, ids)
+    assert torch.equal(h0, h1) and torch.allclose(out0, out1, atol=1e-6)  # zero-initialised: the same function
+    with torch.no_grad():  # light the top-left cell of channel 0 for every caption
+        placed.text_layout.proj.bias.view(-1, 4, 4)[0, 0, 0] = 1.0
+    h2, _ = _first_features(placed, x, t, ids)
+    diff = (h2 - h1).abs()
+    assert diff[:, 1:].abs().max() == 0  # only channel 0
+    assert torch.allclose(diff[:, 0, :2, :2], torch.ones(2, 2, 2))  # the full value in the cell's corner
+    assert diff[:, 0, :6, :6].sum() == diff.sum()  # and nothing beyond the bilinear reach of the top-left cell
+
+
+def test_layout_map_is_the_bilinear_resize_of_the_projected_grid():
+    layout = TextLayout(4, 2, 3)
+    with torch.no_grad():
+        layout.proj.weight.normal_()
+    pooled = torch.randn(5, 4)
+    grid = layout.proj(pooled).reshape(5, 2, 3, 3)
+    out = layout(pooled, (9, 9))
+    assert out.shape == (5, 2, 9, 9)
+    assert torch.allclose(out[:, :, 1::3, 1::3], grid, atol=1e-6)  # each cell's centre pixel is the cell's value
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "4", True])
+def test_bad_layout_values_are_named(bad):
+    tok = WordTokenizer.build(["a crack"], max_length=8)
+    with pytest.raises(ConfigError, match="text_layout"):
+        _net(bad, tok)
