@@ -18,6 +18,7 @@ busy machine gives the same number of steps; wall seconds, the CPU and the load 
 
     flock /tmp/difforge-bench.lock python benchmarks/text_conditioning.py               # full: 12 min per model
     flock /tmp/difforge-bench.lock python benchmarks/text_conditioning.py --minutes 3 --eval 60   # reduced
+    python benchmarks/text_conditioning.py --models text --compose --reuse --runs-dir RUNS   # + composed prompts, no retraining
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from demo_quality import augment, to_float, train_classifier  # noqa: E402
 from quality_budget import cpu_clock, loadavg, machine  # noqa: E402
 
+from difforge.data.builtin_captions import MATERIALS as SURFACES  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, generate_captioned  # noqa: E402
 from difforge.data.captions import write_metadata  # noqa: E402
 from difforge.data.io import to_uint8  # noqa: E402
@@ -45,6 +47,15 @@ from difforge.train.trainer import Trainer  # noqa: E402
 DEFECTS = ("scratch", "inclusion", "crack", "patch")
 MATERIALS = ("metal", "wood")
 ATTRS = {"defect": DEFECTS, "material": MATERIALS, "position": POSITIONS}
+
+
+def composed_caption(caption: str, attrs) -> str:
+    """The caption as a composed prompt of its attributes (difforge.pipeline.compose): the rest of
+    the sentence, the defect word and the surface as three parts, so that a combination never
+    trained on is asked as parts that each were: "a small at the top AND inclusion AND on brushed steel"."""
+    surface = f" on {SURFACES[attrs['material']]}"
+    rest = caption.replace(surface, "").replace(f" {attrs['defect']} ", " ")
+    return f"{rest} AND {attrs['defect']} AND {surface.strip()}"
 
 
 def labels_of(attrs, key):
@@ -122,6 +133,9 @@ def main():
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
+    ap.add_argument("--compose", action="store_true",
+                    help="also ask the text model with composed prompts: rest AND defect AND surface (see composed_caption)")
+    ap.add_argument("--reuse", action="store_true", help="score a model already in --runs-dir instead of training it again")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     held = {tuple(p.split(":")) for p in args.held_out.split(",") if p}
@@ -160,23 +174,29 @@ def main():
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
         extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, **({"network_options": options} if options else {}))
                  if kind == "text" else dict(conditional=True))
-        t0 = time.perf_counter()
-        result = Trainer(clock=clock, run=f"{kind}-{args.minutes:g}min", **common, **extra).fit()
+        t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"
+        model_file = runs / run / "checkpoints" / "ema.safetensors"
+        if not (args.reuse and model_file.exists()):
+            model_file = Trainer(clock=clock, run=run, **common, **extra).fit().model_file
         train_wall = time.perf_counter() - t0
-        pipe = Pipeline.from_checkpoint(result.model_file, device="cpu", precision="fp32")
-        for g, ix in groups.items():
+        pipe = Pipeline.from_checkpoint(model_file, device="cpu", precision="fp32")
+        steps = pipe.meta["train"]["step"]
+        asks = [(kind, False)] + ([(kind, True)] if kind == "text" and args.compose else [])
+        for (kind, composed), (g, ix) in ((a, gi) for a in asks for gi in groups.items()):
             want = [t_attrs[i] for i in ix]
             t0 = time.perf_counter()
             if kind == "text":
-                out = pipe.generate(num=1, prompt=[t_caps[i] for i in ix], seed=10_000, steps=args.steps, cfg=args.cfg).images
+                prompts = [composed_caption(t_caps[i], t_attrs[i]) if composed else t_caps[i] for i in ix]
+                out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg).images
             else:
                 names = pipe.class_names
                 y = torch.tensor([names.index(a["defect"]) for a in want])
                 out = to_uint8(pipe.sample(list(range(10_000, 10_000 + len(ix))), y, steps=args.steps, cfg=args.cfg))
             per_image = (time.perf_counter() - t0) / len(ix)
             acc = {k: float((judged(judges[k], out.numpy()) == labels_of(want, k)).mean()) for k in ATTRS}
-            rows.append(dict(model=f"{kind} ({result.steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
-                             **acc, s_per_image=f"{per_image:.3f}", steps=result.steps))
+            how = ", composed prompt" if composed else ""
+            rows.append(dict(model=f"{kind}{how} ({steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
+                             **acc, s_per_image=f"{per_image:.3f}", steps=steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
           f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg:g}, batch 16, 1 image per caption")
     print("| model | combinations | n | defect | material | position | s/image |")
