@@ -174,14 +174,15 @@ def text_condition(net: nn.Module, context, context_mask, emb: torch.Tensor):
     return ctx, emb + pool(pooled_text(net, context, ctx).to(emb.dtype))
 
 
-def pooled_text(net: nn.Module, context: torch.Tensor, ctx) -> torch.Tensor:
-    """(B, context_dim): the mean of the caption's real tokens (:func:`text_condition`)."""
+def pooled_text(net: nn.Module, context: torch.Tensor, ctx, reduce: str = "mean") -> torch.Tensor:
+    """(B, context_dim): the mean (or ``reduce="sum"``) of the caption's real tokens (:func:`text_condition`)."""
     tokens, mask = ctx
     encoder = getattr(net, "text_encoder", None)
     if encoder is not None and encoder.config["pool"] == "words" and not context.is_floating_point():
         tokens, mask = encoder.embed_words(context)  # the words themselves, before the transformer mixes them
     w = torch.ones(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype) if mask is None else mask.to(tokens.dtype)
-    return (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)
+    total = (tokens * w[..., None]).sum(1)
+    return total if reduce == "sum" else total / w.sum(1, keepdim=True).clamp(min=1.0)
 
 
 class TextLayout(nn.Module):
@@ -189,9 +190,12 @@ class TextLayout(nn.Module):
 
     The pooled text reaches the network as a per-channel shift of every feature map (the time
     embedding), which says *what* but cannot say *where*: a shift is the same at every pixel.
-    This projects the pooled caption to a ``grid`` x ``grid`` map per channel (bilinearly
+    This projects the caption's words to a ``grid`` x ``grid`` map per channel (bilinearly
     resized to the features), so that "at the top left" can add a feature at the top left that
     the rest of the network then draws around, as a layout hint would. It starts at zero.
+    The words are summed, not averaged: a word then adds the same map whatever else the caption
+    says, also in a part of a composed prompt (:mod:`difforge.pipeline.compose`), where a mean
+    would give a one-word part the weight of a whole caption.
     """
 
     def __init__(self, context_dim: int, channels: int, grid: int):

@@ -356,7 +356,7 @@ class UNet(nn.Module):
         hs = F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x
         hs = self.input_conv(torch.cat([hs, coordinate_planes(hs)], dim=1) if self.input_coords else hs)
         if self.text_layout is not None and ctx is not None:
-            hs = hs + self.text_layout(pooled_text(self, context, ctx).to(hs.dtype), hs.shape[-2:])
+            hs = hs + self.text_layout(pooled_text(self, context, ctx, reduce="sum").to(hs.dtype), hs.shape[-2:])
         skips = [hs]
         for stage in self.down:
             hs = stage(hs, emb, ctx)

@@ -14,7 +14,7 @@ from .test_text_cond import FAMILIES, TEXT
 
 def _net(layout: int, tok):
     torch.manual_seed(0)
-    return registry.build("unet-tiny", image_size=16, in_channels=3, context_dim=16, text_encoder=dict(TEXT, vocab_size=len(tok.vocab)),
+    return registry.build("unet-tiny", image_size=16, in_channels=3, context_dim=16, text_encoder=dict(TEXT, vocab_size=len(tok.vocab), pool="words"),
                           text_layout=layout, **FAMILIES["unet-tiny"])
 
 
@@ -61,3 +61,17 @@ def test_bad_layout_values_are_named(bad):
     tok = WordTokenizer.build(["a crack"], max_length=8)
     with pytest.raises(ConfigError, match="text_layout"):
         _net(bad, tok)
+
+
+def test_layout_reads_the_sum_of_the_words_so_a_word_adds_the_same_map_in_any_caption():
+    tok = WordTokenizer.build(["crack at the top", "on wood"], max_length=8)
+    net = _net(4, tok)
+    with torch.no_grad():
+        net.text_layout.proj.weight.normal_()
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([300.0])
+    maps = {}
+    for caption in ("crack", "at the top", "crack at the top", ""):
+        h, _ = _first_features(net, x, t, tok.encode([caption]))
+        maps[caption] = h
+    # the first features are conv(x) + map(sum of words): the map of "crack at the top" is that of "crack" plus that of "at the top"
+    assert torch.allclose(maps["crack at the top"] - maps[""], (maps["crack"] - maps[""]) + (maps["at the top"] - maps[""]), atol=1e-5)
