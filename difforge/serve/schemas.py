@@ -33,7 +33,8 @@ def request_model(settings: ServeSettings, samplers: Sequence[str], names: Seque
         eta: Optional[float] = Field(SAMPLING.eta, ge=0.0, le=1.0, allow_inf_nan=False, description="DDIM noise: 0 deterministic .. 1 DDPM-like; null: the sampler's default")
         seed: int = Field(0, ge=0, le=2**63 - 1, description="image i uses seed + i")
         format: Literal["png-base64", "zip"] = Field("png-base64", description="POST /v1/generate answers JSON with base64 PNGs, or a zip of PNGs")
-        prompt: Optional[str] = Field(None, max_length=1000, description="text models (\"text\": true in GET /v1/models): describe the images")
+        prompt: Optional[str] = Field(None, max_length=1000, description="text models (\"text\": true in GET /v1/models): describe the images; parts joined "
+                                      "by AND (each with an optional :weight) compose a combination the captions never had")
         negative_prompt: Optional[str] = Field(None, max_length=1000, description="text models: what guidance steers away from (default: the empty caption)")
 
         @field_validator("model")

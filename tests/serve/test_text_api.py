@@ -14,6 +14,10 @@ def test_prompt_through_the_api(make_client, tiny_pipe):
     res = c.post("/v1/generate", json={**SMALL, "model": "txt", "prompt": "a large scratch", "negative_prompt": "a small crack"})
     assert res.status_code == 200, res.text
     assert len(res.json()["images"]) == 2
+    composed = c.post("/v1/generate", json={**SMALL, "model": "txt", "prompt": "a large scratch AND a small crack on wood :0.5"})
+    assert composed.status_code == 200 and len(composed.json()["images"]) == 2, composed.text
+    empty_part = c.post("/v1/generate", json={**SMALL, "model": "txt", "prompt": "a large scratch AND :2"})
+    assert empty_part.status_code == 422 and "empty part" in empty_part.text
     bad = c.post("/v1/generate", json={**SMALL, "model": "txt", "prompt": "a purple scratch"})
     assert bad.status_code == 422 and "purple" in bad.text
     no_text = c.post("/v1/generate", json={**SMALL, "model": "tiny", "prompt": "a scratch"})
