@@ -196,18 +196,24 @@ class TextLayout(nn.Module):
     The words are summed, not averaged: a word then adds the same map whatever else the caption
     says, also in a part of a composed prompt (:mod:`difforge.pipeline.compose`), where a mean
     would give a one-word part the weight of a whole caption.
+
+    ``rank`` r > 0 makes the caption draw only r maps, which a 1 x 1 convolution spreads over the
+    channels: the caption says *where* and the rest of the network (pooled path, cross-attention)
+    *what*; 0 gives every channel its own map.
     """
 
-    def __init__(self, context_dim: int, channels: int, grid: int):
+    def __init__(self, context_dim: int, channels: int, grid: int, rank: int = 0):
         super().__init__()
-        self.channels, self.grid = channels, grid
-        self.proj = nn.Linear(context_dim, channels * grid * grid)
-        nn.init.zeros_(self.proj.weight)
+        self.maps, self.grid = rank or channels, grid
+        self.proj = nn.Linear(context_dim, self.maps * grid * grid)
+        nn.init.zeros_(self.proj.weight)  # starts at zero; the spread below stays random so the maps still learn
         nn.init.zeros_(self.proj.bias)
+        self.spread = nn.Conv2d(rank, channels, 1, bias=False) if rank else None
 
     def forward(self, pooled: torch.Tensor, size) -> torch.Tensor:
-        coarse = self.proj(pooled).reshape(-1, self.channels, self.grid, self.grid)
-        return torch.nn.functional.interpolate(coarse, size=tuple(size), mode="bilinear", align_corners=False)
+        coarse = self.proj(pooled).reshape(-1, self.maps, self.grid, self.grid)
+        fine = torch.nn.functional.interpolate(coarse, size=tuple(size), mode="bilinear", align_corners=False)
+        return fine if self.spread is None else self.spread(fine)
 
 
 def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: Optional[torch.Tensor]):

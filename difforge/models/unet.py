@@ -207,8 +207,9 @@ class UNet(nn.Module):
             of the first conv: a convolution alone barely knows where it is, so a global condition
             ("at the top left", pooled into the embedding) had nothing to multiply into a place. Off
             by default: in the 12-minute text benchmark position accuracy stayed at 0.24 / 0.23 (README).
-        text_layout: g > 0 adds a g x g map per channel from the pooled caption to the first conv's
-            output (:class:`~difforge.models.text_encoder.TextLayout`): a place for position words.
+        text_layout: g > 0 adds a g x g map per channel from the caption's words to the first conv's
+            output (:class:`~difforge.models.text_encoder.TextLayout`): a place for position words;
+            ``layout_rank`` r > 0: r maps spread over the channels instead (where, not what).
     """
 
     arch = "unet"
@@ -235,6 +236,7 @@ class UNet(nn.Module):
         cross_positions: bool = False,
         input_coords: bool = False,
         text_layout: int = 0,
+        layout_rank: int = 0,
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
@@ -264,6 +266,7 @@ class UNet(nn.Module):
             cross_positions=_bool("cross_positions", cross_positions),
             input_coords=_bool("input_coords", input_coords),
             text_layout=_int("text_layout", text_layout, 0),
+            layout_rank=_int("layout_rank", layout_rank, 0),
         )
         error = _size_error(len(channel_mult), image_size, patch_size)
         if error:
@@ -288,7 +291,7 @@ class UNet(nn.Module):
         cross = (lambda c: [CrossAttention2d(c, context_dim, head_channels, norm_groups, cross_positions)]) if context_dim else (lambda c: [])
         self.emb_act = make_act(act)
         self.input_conv = nn.Conv2d(in_channels * patch_size**2 + 2 * input_coords, base_channels, 3, padding=1)
-        self.text_layout = TextLayout(context_dim, base_channels, text_layout) if context_dim and text_layout else None
+        self.text_layout = TextLayout(context_dim, base_channels, text_layout, layout_rank) if context_dim and text_layout else None
 
         ch, res, skips = base_channels, image_size // patch_size, [base_channels]
         self.down = nn.ModuleList()

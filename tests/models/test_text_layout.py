@@ -75,3 +75,18 @@ def test_layout_reads_the_sum_of_the_words_so_a_word_adds_the_same_map_in_any_ca
         maps[caption] = h
     # the first features are conv(x) + map(sum of words): the map of "crack at the top" is that of "crack" plus that of "at the top"
     assert torch.allclose(maps["crack at the top"] - maps[""], (maps["crack"] - maps[""]) + (maps["at the top"] - maps[""]), atol=1e-5)
+
+
+def test_a_low_rank_layout_draws_r_maps_and_spreads_them_over_the_channels():
+    tok = WordTokenizer.build(["a crack at the top left"], max_length=8)
+    torch.manual_seed(0)
+    net = registry.build("unet-tiny", image_size=16, in_channels=3, context_dim=16, text_layout=4, layout_rank=1,
+                         text_encoder=dict(TEXT, vocab_size=len(tok.vocab), pool="words"), **FAMILIES["unet-tiny"])
+    layout = net.text_layout
+    assert layout.proj.out_features == 16 and layout.spread.weight.shape == (16, 1, 1, 1)
+    with torch.no_grad():
+        layout.proj.weight.normal_()
+    pooled = torch.randn(2, 16)
+    out = layout(pooled, (8, 8))
+    one = torch.nn.functional.interpolate(layout.proj(pooled).reshape(2, 1, 4, 4), size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(out, one * layout.spread.weight.reshape(1, 16, 1, 1), atol=1e-6)  # every channel a multiple of one map
