@@ -209,7 +209,8 @@ class UNet(nn.Module):
             by default: in the 12-minute text benchmark position accuracy stayed at 0.24 / 0.23 (README).
         text_layout: g > 0 adds a g x g map per channel from the caption's words to the first conv's
             output (:class:`~difforge.models.text_encoder.TextLayout`): a place for position words;
-            ``layout_rank`` r > 0: r maps spread over the channels instead (where, not what).
+            ``layout_rank`` r > 0: r maps spread over the channels instead (where, not what). Off by
+            default: in the text benchmark position rose 0.18 -> 0.68 but defect type fell 0.90 -> 0.71.
     """
 
     arch = "unet"
