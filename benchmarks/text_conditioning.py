@@ -135,6 +135,7 @@ def main():
     ap.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
     ap.add_argument("--compose", action="store_true",
                     help="also ask the text model with composed prompts: rest AND defect AND surface (see composed_caption)")
+    ap.add_argument("--seed", type=int, default=0, help="the models' training seed (run-to-run spread)")
     ap.add_argument("--reuse", action="store_true", help="score a model already in --runs-dir instead of training it again")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -169,7 +170,7 @@ def main():
 
     clock = cpu_clock()
     common = dict(data=str(data_dir), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=16,
-                  ema_select=False, preview_num=4, preview_steps=5, progress=False)
+                  ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
     for kind in args.models:
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
         extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, **({"network_options": options} if options else {}))
