@@ -12,8 +12,8 @@ def add_prompt_flags(p) -> None:
     g.add_argument("--prompt", action="append", default=None, metavar="TEXT",
                    help="describe the images, e.g. \"a large diagonal scratch at the top left on brushed steel\"; "
                    "repeatable: --num images per prompt. A combination the captions never had can be composed from "
-                   "parts joined by AND, each with an optional :weight (negative subtracts), e.g. \"a crack on brushed steel "
-                   "AND a scratch on wood AND a scratch on brushed steel :-1\"")
+                   "parts joined by AND, each with an optional :weight (negative subtracts), e.g. \"a small at the top "
+                   "AND crack AND on wood\"")
     g.add_argument("--prompts", dest="prompts_file", default=None, metavar="FILE", help="a UTF-8 file with one prompt per line")
     g.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default=None, metavar="TEXT",
                    help="what guidance steers away from (default: the empty caption, the unconditional branch)")

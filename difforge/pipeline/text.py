@@ -136,7 +136,8 @@ def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], nega
         pipe.text = load_text(pipe.meta, pipe.source, device=str(pipe.device))
     n_classes = len(pipe.meta["data"].get("class_names") or [])
     neg = negative_prompt if negative_prompt is not None else ""
-    n_rows, entry_classes, weights = len(texts), list(classes) if classes is not None else [None] * len(texts), None
+    n_rows, weights = len(texts), None
+    entry_classes = list(classes) if classes is not None else [None] * n_rows
     parts = [prompt_parts(t) for t in texts]
     if any(p != [(t, 1.0)] for p, t in zip(parts, texts)):  # a composed prompt: rows mix entries
         texts, entry_classes, weights = mixing_rows(parts, entry_classes)
