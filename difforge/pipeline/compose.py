@@ -15,8 +15,9 @@ output is affine in eps, x0 and v alike (for a fixed x_t), and the weights of ``
 
 Measured (benchmarks/text_conditioning.py --compose, README): a defect never trained on a
 material, asked as the rest of its caption AND the defect word AND the surface, came out right
-71% of the time against 33% for the plain caption; an analogy (crack on steel AND scratch on wood
-AND scratch on steel :-1) did not help.
+71% of the time against 33% for the plain caption with one trained model, and no better (0.25
+against 0.26) with a second training seed's; an analogy (crack on steel AND scratch on wood AND
+scratch on steel :-1) did not help.
 
 Syntax (the Stable Diffusion web UI's): parts joined by ``AND`` in capitals, a word of its own;
 each part may end in ``:weight`` (default 1). A prompt without ``AND`` is one plain part,
