@@ -45,13 +45,13 @@ def prompt_parts(prompt: str) -> List[Part]:
     if len(pieces) == 1:
         return [(prompt, 1.0)]
     parts = []
-    for piece in pieces:
-        m = WEIGHT.match(piece.strip())
-        text, weight = (m["text"], float(m["w"])) if m else (piece.strip(), 1.0)
-        if not text.strip():
+    for piece in (p.strip() for p in pieces):
+        m = WEIGHT.match(piece)
+        text, weight = (m["text"].strip(), float(m["w"])) if m else (piece, 1.0)
+        if not text:
             raise UserError(f"an empty part in the composed prompt {prompt!r}: every part joined by AND needs words "
                             f"(e.g. 'a small at the top AND crack AND on wood :0.8')")
-        parts.append((text.strip(), weight))
+        parts.append((text, weight))
     return parts
 
 
