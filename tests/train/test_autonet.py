@@ -102,3 +102,23 @@ def test_presets_of_other_tools_keep_full_resolution():
     for name in ("iddm", "classic"):
         assert preset_values(name)["network_options"]["patch_size"] == 1
 
+
+
+def test_the_probe_times_steps_in_the_runs_precision(data, monkeypatch):
+    """Which layout is faster depends on the precision (fp32 and bf16 use other kernels), so the
+    probe runs under the run's autocast, as the training step will."""
+    import torch
+
+    build, seen = autonet.registry.build, []
+
+    def recording_build(*a, **k):
+        net = build(*a, **k)
+        net.register_forward_hook(lambda m, i, o: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+        return net
+
+    monkeypatch.setattr(autonet.registry, "build", recording_build)
+    cfg = Config().override(image_size=16, batch_size=4, network_options=dict(TINY_NET))
+    for precision, expected in (("bf16", (True, torch.bfloat16)), ("fp32", (False, None))):
+        seen.clear()
+        autonet.probe_step_seconds("unet-tiny", cfg.override(precision=precision), data, torch.device("cpu"), steps=1)
+        assert seen and all((on, dtype if on else None) == expected for on, dtype in seen), (precision, seen)
