@@ -25,6 +25,7 @@ quiet). M minutes are then M minutes of one core. ``--clock wall`` (2 threads) i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -140,6 +141,8 @@ def main():
     ap.add_argument("--runs-dir", default="runs/quality_budget")
     ap.add_argument("--smoke", action="store_true", help="16 px, 0.1 min, fast only: checks that it runs")
     ap.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales to sample each model with (default: the sampling default)")
+    ap.add_argument("--network-options", type=json.loads, default={}, metavar="JSON",
+                    help='extra network options for every run, e.g. \'{"down_pool": false}\' (a variant; named in the run and the rows)')
     ap.add_argument("--floor-only", action="store_true", help="only the real-vs-real rows (the judge is deterministic: same floor as a full run)")
     args = ap.parse_args()
     if args.floor_only:
@@ -171,9 +174,12 @@ def main():
                 write_glyphs(data_dir, size=size, per_class=args.per_class, seed=0, progress=False)
             for minutes in args.minutes:
                 for recipe in args.recipes:
-                    run = f"{dataset}-{recipe}-{size}px-{minutes:g}min"
+                    variant = "".join(f"-{k}={v}" for k, v in args.network_options.items())
+                    run = f"{dataset}-{recipe}-{size}px-{minutes:g}min{variant}"
                     cfg = dict(preset_values(recipe), run=run, runs_dir=args.runs_dir, image_size=size,
                                max_minutes=minutes, batch_size=16)
+                    if args.network_options:
+                        cfg["network_options"] = {**cfg.get("network_options", {}), **args.network_options}
                     cfg.update(data=data_dir) if data_dir else cfg.update(builtin_per_class=args.per_class)
                     if size < 32 and cfg.get("network") == "unet":
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
@@ -185,7 +191,7 @@ def main():
                         out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000, **guided)
                         dt = (time.perf_counter() - t0) * 100 / len(out.images)
                         s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
-                        label = recipe if scale is None else f"{recipe}, cfg {scale:g}"
+                        label = (recipe + variant) if scale is None else f"{recipe}{variant}, cfg {scale:g}"
                         rows.append(dict(dataset=dataset, recipe=label, minutes=minutes, size=size, steps=result.steps,
                                          seen=result.steps * 16, sample_s=round(dt, 1), **s))
                         print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)

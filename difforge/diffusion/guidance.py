@@ -1,4 +1,4 @@
-"""Guidance as denoiser wrappers: a noisy classifier's gradient, or a second (unconditional) model.
+"""Guidance as denoiser wrappers: a noisy classifier's gradient, or a second model (unconditional, or weaker).
 
 Both wrappers have a :class:`~difforge.diffusion.denoiser.Denoiser`'s call signature and return a
 :class:`~difforge.diffusion.denoiser.Prediction`, so they compose with every sampler (and with
@@ -141,12 +141,19 @@ class TwoModelCFG:
     ``cfg_interval`` (sigma_lo, sigma_hi) (default: the conditional denoiser's): guidance only
     where sigma(t) is in (lo, hi] (Kynkaenniemi et al. 2024); at the other steps the unconditional
     model is not called and the result is the conditional model's (w = 0).
+
+    ``guide_labels``: the second model also gets y. That is autoguidance (Karras et al. 2024,
+    "Guiding a Diffusion Model with a Bad Version of Itself"): the second model is a weaker
+    version of the first (trained shorter, or smaller) with the same conditioning, so the
+    difference points away from the errors the weak model makes more of, not toward the class;
+    it needs no unconditional branch and so also guides an unconditional model.
     """
 
     def __init__(self, cond: Callable, uncond: Callable, w: float, *, clip_x0: Optional[bool] = None,
                  threshold: Optional[float] = None, cfg_rescale: Optional[float] = None,
-                 cfg_interval: Optional[tuple] = None):
+                 cfg_interval: Optional[tuple] = None, guide_labels: bool = False):
         self.schedule = cond.schedule
+        self.guide_labels = bool(guide_labels)
         if hasattr(uncond, "schedule") and not same_schedule(cond.schedule, uncond.schedule):
             raise UserError(
                 f"the conditional and the unconditional model have different noise schedules "
@@ -175,11 +182,12 @@ class TwoModelCFG:
         if self.w == 0.0 or not bool(inside.any()):
             eps = pc.eps
         elif bool(inside.all()):
-            eps = (1.0 + self.w) * pc.eps - self.w * self.uncond(x_t, t, None).eps
-        else:  # mixed timesteps: the unconditional model sees only the samples inside
+            eps = (1.0 + self.w) * pc.eps - self.w * self.uncond(x_t, t, y if self.guide_labels else None).eps
+        else:  # mixed timesteps: the second model sees only the samples inside
             eps = pc.eps.clone()
             tin = tt if tt.ndim == 0 else tt[inside]
-            eps[inside] = (1.0 + self.w) * pc.eps[inside] - self.w * self.uncond(x_t[inside], tin, None).eps
+            yin = y[inside] if self.guide_labels and y is not None else None
+            eps[inside] = (1.0 + self.w) * pc.eps[inside] - self.w * self.uncond(x_t[inside], tin, yin).eps
         eps, x0 = constrain_x0(eps, x0_from_eps(x_t, eps, a, s), x_t, a, s, clip_x0=self.clip_x0,
                                threshold=self.threshold, rescale=self.cfg_rescale, x0_ref=pc.x0)
         return Prediction(eps=eps, x0=x0, var_frac=pc.var_frac)

@@ -38,7 +38,7 @@ from .classes import ClassLabel, labels_for, resolve_class
 from .config import SampleConfig, check_sampler_options, default_cfg
 from .results import Generated
 
-GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model")
+GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model", "guide_model")
 
 
 class Pipeline:
@@ -179,7 +179,7 @@ class Pipeline:
         )
         return den if self.guide is None else self.guide.wrap(den, config.cfg, guidance_mode(config.sampler))
 
-    def with_guidance(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None) -> "Pipeline":
+    def with_guidance(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None, guide_model=None) -> "Pipeline":
         """A new Pipeline of the same model whose denoiser is guided (see :mod:`difforge.pipeline.guidance`).
 
         ``classifier``: a noisy-classifier file (``difforge train-classifier``) or a loaded
@@ -187,11 +187,12 @@ class Pipeline:
         gets the mean shift of their Alg. 1, the others the eps shift of Alg. 2). On an
         unconditional model the new pipeline's classes are the classifier's. ``uncond_model``: a
         model file or Pipeline for two-model classifier-free guidance; ``cfg`` is then w of
-        eps = (1 + w) eps_c - w eps_u (built-in CFG's scale s = 1 + w).
+        eps = (1 + w) eps_c - w eps_u (built-in CFG's scale s = 1 + w). ``guide_model``: a weaker
+        model file or Pipeline of the same classes for autoguidance, eps = (1 + w) eps - w eps_weak.
         """
         from .guidance import make_guide
 
-        guide, names = make_guide(self, classifier, classifier_scale, uncond_model)
+        guide, names = make_guide(self, classifier, classifier_scale, uncond_model, guide_model)
         return Pipeline(self.net, self.meta, self.device, self.precision, self.source, self.codec, guide=guide, class_names=names)
 
     def guided(self, classifier=None, classifier_scale: float = 1.0, uncond_model=None, sampler: Optional[str] = None) -> "Pipeline":
@@ -209,7 +210,7 @@ class Pipeline:
         """The pipeline a request runs on: guided when ``options`` name a classifier or an unconditional
         model, a prompt view for a text model (:meth:`with_prompts`); those keys are popped."""
         guidance = {k: options.pop(k) for k in GUIDANCE_ARGS if k in options}
-        pipe = self if guidance.get("classifier") is None and guidance.get("uncond_model") is None else self.with_guidance(**guidance)
+        pipe = self if all(guidance.get(k) is None for k in ("classifier", "uncond_model", "guide_model")) else self.with_guidance(**guidance)
         return pipe.with_prompts(options.pop("prompt", None), options.pop("negative_prompt", None), num, class_label)
 
     # -- the batch core -------------------------------------------------------------------
@@ -240,10 +241,10 @@ class Pipeline:
 
     @property
     def default_cfg(self) -> float:
-        """The guidance scale when a request gives none: measured per image size (pipeline/config.py
-        :func:`default_cfg`); with an unconditional model the same strength as its w = s - 1."""
-        s = default_cfg(self.image_size)
-        return s - 1.0 if self.guide is not None and self.guide.uncond is not None else s
+        """The guidance strength when a request gives none (pipeline/config.py :func:`default_cfg`):
+        built-in CFG's s, measured per image size; with an unconditional model the same strength as
+        its w = s - 1; with a weak model (autoguidance) its measured w."""
+        return default_cfg(self.image_size, None if self.guide is None else self.guide.second_model)
 
     def with_default_cfg(self, config: SampleConfig) -> SampleConfig:
         return config if config.cfg is not None else config.replace(cfg=self.default_cfg)

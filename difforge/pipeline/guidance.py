@@ -1,4 +1,5 @@
-"""Guidance that needs a second file: a noisy classifier, or an unconditional model for two-model CFG.
+"""Guidance that needs a second file: a noisy classifier, an unconditional model for two-model CFG,
+or a weaker version of the model for autoguidance.
 
 :meth:`difforge.pipeline.Pipeline.with_guidance` loads and checks the files here and gets back a
 :class:`Guide`, which wraps the pipeline's denoiser (:mod:`difforge.diffusion.guidance`) for
@@ -12,7 +13,12 @@ each request, in the mode its sampler declares (mean shift for ddpm, eps shift o
   request's ``cfg``. The main model must be conditional and this one unconditional, with the
   same schedule and image shape. Built-in CFG's scale s is 1 + w.
 
-Both may be combined (two-model CFG, then classifier guidance on top). Every mismatch is one
+- ``guide_model`` (a model file, or a loaded Pipeline): autoguidance (Karras et al. 2024):
+  eps = (1 + w) eps_good(x_t, y) - w eps_weak(x_t, y), with w the request's ``cfg`` and the weak
+  model a shorter-trained or smaller model of the same data, classes and schedule. It needs no
+  unconditional branch, so it also guides unconditional models (a flat folder).
+
+Two-model CFG or autoguidance (not both) may be combined with classifier guidance on top. Every mismatch is one
 :class:`~difforge.errors.UserError` line naming both files.
 """
 
@@ -47,6 +53,12 @@ class Guide:
     classifier_scale: float = 1.0
     uncond: Any = None  # a Pipeline
     autocast: Callable = None
+    weak: Any = None  # a Pipeline (autoguidance)
+
+    @property
+    def second_model(self) -> Optional[str]:
+        """``"uncond"`` or ``"weak"`` when ``cfg`` is w of a second model's guidance, None for built-in CFG's s."""
+        return "uncond" if self.uncond is not None else ("weak" if self.weak is not None else None)
 
     def wrap(self, den, cfg: float, mode: str = "eps"):
         """The pipeline's denoiser ``den`` with this guidance; ``cfg`` is w when an unconditional
@@ -54,20 +66,27 @@ class Guide:
         if self.uncond is not None:
             u = self.uncond.denoiser(cfg=1.0, clip_x0=den.clip_x0, threshold=den.threshold)
             den = TwoModelCFG(den, u, cfg)
+        if self.weak is not None:
+            weak = self.weak.denoiser(cfg=1.0, clip_x0=den.clip_x0, threshold=den.threshold)
+            den = TwoModelCFG(den, weak, cfg, guide_labels=True)
         if self.classifier is not None:
             den = ClassifierGuided(den, self.classifier, self.classifier_scale, mode=mode, autocast=self.autocast)
         return den
 
 
-def make_guide(pipe, classifier=None, classifier_scale: float = 1.0, uncond_model=None) -> Tuple[Guide, list]:
+def make_guide(pipe, classifier=None, classifier_scale: float = 1.0, uncond_model=None, guide_model=None) -> Tuple[Guide, list]:
     """Load and check the files of a guided request on ``pipe``: (the Guide, the request's class names)."""
     from ..runtime import autocast_factory
 
     name = pipe.source or "the model"
     class_names = list(pipe.class_names)
     guide = Guide(autocast=autocast_factory(pipe.precision, pipe.device))
+    if uncond_model is not None and guide_model is not None:
+        raise UserError("give --uncond-model (two-model CFG) or --guide-model (autoguidance), not both")
     if uncond_model is not None:
         guide.uncond = _uncond_pipeline(pipe, uncond_model, name)
+    if guide_model is not None:
+        guide.weak = _weak_pipeline(pipe, guide_model, name)
     if classifier is not None:
         if pipe.codec is not None:
             raise UserError(f"{name} is a latent model; a noisy classifier guides pixel-space models only")
@@ -120,6 +139,22 @@ def _uncond_pipeline(pipe, uncond_model, name: str):
     if u.sample_shape != pipe.sample_shape or u.meta.get("latent") != pipe.meta.get("latent"):
         raise UserError(f"{uname} makes {u.sample_shape} samples and {name} {pipe.sample_shape} (or another VAE); the two models must match")
     return u
+
+
+def _weak_pipeline(pipe, guide_model, name: str):
+    # the weak model of autoguidance: the same classes, schedule and sample shape as ``pipe``
+    w = guide_model if isinstance(guide_model, type(pipe)) else type(pipe).from_checkpoint(guide_model, device=str(pipe.device), precision=pipe.precision)
+    wname = w.source or "the guide model"
+    if pipe.meta.get("text") or w.meta.get("text"):
+        raise UserError(f"autoguidance (--guide-model) works with class-conditional and unconditional models; {name if pipe.meta.get('text') else wname} is a text model")
+    if list(w.class_names) != list(pipe.class_names):
+        have = lambda p: ", ".join(p.class_names) or "no classes (unconditional)"  # noqa: E731
+        raise UserError(f"{wname} has {have(w)} but {name} has {have(pipe)}; autoguidance needs a weaker model of the same classes")
+    if not same_schedule(w.schedule, pipe.schedule):
+        raise UserError(f"{wname} and {name} have different noise schedules (T={w.schedule.num_steps} vs {pipe.schedule.num_steps} or other betas); autoguidance needs the same one")
+    if w.sample_shape != pipe.sample_shape or w.meta.get("latent") != pipe.meta.get("latent"):
+        raise UserError(f"{wname} makes {w.sample_shape} samples and {name} {pipe.sample_shape} (or another VAE); the two models must match")
+    return w
 
 
 __all__ = ["Guide", "load_classifier", "make_guide"]
