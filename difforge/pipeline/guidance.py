@@ -126,34 +126,40 @@ def _check_classifier(pipe, meta, name: str, cname: str) -> None:
         )
 
 
+def _second_pipeline(pipe, model, fallback: str):
+    """(A second model's Pipeline, its name in messages): a loaded one, or a file loaded like ``pipe``
+    (same device and precision)."""
+    p = model if isinstance(model, type(pipe)) else type(pipe).from_checkpoint(model, device=str(pipe.device), precision=pipe.precision)
+    return p, p.source or fallback
+
+
+def _same_process(pipe, other, name: str, oname: str, guidance: str) -> None:
+    """One line unless ``other`` has ``pipe``'s noise schedule and sample shape (and VAE)."""
+    if not same_schedule(other.schedule, pipe.schedule):
+        raise UserError(f"{oname} and {name} have different noise schedules (T={other.schedule.num_steps} vs {pipe.schedule.num_steps} or other betas); {guidance} needs the same one")
+    if other.sample_shape != pipe.sample_shape or other.meta.get("latent") != pipe.meta.get("latent"):
+        raise UserError(f"{oname} makes {other.sample_shape} samples and {name} {pipe.sample_shape} (or another VAE); the two models must match")
+
+
 def _uncond_pipeline(pipe, uncond_model, name: str):
-    # a loaded pipeline, or a file loaded like ``pipe`` (same device and precision)
-    u = uncond_model if isinstance(uncond_model, type(pipe)) else type(pipe).from_checkpoint(uncond_model, device=str(pipe.device), precision=pipe.precision)
-    uname = u.source or "the unconditional model"
+    u, uname = _second_pipeline(pipe, uncond_model, "the unconditional model")
     if not pipe.class_names:
         raise UserError(f"two-model guidance (--uncond-model) needs a class-conditional main model; {name} is unconditional")
     if u.class_names:
         raise UserError(f"{uname} is class-conditional ({', '.join(u.class_names)}); --uncond-model takes an unconditional model")
-    if not same_schedule(u.schedule, pipe.schedule):
-        raise UserError(f"{uname} and {name} have different noise schedules (T={u.schedule.num_steps} vs {pipe.schedule.num_steps} or other betas); two-model guidance needs the same one")
-    if u.sample_shape != pipe.sample_shape or u.meta.get("latent") != pipe.meta.get("latent"):
-        raise UserError(f"{uname} makes {u.sample_shape} samples and {name} {pipe.sample_shape} (or another VAE); the two models must match")
+    _same_process(pipe, u, name, uname, "two-model guidance")
     return u
 
 
 def _weak_pipeline(pipe, guide_model, name: str):
     # the weak model of autoguidance: the same classes, schedule and sample shape as ``pipe``
-    w = guide_model if isinstance(guide_model, type(pipe)) else type(pipe).from_checkpoint(guide_model, device=str(pipe.device), precision=pipe.precision)
-    wname = w.source or "the guide model"
+    w, wname = _second_pipeline(pipe, guide_model, "the guide model")
     if pipe.meta.get("text") or w.meta.get("text"):
         raise UserError(f"autoguidance (--guide-model) works with class-conditional and unconditional models; {name if pipe.meta.get('text') else wname} is a text model")
     if list(w.class_names) != list(pipe.class_names):
         have = lambda p: ", ".join(p.class_names) or "no classes (unconditional)"  # noqa: E731
         raise UserError(f"{wname} has {have(w)} but {name} has {have(pipe)}; autoguidance needs a weaker model of the same classes")
-    if not same_schedule(w.schedule, pipe.schedule):
-        raise UserError(f"{wname} and {name} have different noise schedules (T={w.schedule.num_steps} vs {pipe.schedule.num_steps} or other betas); autoguidance needs the same one")
-    if w.sample_shape != pipe.sample_shape or w.meta.get("latent") != pipe.meta.get("latent"):
-        raise UserError(f"{wname} makes {w.sample_shape} samples and {name} {pipe.sample_shape} (or another VAE); the two models must match")
+    _same_process(pipe, w, name, wname, "autoguidance")
     return w
 
 
