@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality_budget import Judge, cpu_clock, loadavg, machine  # noqa: E402
+from quality_budget import Judge, cpu_clock, data_source, loadavg, machine, print_table  # noqa: E402
 
 SNAPSHOT_EVERY = 250
 
@@ -39,7 +39,7 @@ def snapshots(model: Path):
     return {int(f.stem[5:]) / max(total, last): f for f in files}
 
 
-def train(dataset: str, size: int, minutes: float, runs_dir: str, per_class: int, reuse: bool, data_dir, conditional: bool = True):
+def train(dataset: str, size: int, minutes: float, runs_dir: str, per_class: int, reuse: bool, source: dict, conditional: bool = True):
     """The model file of the default recipe trained for ``minutes`` of one core's CPU time (with EMA
     snapshots every SNAPSHOT_EVERY steps, the weak models of ``--weak snapshot``)."""
     from difforge.train.presets import preset_values
@@ -48,12 +48,12 @@ def train(dataset: str, size: int, minutes: float, runs_dir: str, per_class: int
     run = f"{dataset}-fast-{size}px-{minutes:g}min" + ("" if conditional else "-uncond")
     model = Path(runs_dir) / run / "checkpoints" / "ema.safetensors"
     if reuse and model.exists():
-        return model, None
+        return model
     cfg = dict(preset_values("fast"), run=run, runs_dir=runs_dir, image_size=size, max_minutes=minutes, batch_size=16,
                conditional=conditional, save_every=SNAPSHOT_EVERY)
-    cfg.update(data=data_dir) if data_dir else cfg.update(builtin_per_class=per_class)
+    cfg.update(source)
     result = Trainer(progress=False, clock=cpu_clock(), **cfg).fit()
-    return Path(result.model_file), result.steps
+    return Path(result.model_file)
 
 
 def main():
@@ -82,18 +82,13 @@ def main():
     for dataset in args.datasets:
         jd = Judge(dataset, args.size, args.per_class)
         rows.append(dict(dataset=dataset, setting="real held-out (floor)", **jd.floor))
-        data_dir = None
-        if dataset == "glyphs":
-            from difforge.data.glyphs import write_glyphs
-
-            data_dir = str(Path(args.runs_dir) / f"data-glyphs-{args.size}px-{args.per_class}")
-            write_glyphs(data_dir, size=args.size, per_class=args.per_class, seed=0, progress=False)
+        source = data_source(dataset, args.size, args.per_class, args.runs_dir)
         cond = not args.unconditional
-        main_file, _ = train(dataset, args.size, args.minutes, args.runs_dir, args.per_class, args.reuse, data_dir, cond)
+        main_file = train(dataset, args.size, args.minutes, args.runs_dir, args.per_class, args.reuse, source, cond)
         weak = {}
         for spec in args.weak:
             if spec == "run":
-                weak[f"{args.weak_minutes:g}-min run"] = train(dataset, args.size, args.weak_minutes, args.runs_dir, args.per_class, args.reuse, data_dir, cond)[0]
+                weak[f"{args.weak_minutes:g}-min run"] = train(dataset, args.size, args.weak_minutes, args.runs_dir, args.per_class, args.reuse, source, cond)
             else:
                 snaps = snapshots(main_file)
                 frac = min(snaps, key=lambda f: abs(f - float(spec)))
@@ -115,10 +110,7 @@ def main():
             print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
     print(f"# loadavg after {loadavg()}; {args.size} px; main {args.minutes:g} CPU-min, weak {args.weak_minutes:g} CPU-min")
     head = ["dataset", "setting", "sample_s", "acc", "fd", "kid", "precision", "recall", "mem_px", "mem_feat"]
-    print("| " + " | ".join(head) + " |")
-    print("|---" * len(head) + "|")
-    for r in rows:
-        print("| " + " | ".join(f"{r.get(k, '-'):.3g}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in head) + " |")
+    print_table(rows, head)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,26 @@ def real_images(dataset: str, size: int, per_class: int, seed: int):
     return generate_arrays(size=size, per_class=per_class, seed=seed, channels=3)
 
 
+def data_source(dataset: str, size: int, per_class: int, runs_dir: str) -> dict:
+    """The training data options of a run on ``dataset``: the built-in defects by count, or the glyphs
+    written once as a class-folder dataset under ``runs_dir`` (seed 0, as the judge's training images)."""
+    if dataset != "glyphs":
+        return dict(builtin_per_class=per_class)
+    from difforge.data.glyphs import write_glyphs
+
+    data_dir = str(Path(runs_dir) / f"data-glyphs-{size}px-{per_class}")
+    write_glyphs(data_dir, size=size, per_class=per_class, seed=0, progress=False)
+    return dict(data=data_dir)
+
+
+def print_table(rows, head) -> None:
+    """``rows`` (dicts) as a Markdown table of the ``head`` columns ('-' where a row has none)."""
+    print("| " + " | ".join(head) + " |")
+    print("|---" * len(head) + "|")
+    for r in rows:
+        print("| " + " | ".join(f"{r.get(k, '-'):.3g}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in head) + " |")
+
+
 def machine() -> str:
     import subprocess
 
@@ -166,12 +186,7 @@ def main():
             floor, names = jd.floor, jd.names
             rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
             print(f"row: {rows[-1]}", flush=True)
-            data_dir = None
-            if dataset == "glyphs":
-                from difforge.data.glyphs import write_glyphs
-
-                data_dir = str(Path(args.runs_dir) / f"data-glyphs-{size}px-{args.per_class}")
-                write_glyphs(data_dir, size=size, per_class=args.per_class, seed=0, progress=False)
+            source = data_source(dataset, size, args.per_class, args.runs_dir)
             for minutes in args.minutes:
                 for recipe in args.recipes:
                     variant = "".join(f"-{k}={v}" for k, v in args.network_options.items())
@@ -180,7 +195,7 @@ def main():
                                max_minutes=minutes, batch_size=16)
                     if args.network_options:
                         cfg["network_options"] = {**cfg.get("network_options", {}), **args.network_options}
-                    cfg.update(data=data_dir) if data_dir else cfg.update(builtin_per_class=args.per_class)
+                    cfg.update(source)
                     if size < 32 and cfg.get("network") == "unet":
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
                     result = Trainer(progress=False, clock=clock, **cfg).fit()
@@ -198,10 +213,7 @@ def main():
     print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images with the sampling defaults")
     head = ["dataset", "recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall",
             "mem_px", "mem_feat"]
-    print("| " + " | ".join(head) + " |")
-    print("|---" * len(head) + "|")
-    for r in rows:
-        print("| " + " | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in head) + " |")
+    print_table(rows, head)
 
 
 if __name__ == "__main__":
