@@ -163,6 +163,7 @@ def main():
     ap.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales to sample each model with (default: the sampling default)")
     ap.add_argument("--network-options", type=json.loads, default={}, metavar="JSON",
                     help='extra network options for every run, e.g. \'{"down_pool": false}\' (a variant; named in the run and the rows)')
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds: one model per seed (the run-to-run spread)")
     ap.add_argument("--floor-only", action="store_true", help="only the real-vs-real rows (the judge is deterministic: same floor as a full run)")
     args = ap.parse_args()
     if args.floor_only:
@@ -188,11 +189,11 @@ def main():
             print(f"row: {rows[-1]}", flush=True)
             source = data_source(dataset, size, args.per_class, args.runs_dir)
             for minutes in args.minutes:
-                for recipe in args.recipes:
-                    variant = "".join(f"-{k}={v}" for k, v in args.network_options.items())
+                for recipe, seed in [(r, s) for r in args.recipes for s in args.seeds]:
+                    variant = "".join(f"-{k}={v}" for k, v in args.network_options.items()) + (f"-seed{seed}" if seed else "")
                     run = f"{dataset}-{recipe}-{size}px-{minutes:g}min{variant}"
                     cfg = dict(preset_values(recipe), run=run, runs_dir=args.runs_dir, image_size=size,
-                               max_minutes=minutes, batch_size=16)
+                               max_minutes=minutes, batch_size=16, seed=seed)
                     if args.network_options:
                         cfg["network_options"] = {**cfg.get("network_options", {}), **args.network_options}
                     cfg.update(source)

@@ -3,7 +3,7 @@
 import torch
 
 from difforge.models import registry
-from difforge.models.unet import coordinate_planes
+from difforge.models.layers import coordinate_planes
 
 
 def test_coordinate_planes_are_the_pixel_centres():
