@@ -57,7 +57,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .layers import (
-    CrossAttention2d, check_bool, check_float, check_int, check_ints, group_norm, same_layout, size_error, timestep_embedding,
+    CrossAttention2d, attention, check_bool, check_float, check_int, check_ints, group_norm, same_layout, size_error, timestep_embedding,
     zero_,
 )
 from .text_encoder import text_condition, text_modules
@@ -162,7 +162,7 @@ class AttentionBlock(nn.Module):
             q, k, v = qkv.view(b, 3, heads, d, h * w).unbind(1)
         else:  # channels [head 0: q k v, head 1: q k v, ...]
             q, k, v = qkv.view(b, heads, 3, d, h * w).unbind(2)
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        out = attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
         out = self.proj_out(out.transpose(-1, -2).reshape(b, c, h * w))
         return (flat + out).reshape(b, c, h, w)
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 from .adm import AttentionBlock, Downsample, ResBlock, TimestepEmbedSequential, _heads, _mults, trunk_options
-from .layers import check_int, group_norm, size_error, timestep_embedding
+from .layers import attention, check_int, group_norm, size_error, timestep_embedding
 from .registry import register
 
 _NET = "classifier"
@@ -62,7 +61,7 @@ class AttentionPool2d(nn.Module):
         x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1) + self.positional_embedding.to(x.dtype)
         heads, d, n = self.num_heads, c // self.num_heads, x.shape[-1]
         q, k, v = self.qkv_proj(x).view(b, 3, heads, d, n).unbind(1)
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        out = attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
         out = out.transpose(-1, -2).reshape(b, c, n)
         return self.c_proj(out)[:, :, 0]
 

@@ -33,11 +33,10 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import CrossAttention, TimestepEmbedder, check_bool, check_float, check_int, same_layout
+from .layers import CrossAttention, attention, TimestepEmbedder, check_bool, check_float, check_int, same_layout
 from .text_encoder import text_condition, text_modules
 from .registry import register
 
@@ -98,7 +97,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

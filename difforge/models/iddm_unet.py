@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .layers import check_bool, check_int, same_layout
+from .layers import attention, check_bool, check_int, same_layout
 from .registry import register
 
 _NET = "iddm-unet"
@@ -109,7 +109,7 @@ class _MultiHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
         b, n, c = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        out = attention(q, k, v).transpose(1, 2).reshape(b, n, c)
         return self.out_proj(out)
 
 

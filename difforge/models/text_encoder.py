@@ -23,10 +23,10 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .layers import attention
 
 PAD, BOS, UNK = 0, 1, 2
 POOLS = ("tokens", "words")  # what the pooled-text path averages; see text_condition
@@ -88,7 +88,7 @@ class _Layer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        out = attention(q, k, v, attn_mask=mask[:, None, None, :])
         x = x + self.proj(out.transpose(1, 2).reshape(b, n, c))
         return x + self.mlp(self.norm2(x))
 
