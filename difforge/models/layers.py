@@ -40,6 +40,42 @@ def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(channels, max_groups), channels, eps=1e-5)
 
 
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel (ConvNeXt's), with a per-channel gain and bias.
+
+    Unlike GroupNorm it does not pool statistics over the image, so one pixel cannot change how
+    every other pixel is normalised. Why that matters: a GroupNorm network can keep magnitude
+    information from its normalisation by raising one pixel's activations far above the rest
+    (StyleGAN2's "droplets", Karras et al. 2020, sec. 2); a 64 px defect UNet did exactly that at an
+    image corner (activation norm 31x the median in its last blocks) and drew coloured specks there.
+    Fast in channels_last, where the channels of a pixel are contiguous (PyTorch's LayerNorm over
+    the last dimension); an NCHW input is permuted there and back (two copies).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nhwc = x.permute(0, 2, 3, 1)
+        out = F.layer_norm(nhwc, (x.shape[1],), self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+        return same_layout(out, x)
+
+
+NORMS = ("group", "channel")
+
+
+def make_norm(kind: str, channels: int, max_groups: int = 32) -> nn.Module:
+    """The normalisation layer of ``kind``: ``group`` (:func:`group_norm`) or ``channel`` (:class:`ChannelNorm`)."""
+    if kind == "group":
+        return group_norm(channels, max_groups)
+    if kind == "channel":
+        return ChannelNorm(channels)
+    raise ConfigError(f"unknown norm={kind!r}; choose one of {', '.join(NORMS)}")
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Continuous sinusoidal embedding (Vaswani et al. 2017, sec. 3.5) of (B,) timesteps -> (B, dim).
 
@@ -114,34 +150,21 @@ class Attention2d(nn.Module):
     softmax(q k^T / sqrt(head_dim)) v. The projections are Linear layers on the (B, HW, C) token
     view, which is free for channels_last input. ``proj`` starts at zero, so the block starts as
     the identity.
-
-    ``registers`` r > 0: r learned key/value pairs per head join every image's keys and values (zero
-    at the start: a key every query scores 0 with a value of 0, softmax-plus-one). Why: a softmax
-    must put its weight somewhere, and a trained network that has nowhere neutral to put it makes a
-    place of one image position -- a corner, which the convolutions' zero padding lets it find
-    (the "attention sinks" of Xiao et al. 2023 and the high-norm tokens of Darcet et al. 2024,
-    "Vision Transformers Need Registers"). That position's pixels are then wrong: two of three
-    12-minute 64 px defect models had a corner whose denoising error was 7-10x the image's mean,
-    and coloured specks there in every sample.
     """
 
-    def __init__(self, channels: int, head_channels: int = 32, norm_groups: int = 32, registers: int = 0):
+    def __init__(self, channels: int, head_channels: int = 32, norm_groups: int = 32, norm: str = "group"):
         super().__init__()
         self.channels = channels
         self.num_heads = num_heads_for(channels, head_channels)
-        self.norm = group_norm(channels, norm_groups)
+        self.norm = make_norm(norm, channels, norm_groups)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_(nn.Linear(channels, channels))
-        self.registers = nn.Parameter(torch.zeros(2, self.num_heads, registers, channels // self.num_heads)) if registers else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         qkv = self.qkv(tokens).view(b, h * w, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
-        if self.registers is not None:
-            rk, rv = self.registers.to(q.dtype).unsqueeze(1).expand(-1, b, -1, -1, -1).unbind(0)
-            k, v = torch.cat([k, rk], dim=2), torch.cat([v, rv], dim=2)
         out = attention(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         out = out.transpose(1, 2).view(b, c, h, w)  # channels_last strides
@@ -229,6 +252,8 @@ def same_layout(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "ACTIVATIONS",
+    "ChannelNorm",
+    "NORMS",
     "Attention2d",
     "FP32_ATTENTION_MAX_SCORES",
     "CrossAttention",
@@ -242,6 +267,7 @@ __all__ = [
     "coordinate_planes",
     "group_norm",
     "make_act",
+    "make_norm",
     "num_heads_for",
     "position_features",
     "same_layout",

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import ACTIVATIONS, Attention2d, CrossAttention2d, TimestepEmbedder, coordinate_planes, group_norm, make_act, same_layout, zero_
+from .layers import ACTIVATIONS, NORMS, Attention2d, CrossAttention2d, TimestepEmbedder, coordinate_planes, make_act, make_norm, same_layout, zero_
 from .text_encoder import TextLayout, pooled_text, text_condition, text_modules
 from .registry import register
 
@@ -77,14 +77,14 @@ class ResBlock(nn.Module):
     """GN -> act -> conv -> GN * (1 + scale) + shift -> act -> dropout -> conv(zero init), plus skip."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout: float, act: str,
-                 norm_groups: int, scale_shift: bool):
+                 norm_groups: int, scale_shift: bool, norm: str = "group"):
         super().__init__()
         self.scale_shift = scale_shift
         self.in_layers = nn.Sequential(
-            group_norm(in_ch, norm_groups), make_act(act), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+            make_norm(norm, in_ch, norm_groups), make_act(act), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         )
         self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
-        self.out_norm = group_norm(out_ch, norm_groups)
+        self.out_norm = make_norm(norm, out_ch, norm_groups)
         self.out_layers = nn.Sequential(
             make_act(act),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
@@ -211,9 +211,8 @@ class UNet(nn.Module):
             output (:class:`~difforge.models.text_encoder.TextLayout`): a place for position words;
             ``layout_rank`` r > 0: r maps spread over the channels instead (where, not what). Off by
             default: in the text benchmark position rose 0.18 -> 0.68 but defect type fell 0.90 -> 0.71.
-        attn_registers: r > 0 learned key/value pairs in every self-attention
-            (:class:`~difforge.models.layers.Attention2d`): a neutral place for attention weight, so
-            the network does not make one of a corner's pixels.
+        norm: ``group`` (GroupNorm) or ``channel`` (:class:`~difforge.models.layers.ChannelNorm`: per
+            pixel, so no pixel can set the others' scale -- no "droplet" artefacts).
     """
 
     arch = "unet"
@@ -241,7 +240,7 @@ class UNet(nn.Module):
         input_coords: bool = False,
         text_layout: int = 0,
         layout_rank: int = 0,
-        attn_registers: int = 0,
+        norm: str = "group",
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
@@ -272,7 +271,7 @@ class UNet(nn.Module):
             input_coords=_bool("input_coords", input_coords),
             text_layout=_int("text_layout", text_layout, 0),
             layout_rank=_int("layout_rank", layout_rank, 0),
-            attn_registers=_int("attn_registers", attn_registers, 0),
+            norm=norm if norm in NORMS else _fail("norm", f"one of {', '.join(NORMS)}", norm),
         )
         error = _size_error(len(channel_mult), image_size, patch_size)
         if error:
@@ -288,8 +287,8 @@ class UNet(nn.Module):
         self.input_coords = input_coords
 
         emb_dim = 4 * base_channels
-        block = dict(dropout=dropout, act=act, norm_groups=norm_groups, scale_shift=use_scale_shift_norm)
-        attn = dict(head_channels=head_channels, norm_groups=norm_groups, registers=attn_registers)
+        block = dict(dropout=dropout, act=act, norm_groups=norm_groups, scale_shift=use_scale_shift_norm, norm=norm)
+        attn = dict(head_channels=head_channels, norm_groups=norm_groups, norm=norm)
         self.time_embed = TimestepEmbedder(base_channels, emb_dim, act)
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.aug_embed = zero_(nn.Linear(aug_dim, emb_dim, bias=False)) if aug_dim else None
@@ -330,7 +329,7 @@ class UNet(nn.Module):
                 self.up.append(_Stage(layers))
 
         self.out = nn.Sequential(
-            group_norm(ch, norm_groups), make_act(act), zero_(nn.Conv2d(ch, self.out_channels * patch_size**2, 3, padding=1))
+            make_norm(norm, ch, norm_groups), make_act(act), zero_(nn.Conv2d(ch, self.out_channels * patch_size**2, 3, padding=1))
         )
 
     @classmethod
