@@ -5,10 +5,13 @@ a class-folder dataset), this noises each image at several timesteps, asks the m
 averages the squared error per pixel (over images, channels and timesteps). It prints the error of
 each corner block and of the border against the image's mean, and writes the map as a PNG.
 
-Why: a 64 px defect model had coloured specks in the same corner of every sample, and its error
-there was 7-10x the mean -- the network had made a corner the place its attention put unused
-weight (models/layers.Attention2d, ``registers``). A distance between image sets shows that
-something is wrong; this map shows where.
+It also prints the largest "droplet": over every 4-D activation inside the network, the norm over
+channels of the most extreme pixel against the median pixel (averaged over the images; ~1-3 is
+normal). Why: a 64 px defect model had coloured specks in the same corner of every sample, its
+error there was 5-10x the mean, and its last decoder blocks carried a corner activation 31x the
+median -- GroupNorm's droplet (StyleGAN2, Karras et al. 2020, sec. 2): one huge pixel sets how the
+whole map is normalised. A distance between image sets shows that something is wrong; this shows
+where.
 
     python benchmarks/error_map.py runs/NAME/checkpoints/ema.safetensors                  # built-in defects, seed 5
     python benchmarks/error_map.py MODEL --data my_folder --out errmap.png
@@ -67,6 +70,31 @@ def error_map(pipe: Pipeline, x0: torch.Tensor, y, seed: int = 0) -> torch.Tenso
     return total / len(TIMESTEP_FRACTIONS)
 
 
+@torch.no_grad()
+def largest_droplet(pipe: Pipeline, x0: torch.Tensor, y, t_fraction: float = 0.4):
+    """(ratio, module name, (row, col)): the network activation whose most extreme pixel (norm over
+    channels, mean over images) is furthest above its median pixel, for ``x0`` noised at ``t_fraction``."""
+    found = []
+
+    def hook(name):
+        def record(module, args, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == len(x0) and min(out.shape[-2:]) > 1:
+                n = out.float().norm(dim=1).mean(0)
+                row, col = divmod(int(n.argmax()), n.shape[1])
+                found.append((float(n.max() / n.median()), name, (row, col)))
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in pipe.net.named_modules() if name]
+    t = torch.full((len(x0),), int(t_fraction * (pipe.schedule.num_steps - 1)))
+    a, s = vp_coefs_at(pipe.schedule, t, x0)
+    try:
+        pipe.net(a * x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), t, y)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(found)
+
+
 def regions(err: torch.Tensor) -> dict:
     """Error of each corner block (1/16 of the side) and of the border ring, over the map's mean."""
     h, w = err.shape
@@ -94,14 +122,16 @@ def main():
     ap.add_argument("--per-class", type=int, default=25, help="built-in images per class")
     ap.add_argument("--out", default=None, help="write the first model's map here (PNG)")
     args = ap.parse_args()
-    print("| model | top left | top right | bottom left | bottom right | border | mean error |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | top left | top right | bottom left | bottom right | border | mean error | largest droplet |")
+    print("|---|---|---|---|---|---|---|---|")
     for i, path in enumerate(args.models):
         pipe = Pipeline.from_checkpoint(path, device="cpu", precision="fp32")
         x0, y = real_batch(pipe, args.data, args.per_class)
         err = error_map(pipe, x0, y)
         r = regions(err)
-        print(f"| {path} | " + " | ".join(f"{v:.2f}" for v in r.values()) + f" | {float(err.mean()):.4f} |", flush=True)
+        ratio, where, pixel = largest_droplet(pipe, x0[:64], None if y is None else y[:64])
+        print(f"| {path} | " + " | ".join(f"{v:.2f}" for v in r.values()) + f" | {float(err.mean()):.4f} | {ratio:.1f}x ({where} {pixel}) |",
+              flush=True)
         if args.out and i == 0:
             save_heatmap(err, Path(args.out))
 
