@@ -132,6 +132,20 @@ def print_table(rows, head) -> None:
         print("| " + " | ".join(f"{r.get(k, '-'):.3g}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in head) + " |")
 
 
+def sampled_rows(pipe, jd: "Judge", scales, label: str, **row) -> list:
+    """One row per guidance scale (None: the sampling default): 100 class-conditional images of
+    ``pipe`` (seed 1000), timed, scored by ``jd``; ``row`` holds the other columns."""
+    rows = []
+    for scale in scales:
+        t0 = time.perf_counter()
+        out = pipe.generate(num=100 // len(jd.names) + 1, class_label="all", seed=1000, **({} if scale is None else dict(cfg=scale)))
+        dt = (time.perf_counter() - t0) * 100 / len(out.images)
+        s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
+        rows.append(dict(row, recipe=label if scale is None else f"{label}, cfg {scale:g}", sample_s=round(dt, 1), **s))
+        print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
+    return rows
+
+
 def machine() -> str:
     import subprocess
 
@@ -164,12 +178,14 @@ def main():
     ap.add_argument("--network-options", type=json.loads, default={}, metavar="JSON",
                     help='extra network options for every run, e.g. \'{"down_pool": false}\' (a variant; named in the run and the rows)')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds: one model per seed (the run-to-run spread)")
+    ap.add_argument("--score", nargs="+", default=[], metavar="MODEL",
+                    help="score these model files (of --datasets / --sizes) with the judge, without training (no --minutes runs)")
     ap.add_argument("--floor-only", action="store_true", help="only the real-vs-real rows (the judge is deterministic: same floor as a full run)")
     args = ap.parse_args()
-    if args.floor_only:
-        args.minutes = []
     if args.smoke:
         args.minutes, args.sizes, args.recipes, args.per_class = [0.1], [16], ["fast"], 20
+    if args.floor_only or args.score:
+        args.minutes = []
 
     from difforge.pipeline import Pipeline
     from difforge.train.presets import preset_values
@@ -184,9 +200,12 @@ def main():
     for dataset in args.datasets:
         for size in args.sizes:
             jd = Judge(dataset, size, args.per_class, args.smoke)
-            floor, names = jd.floor, jd.names
+            floor = jd.floor
             rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
             print(f"row: {rows[-1]}", flush=True)
+            for path in args.score:
+                pipe = Pipeline.from_checkpoint(path)
+                rows += sampled_rows(pipe, jd, args.cfg, path, dataset=dataset, minutes="-", size=size, steps=pipe.meta["train"]["step"], seen="-")
             source = data_source(dataset, size, args.per_class, args.runs_dir)
             for minutes in args.minutes:
                 for recipe, seed in [(r, s) for r in args.recipes for s in args.seeds]:
@@ -200,17 +219,8 @@ def main():
                     if size < 32 and cfg.get("network") == "unet":
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
                     result = Trainer(progress=False, clock=clock, **cfg).fit()
-                    pipe = Pipeline.from_checkpoint(result.model_file)
-                    for scale in args.cfg:
-                        t0 = time.perf_counter()
-                        guided = {} if scale is None else dict(cfg=scale)
-                        out = pipe.generate(num=100 // len(names) + 1, class_label="all", seed=1000, **guided)
-                        dt = (time.perf_counter() - t0) * 100 / len(out.images)
-                        s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
-                        label = (recipe + variant) if scale is None else f"{recipe}{variant}, cfg {scale:g}"
-                        rows.append(dict(dataset=dataset, recipe=label, minutes=minutes, size=size, steps=result.steps,
-                                         seen=result.steps * 16, sample_s=round(dt, 1), **s))
-                        print(f"row: {rows[-1]} (loadavg {loadavg()})", flush=True)
+                    rows += sampled_rows(Pipeline.from_checkpoint(result.model_file), jd, args.cfg, recipe + variant, dataset=dataset,
+                                         minutes=minutes, size=size, steps=result.steps, seen=result.steps * 16)
     print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images with the sampling defaults")
     head = ["dataset", "recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall",
             "mem_px", "mem_feat"]
