@@ -64,6 +64,13 @@ class ChannelNorm(nn.Module):
         return same_layout(out, x)
 
 
+def sampling_memory_format(net: nn.Module) -> torch.memory_format:
+    """The layout a loaded network samples fastest in: channels_last when it has a :class:`ChannelNorm`
+    (in NCHW each one costs two copies; measured, 64 px unet-tiny, 32 images, one thread on an AMX
+    Xeon: bf16 6.0 s NCHW vs 3.2 s channels_last, fp32 9.6 vs 6.8 s), else the plain layout."""
+    return torch.channels_last if any(isinstance(m, ChannelNorm) for m in net.modules()) else torch.contiguous_format
+
+
 NORMS = ("group", "channel")
 
 
@@ -271,6 +278,7 @@ __all__ = [
     "num_heads_for",
     "position_features",
     "same_layout",
+    "sampling_memory_format",
     "size_error",
     "timestep_embedding",
     "zero_",

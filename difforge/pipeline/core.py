@@ -32,6 +32,7 @@ from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError
 from ..models import registry
 from ..models.info import nonfinite_weights
+from ..models.layers import sampling_memory_format
 from ..modelfile import build_network, check_meta, load_model_file
 from ..runtime import autocast_factory, resolve_device, resolve_precision
 from .classes import ClassLabel, labels_for, resolve_class
@@ -101,6 +102,8 @@ class Pipeline:
             from ..export.onnx import onnx_backend
 
             net, prec = onnx_backend(path, backend, onnx), "fp32"
+        if isinstance(net, torch.nn.Module):
+            net = net.to(dev, memory_format=sampling_memory_format(net))
         return cls(net.to(dev), meta, dev, prec, source=str(path), codec=codec)
 
     # -- latent models: the sampler's space vs pixels -------------------------------------------
