@@ -4,8 +4,7 @@
     python benchmarks/peers.py                   # 32 and 64 px, fp32 (+ bf16 where the CPU has it): ~5 min quiet
     python benchmarks/peers.py --quick           # a tiny run that checks the script works (not a measurement)
 
-The networks: difforge's default ``unet`` as a new run builds it (class-conditional, 4 classes; per-pixel
-ChannelNorm, so channels_last, see models/layers.py) and a diffusers
+The networks: difforge's default ``unet`` (class-conditional, 4 classes) and a diffusers
 ``UNet2DModel`` built to the same layout (block_out_channels 64,128,128,128, 2 layers per block,
 attention at 16 and 8 px, head dim 32, scale-shift norm, a class embedding); the script counts
 both forwards with torch's FlopCounterMode and refuses to compare if the FLOPs differ.
@@ -47,13 +46,10 @@ ATTN_RES = (16, 8)
 
 def build(framework: str, size: int):
     torch.manual_seed(0)
-    if framework == "difforge":  # the network of a new `difforge train --network unet` run, in the layout it runs in
+    if framework == "difforge":
         from difforge.models import registry
-        from difforge.models.layers import sampling_memory_format
-        from difforge.train.autonet import NEW_RUN_NORM
 
-        net = registry.build("unet", image_size=size, in_channels=3, num_classes=CLASSES, norm=NEW_RUN_NORM)
-        return net.to(memory_format=sampling_memory_format(net))
+        return registry.build("unet", image_size=size, in_channels=3, num_classes=CLASSES)
     from diffusers import UNet2DModel
 
     res = [size // 2**i for i in range(4)]
