@@ -142,35 +142,6 @@ def choose_patch(config: Config, data, pretrain: Optional[str] = None) -> Config
     return config.override(network_options={**options, "patch_size": patch})
 
 
-NEW_RUN_NORM = "channel"  # a new UNet run's normalisation (models/layers.ChannelNorm)
-
-
-def choose_norm(config: Config, pretrain: Optional[str] = None) -> Config:
-    """A new run's UNet ``norm`` when the network options do not set it: :data:`NEW_RUN_NORM`.
-
-    GroupNorm pools its statistics over the image, and a network can use that: one pixel raised far
-    above the rest sets how the whole map is normalised (StyleGAN2's droplets). Two of five
-    12-minute 64 px defect models with GroupNorm did so at a corner (activation 26-31x the median
-    in the last blocks, benchmarks/error_map.py) and drew coloured specks there in every sample,
-    which doubled their judge distance. ChannelNorm normalises each pixel over its channels: no
-    pixel can set another's scale, and in channels_last it is as fast as GroupNorm while the
-    convolutions run faster (measured in README, "Quality per CPU-minute"). A fine-tune takes its
-    file's norm (GroupNorm for files from before the option); other networks keep their own.
-    """
-    mc, options = config.model, config.model.network_options
-    names = CANDIDATES if mc.network == "auto" else (mc.network,)
-    if "norm" in options or not all("norm" in registry.options(n) for n in names):
-        return config
-    if pretrain:
-        from ..modelfile import read_metadata
-
-        norm, why = str(read_metadata(pretrain).get("network", {}).get("config", {}).get("norm", "group")), f"as {pretrain}"
-    else:
-        norm, why = NEW_RUN_NORM, "per pixel: no pixel sets the others' scale"
-    get_logger().info(f"norm: {norm} ({why}; --network-option norm=group for GroupNorm)")
-    return config.override(network_options={**options, "norm": norm})
-
-
 CHANNELS_LAST_GAIN = 1.05  # channels_last must be at least this much faster to be chosen
 
 
@@ -207,5 +178,5 @@ def choose_memory_format(config: Config, data, dist: Optional[DistInfo] = None) 
     return config.override(channels_last=chosen)
 
 
-__all__ = ["CANDIDATES", "CHANNELS_LAST_GAIN", "EPOCHS_WANTED", "NEW_RUN_NORM", "PATCH_FROM", "choose_memory_format", "choose_network", "choose_norm", "choose_patch",
+__all__ = ["CANDIDATES", "CHANNELS_LAST_GAIN", "EPOCHS_WANTED", "PATCH_FROM", "choose_memory_format", "choose_network", "choose_patch",
            "probe_step_seconds"]
