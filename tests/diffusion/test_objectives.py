@@ -190,7 +190,7 @@ def _fixed_eval(trainer, n=16, reps=2):
     [
         ("simple", dict()),
         ("hybrid", dict(learn_sigma=True)),
-        ("kl", dict(learn_sigma=True, use_kl=True, lr=1e-3, max_steps=100)),  # the per-pixel-norm UNet needs ~100 steps here
+        ("kl", dict(learn_sigma=True, use_kl=True, lr=1e-3)),
         ("kl-lsm", dict(learn_sigma=True, use_kl=True, lr=1e-3, schedule_sampler="loss-second-moment", diffusion_steps=25)),
     ],
 )

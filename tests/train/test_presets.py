@@ -15,7 +15,7 @@ def test_the_default_config_is_the_fast_preset():
 def test_iddm_and_classic_presets():
     iddm = Config().override(**preset_values("iddm"))
     assert (iddm.diffusion.noise_schedule, iddm.diffusion.target, iddm.train.lr, iddm.train.lr_schedule) == ("linear", "eps", 3e-4, "linear")
-    assert iddm.train.ema_decay == 0.995 and iddm.model.network == "unet" and iddm.model.network_options == {"act": "gelu", "patch_size": 1, "norm": "group"}
+    assert iddm.train.ema_decay == 0.995 and iddm.model.network == "unet" and iddm.model.network_options == {"act": "gelu", "patch_size": 1}
     classic = Config().override(**preset_values("classic"))
     assert (classic.train.lr, classic.train.lr_schedule, classic.train.ema_decay, classic.data.hflip) == (2e-4, "constant", 0.999, True)
     with pytest.raises(ConfigError, match="fast, iddm, classic"):
@@ -57,5 +57,5 @@ def test_a_presets_network_options_stay_under_the_flags_ones(monkeypatch):
 
     monkeypatch.setattr(trainer_module, "Trainer", FakeTrainer)
     start_run(None, {"network_options": {"dropout": 0.1, "act": "silu"}}, defaults=preset_values("iddm"))
-    assert seen["network_options"] == {"act": "silu", "patch_size": 1, "norm": "group", "dropout": 0.1}
+    assert seen["network_options"] == {"act": "silu", "patch_size": 1, "dropout": 0.1}
     assert seen["noise_schedule"] == "linear"
