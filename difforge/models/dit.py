@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import CrossAttention, attention, TimestepEmbedder, check_bool, check_float, check_int, same_layout
+from .layers import CrossAttention, TimestepEmbedder, attention, check_bool, check_float, check_int, same_layout
 from .text_encoder import text_condition, text_modules
 from .registry import register
 

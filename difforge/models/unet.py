@@ -212,7 +212,8 @@ class UNet(nn.Module):
             ``layout_rank`` r > 0: r maps spread over the channels instead (where, not what). Off by
             default: in the text benchmark position rose 0.18 -> 0.68 but defect type fell 0.90 -> 0.71.
         norm: ``group`` (GroupNorm) or ``channel`` (:class:`~difforge.models.layers.ChannelNorm`: per
-            pixel, so no pixel can set the others' scale -- no "droplet" artefacts).
+            pixel, so no pixel can set the others' scale -- no "droplet" specks). GroupNorm by default:
+            at 64 px ChannelNorm gave defects distance 23.7 / 11.9 against 19.1 / 16.4, glyphs 0.84 accuracy against 0.945 (README).
     """
 
     arch = "unet"
