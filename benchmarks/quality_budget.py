@@ -176,7 +176,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="16 px, 0.1 min, fast only: checks that it runs")
     ap.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales to sample each model with (default: the sampling default)")
     ap.add_argument("--network-options", type=json.loads, default={}, metavar="JSON",
-                    help='extra network options for every run, e.g. \'{"down_pool": false}\' (a variant; named in the run and the rows)')
+                    help='extra network options for every run, e.g. \'{"norm": "channel"}\' (a variant; named in the run and the rows)')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds: one model per seed (the run-to-run spread)")
     ap.add_argument("--score", nargs="+", default=[], metavar="MODEL",
                     help="score these model files (of --datasets / --sizes) with the judge, without training (no --minutes runs)")
@@ -200,8 +200,7 @@ def main():
     for dataset in args.datasets:
         for size in args.sizes:
             jd = Judge(dataset, size, args.per_class, args.smoke)
-            floor = jd.floor
-            rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **floor))
+            rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **jd.floor))
             print(f"row: {rows[-1]}", flush=True)
             for path in args.score:
                 pipe = Pipeline.from_checkpoint(path)
