@@ -9,6 +9,11 @@ whatever the machine's load. The run stops before a step that would end past the
 run ends at the first one reached. Without a budget the schedule is the step-based
 :func:`~difforge.train.optim.lr_factor` (bit-exact resume).
 
+A run's first step carries one-off set-up (``torch.compile`` compiles then: up to a minute or two
+on a CPU). That time counts against the budget, but not as progress of the schedule: the set-up
+(the first step's time beyond the second's) is taken off both the time used and the budget when
+the schedule's fraction is computed, so a compile cannot eat the LR warm-up.
+
 The EMA warm-up ramp (:mod:`difforge.train.ema`) depends on the number of updates done only,
 never on a planned total, so no guess of the step rate reaches it either.
 
@@ -45,6 +50,9 @@ class Pacer:
         self.used = float(elapsed_before)  # agreed elapsed seconds after the last step
         self.step_time: Optional[float] = None
         self.first_estimate: Optional[int] = None
+        self.setup = 0.0  # this process's one-off set-up seconds (the first step's time beyond the second's)
+        self._first_dt = 0.0
+        self._steps_done = 0
         self.reason = ""
         self._t0 = None
 
@@ -70,7 +78,9 @@ class Pacer:
         ahead = self.step_time or 0.0
         if self.step_time is not None and self.used + 2 * ahead > self.seconds:
             return 1.0
-        return min(1.0, (self.used + ahead) / self.seconds)
+        if self._steps_done < 2:  # until a second step shows what a step costs, the first one is all set-up
+            ahead = 0.0
+        return min(1.0, max(0.0, self.used + ahead - self.setup) / (self.seconds - self.setup))
 
     def planned_steps(self, step: int) -> Optional[int]:
         """Steps the run is expected to make in all: the step limit, or what fits in the budget at
@@ -108,6 +118,12 @@ class Pacer:
         if self.timed:
             dt = max(0.0, agreed_elapsed - self.used)
             self.used = agreed_elapsed
+            self._steps_done = step - self.start_step
+            if self._steps_done == 1:
+                self._first_dt = dt
+            if self._steps_done <= 2:  # the 1st step's time, then its excess over the 2nd; at most half the budget left
+                excess = dt if self._steps_done == 1 else max(0.0, self._first_dt - dt)
+                self.setup = min(excess, 0.5 * max(0.0, self.seconds - self.used))
             if step - self.start_step <= 2 or self.step_time is None:  # the 1st step's one-off set-up is replaced by the 2nd
                 self.step_time = dt
             else:

@@ -69,6 +69,24 @@ def test_slow_start_does_not_stop_early():
     assert lrs[-1] == pytest.approx(0.0)
 
 
+def test_a_slow_first_step_counts_against_the_budget_but_not_the_warm_up():
+    """A compiled run spends its first step compiling (here 60 s of a 10-minute budget, 10%, twice
+    the 5% warm-up): the run still ends at the budget, but the warm-up happens over the steps after
+    it instead of being skipped, and the schedule still ends on the last step."""
+    clock = FakeClock()
+    pacer = Pacer(total=None, minutes=10.0, schedule="warmup_cosine", clock=clock)
+    steps, lrs = run_pacer(pacer, clock, lambda s: 60.0 if s == 0 else 1.0)
+    assert 600 - 1.0 < pacer.used <= 600 and steps == 1 + 540
+    assert pacer.setup == pytest.approx(59.0)
+    assert lrs[0] == pytest.approx(0.0)
+    assert lrs[1] < 0.1 and lrs[10] < 0.5  # still warming up: progress counts from the end of the set-up
+    assert max(lrs) == pytest.approx(1.0, abs=1e-3) and lrs[-1] == pytest.approx(0.0)
+    warmed = next(i for i, v in enumerate(lrs) if v > 0.999)
+    assert 20 <= warmed <= 30  # 5% of the 541 s left after the set-up: ~27 one-second steps
+    # the rule it replaced: the 60 s counted as progress, so the second step ran at the peak LR
+    assert lr_factor_at(61 / 600, "warmup_cosine") > 0.99
+
+
 def test_step_limit_and_budget_together_follow_whichever_is_further():
     clock = FakeClock()
     pacer = Pacer(total=30, minutes=1.0, schedule="cosine", clock=clock)
