@@ -1,7 +1,8 @@
 """`difforge nll MODEL_FILE [--data DIR]`: bits/dim of held-out images under the variational bound.
 
 By default the sum of the T - 1 KL terms is estimated from K of the T steps (--timesteps, default
-100: a tenth of T = 1000), unbiased, and printed with its standard error against the full value;
+50: a twentieth of T = 1000, so that with start-up the estimate takes a tenth of the full bound's
+time), unbiased, and printed with its standard error against the full value;
 the prior KL and the discretised decoder at t = 0 are exact. --full evaluates every one of the
 T terms (T network calls per batch): the upper bound on -log2 p(x) / dims that improved-diffusion
 reports. A model without learned variance is evaluated with a fixed
@@ -18,7 +19,7 @@ from ..errors import UserError
 from .aliases import option_strings
 
 HELD_OUT_SEED = 1000  # = difforge.metrics.nll.HELD_OUT_SEED (not imported here: --help stays fast)
-TIMESTEPS = 100
+TIMESTEPS = 50  # measured: 0.0045 bits/dim from the full value in 0.098 of its time, 16 images at 64 px
 
 
 def add_parser(sub) -> None:
