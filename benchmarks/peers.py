@@ -3,6 +3,7 @@
     pip install -e ".[bench]"                    # diffusers, for this benchmark only
     python benchmarks/peers.py                   # 32 and 64 px, fp32 (+ bf16 where the CPU has it): ~5 min quiet
     python benchmarks/peers.py --quick           # a tiny run that checks the script works (not a measurement)
+    python benchmarks/peers.py --compile --precisions bf16 --no-sampling   # + both networks torch.compile'd
 
 The networks: difforge's default ``unet`` (class-conditional, 4 classes) and a diffusers
 ``UNet2DModel`` built to the same layout (block_out_channels 64,128,128,128, 2 layers per block,
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--sample-size", type=int, default=32)
     ap.add_argument("--compile", action="store_true", help="also train both networks torch.compile'd (difforge's compile: auto "
                     "does for runs of >= 5 minutes); each compiled configuration first compiles, 1-2 min")
+    ap.add_argument("--no-sampling", action="store_true", help="training rows only")
     ap.add_argument("--quick", action="store_true", help="tiny settings: checks the script runs, measures nothing")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -263,10 +265,17 @@ def main() -> None:
               f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
 
     size = 32 if args.quick else args.sample_size
+    if not args.no_sampling:
+        sampling_table(precisions, size, num, batch, steps, m["threads"])
+    print(f"\n# load average after: {loadavg()} (before: {load_before})")
+
+
+def sampling_table(precisions, size: int, num: int, batch: int, steps, threads: int) -> None:
+    """Seconds per 100 guided images: diffusers' DDIM-50 + CFG first, the speed-ups are against it."""
     print(f"\n| sampling ({size} px, class-conditional, CFG, batch {batch}) | precision | s / 100 images | ms / network row | rows / image | speed-up vs diffusers | RSS GiB |")
     print("|---|---|---|---|---|---|---|")
     for p in precisions:
-        base = {"kind": "sample", "size": size, "num": num, "batch": batch, "precision": p, "steps": steps, "threads": m["threads"]}
+        base = {"kind": "sample", "size": size, "num": num, "batch": batch, "precision": p, "steps": steps, "threads": threads}
         runs = [("diffusers DDIM-50 + CFG", {**base, "framework": "diffusers"}),
                 ("difforge DDIM-50 + CFG (every step)", {**base, "framework": "difforge", "interval": "all", "sampler": "ddim", "sampler_steps": 50}),
                 ("difforge UniPC 20, CFG every step", {**base, "framework": "difforge", "interval": "all"}),
@@ -280,7 +289,6 @@ def main() -> None:
             ref = ref or r["seconds_per_100"]
             print(f"| {name} | {p} | {r['seconds_per_100']:.1f} | {r['ms_per_row']:.1f} | {r['rows'] / num:.0f} | "
                   f"{ratio(ref, r['seconds_per_100'])} | {r['peak_rss_gib']:.2f} |")
-    print(f"\n# load average after: {loadavg()} (before: {load_before})")
 
 
 if __name__ == "__main__":

@@ -112,3 +112,14 @@ def test_a_short_run_settles_auto_to_eager_in_its_config(tmp_path):
     result = Trainer(progress=False, **tiny_overrides(tmp_path, max_steps=2)).fit()
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["train"]["compile"] is False
+
+
+@pytest.mark.parametrize("argv, value", [([], None), (["--compile"], True), (["--compile", "auto"], "auto"),
+                                         (["--compile", "False"], False), (["--no-compile"], False)])
+def test_the_compile_flag_takes_auto_or_a_bool(argv, value):
+    from difforge.cli.main import build_parser
+    from difforge.cli.train import overrides_from_args
+
+    args = build_parser().parse_args(["train", *argv])
+    assert args.compile == value
+    assert overrides_from_args(args).get("compile") == value
