@@ -75,11 +75,10 @@ class Pacer:
     def _next_end_fraction(self) -> float:
         """The fraction of the budget at which the next step is expected to end; 1 when it is the
         last one (no room for another after it), so the schedule ends on the last step."""
-        ahead = self.step_time or 0.0
-        if self.step_time is not None and self.used + 2 * ahead > self.seconds:
+        # until a second step shows what a step costs, the first one is all set-up
+        ahead = (self.step_time or 0.0) if self._steps_done >= 2 else 0.0
+        if ahead and self.used + 2 * ahead > self.seconds:
             return 1.0
-        if self._steps_done < 2:  # until a second step shows what a step costs, the first one is all set-up
-            ahead = 0.0
         return min(1.0, max(0.0, self.used + ahead - self.setup) / (self.seconds - self.setup))
 
     def planned_steps(self, step: int) -> Optional[int]:
@@ -121,9 +120,8 @@ class Pacer:
             self._steps_done = step - self.start_step
             if self._steps_done == 1:
                 self._first_dt = dt
-            if self._steps_done <= 2:  # the 1st step's time, then its excess over the 2nd; at most half the budget left
-                excess = dt if self._steps_done == 1 else max(0.0, self._first_dt - dt)
-                self.setup = min(excess, 0.5 * max(0.0, self.seconds - self.used))
+            if self._steps_done <= 2:  # the 1st step's time, then its excess over the 2nd
+                self.setup = min(dt if self._steps_done == 1 else max(0.0, self._first_dt - dt), 0.99 * self.seconds)
             if step - self.start_step <= 2 or self.step_time is None:  # the 1st step's one-off set-up is replaced by the 2nd
                 self.step_time = dt
             else:
@@ -133,7 +131,8 @@ class Pacer:
         if self.total is not None and step >= self.total:
             self.reason = f"max steps {self.total} reached"
             return True
-        if self.timed and self.used + (self.step_time or 0.0) > self.seconds:
+        ahead = (self.step_time or 0.0) if self._steps_done >= 2 else 0.0  # a slow 1st step says nothing of the 2nd
+        if self.timed and self.used + ahead > self.seconds:
             planned = self.first_estimate or self.planned_steps(step)
             cut = f" (planned {self.total}: the budget cut the run)" if self.total else f" (planned ~{planned})"
             self.reason = f"time budget of {self.minutes:g} min reached at step {step}{cut}"

@@ -87,6 +87,16 @@ def test_a_slow_first_step_counts_against_the_budget_but_not_the_warm_up():
     assert lr_factor_at(61 / 600, "warmup_cosine") > 0.99
 
 
+def test_a_first_step_of_over_a_third_of_the_budget_does_not_end_the_run():
+    """The stop rule guesses the next step's time from the last one; after a 70 s compile in a 2-minute
+    budget that guess (70 s more) would have ended the run after one step."""
+    clock = FakeClock()
+    pacer = Pacer(total=None, minutes=2.0, schedule="cosine", clock=clock)
+    steps, lrs = run_pacer(pacer, clock, lambda s: 70.0 if s == 0 else 1.0)
+    assert steps == 1 + 50 and 120 - 1.0 < pacer.used <= 120
+    assert lrs[1] == pytest.approx(1.0, abs=0.01) and lrs[-1] == pytest.approx(0.0)
+
+
 def test_step_limit_and_budget_together_follow_whichever_is_further():
     clock = FakeClock()
     pacer = Pacer(total=30, minutes=1.0, schedule="cosine", clock=clock)
