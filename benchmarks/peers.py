@@ -3,7 +3,7 @@
     pip install -e ".[bench]"                    # diffusers, for this benchmark only
     python benchmarks/peers.py                   # 32 and 64 px, fp32 (+ bf16 where the CPU has it): ~5 min quiet
     python benchmarks/peers.py --quick           # a tiny run that checks the script works (not a measurement)
-    python benchmarks/peers.py --compile --precisions bf16 --no-sampling   # + both networks torch.compile'd
+    python benchmarks/peers.py --precisions bf16 --no-sampling   # the bf16 training rows only
 
 The networks: difforge's default ``unet`` (class-conditional, 4 classes) and a diffusers
 ``UNet2DModel`` built to the same layout (block_out_channels 64,128,128,128, 2 layers per block,
@@ -84,7 +84,6 @@ def train_speed(spec: dict) -> dict:
     fw, size, batch, bf16 = spec["framework"], spec["size"], spec["batch"], spec["precision"] == "bf16"
     net = build(fw, size).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, foreach=True)
-    net = torch.compile(net) if spec.get("compile") else net  # shares the weights the optimizer holds
     x0, y = torch.randn(batch, 3, size, size), torch.randint(0, CLASSES, (batch,))
     if fw == "difforge":
         from difforge.diffusion.objective import Objective
@@ -107,8 +106,7 @@ def train_speed(spec: dict) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(3 if spec.get("compile") else 1):  # a compiled network compiles its forward and backward here
-        step()
+    step()
     n, t0 = 0, time.perf_counter()
     while n < spec["min_steps"] or time.perf_counter() - t0 < spec["seconds"]:
         step()
@@ -223,8 +221,6 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds of training steps per configuration")
     ap.add_argument("--sample-num", type=int, default=32, help="images sampled per framework (reported per 100)")
     ap.add_argument("--sample-size", type=int, default=32)
-    ap.add_argument("--compile", action="store_true", help="also train both networks torch.compile'd (difforge's compile: auto "
-                    "does for runs of >= 5 minutes); each compiled configuration first compiles, 1-2 min")
     ap.add_argument("--no-sampling", action="store_true", help="training rows only")
     ap.add_argument("--quick", action="store_true", help="tiny settings: checks the script runs, measures nothing")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
@@ -251,16 +247,16 @@ def main() -> None:
             raise SystemExit(f"forward FLOPs differ at {size} px: {flops[size]}; the comparison would not be at equal FLOPs")
     print("# forward GFLOPs / image (equal for both): " + ", ".join(f"{s} px {v['difforge']:.3f}" for s, v in flops.items()))
 
-    print("\n| training | px | batch | precision | compiled | difforge img/s | diffusers img/s | ratio | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for size, p, compiled in [(s, p, c) for s in sizes for p in precisions for c in ([False, True] if args.compile else [False])]:
-        r = {fw: run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p, "compile": compiled,
+    print("\n| training | px | batch | precision | difforge img/s | diffusers img/s | ratio | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, p in [(s, p) for s in sizes for p in precisions]:
+        r = {fw: run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p,
                             "seconds": seconds, "min_steps": min_steps, "threads": m["threads"]}) for fw in ("difforge", "diffusers")}
         if any("error" in v for v in r.values()):
-            print(f"| | {size} | {batch} | {p} | {'yes' if compiled else 'no'} | failed: {r} |")
+            print(f"| | {size} | {batch} | {p} | failed: {r} |")
             continue
         pct = {fw: 3 * flops[size][fw] * r[fw]["images_per_s"] / peaks[p] for fw in r}
-        print(f"| | {size} | {batch} | {p} | {'yes' if compiled else 'no'} | {r['difforge']['images_per_s']:.1f} | {r['diffusers']['images_per_s']:.1f} | "
+        print(f"| | {size} | {batch} | {p} | {r['difforge']['images_per_s']:.1f} | {r['diffusers']['images_per_s']:.1f} | "
               f"{ratio(r['difforge']['images_per_s'], r['diffusers']['images_per_s'])} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
               f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
 

@@ -102,7 +102,7 @@ def real_floor(clf, dataset: str, size: int, per_class: int, real_feats, train, 
 def cpu_clock():
     """Seconds of process CPU time per torch thread: with T threads busy, it runs at wall speed on a
     quiet machine and slows down as other processes take the cores. The CPU time of finished child
-    processes counts too: torch.compile runs the C++ compiler as children (a cold compile of
+    processes counts too: ``--compile`` runs the C++ compiler as children (a cold compile of
     unet-tiny: ~85 s of gcc beside ~35 s in this process), and a budget that left them out would give
     a compiled run free minutes."""
     threads = max(1, torch.get_num_threads())
@@ -202,8 +202,6 @@ def main():
     if args.clock == "cpu":
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = "1"  # the trainer's set_threads keeps a user choice
-        # compile (compile: auto) in this process, so its CPU time counts against the budget
-        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
     clock = cpu_clock() if args.clock == "cpu" else time.perf_counter
     rows = []
     for dataset in args.datasets:
@@ -226,8 +224,6 @@ def main():
                     cfg.update(source)
                     if size < 32 and cfg.get("network") == "unet":
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
-                    # a cold compile cache, as on a user's first run
-                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(args.runs_dir) / run / "inductor-cache")
                     result = Trainer(progress=False, clock=clock, **cfg).fit()
                     rows += sampled_rows(Pipeline.from_checkpoint(result.model_file), jd, args.cfg, recipe + variant, dataset=dataset,
                                          minutes=minutes, size=size, steps=result.steps, seen=result.steps * 16)

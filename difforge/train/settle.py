@@ -1,7 +1,7 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
 images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
-``network: auto``, a UNet's patch size and ``channels_last: auto`` (:mod:`difforge.train.autonet`), ``compile: auto``
-(:mod:`difforge.train.compiling`). The decisions go into the config, so
+``network: auto``, a UNet's patch size and ``channels_last: auto`` (:mod:`difforge.train.autonet`); a ``compile``
+run's toolchain and precision are checked (:mod:`difforge.train.compiling`). The decisions go into the config, so
 config.yaml records them and a resumed run makes none of them again."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
     if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:
         data, val = hold_out(data, config.train.seed)
     from .autonet import INPUT_WIDTH, choose_memory_format, choose_network, choose_patch
-    from .compiling import choose_compile
+    from .compiling import check_compile
 
     if new and config.train.task in INPUT_WIDTH:
         config = choose_patch(config, data, pretrain)
@@ -38,8 +38,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
         config = choose_network(config, data, task, dist)
     if config.train.channels_last == "auto":
         config = choose_memory_format(config, data, dist)
-    if config.train.compile == "auto":
-        config = choose_compile(config, len(data.images), dist)
+    check_compile(config, dist)
     task.config = config
     return config, data, val
 

@@ -240,7 +240,7 @@ class Trainer:
     def _wrap_ddp(self) -> torch.nn.Module:
         """The module the loop calls: DDP around the network when several processes train."""
         net = self.net
-        if self.config.train.compile is True:  # settled from auto before this; the saved weights stay those of self.net (compile shares them)
+        if self.config.train.compile:  # the saved weights stay those of self.net (compile shares them)
             net = torch.compile(net)
         if not self.dist.enabled:
             return net
