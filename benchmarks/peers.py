@@ -11,7 +11,9 @@ attention at 16 and 8 px, head dim 32, scale-shift norm, a class embedding); the
 both forwards with torch's FlopCounterMode and refuses to compare if the FLOPs differ.
 
 Measured, each configuration in a fresh subprocess (so its peak RSS is its own):
-- training images/s (eps MSE on the linear schedule, AdamW, batch ``--batch``), fp32 / bf16;
+- training images/s (eps MSE on the linear schedule, AdamW, batch ``--batch``), fp32 / bf16; difforge with its
+  own optimizer (fused AdamW), diffusers with torch's foreach AdamW (its training script's plain
+  ``torch.optim.AdamW`` would take the slower single-tensor path on a CPU);
   difforge through its Objective, diffusers through DDPMScheduler.add_noise + F.mse_loss;
 - sampling seconds per 100 class-conditional images with CFG: diffusers' DDIMScheduler with 50 steps and
   batched CFG (scale 3); difforge's DDIM 50 guided at every step (the same work, so its ms per row compares
@@ -83,7 +85,12 @@ def train_speed(spec: dict) -> dict:
     """Training steps of one (framework, size, precision); returns images/s and peak RSS."""
     fw, size, batch, bf16 = spec["framework"], spec["size"], spec["batch"], spec["precision"] == "bf16"
     net = build(fw, size).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, foreach=True)
+    if fw == "difforge":  # difforge's own optimizer (fused AdamW); diffusers' in its faster foreach form
+        from difforge.train.optim import build_optimizer
+
+        opt = build_optimizer(net.parameters(), "adamw", 1e-4, 0.0, torch.device("cpu"))
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4, foreach=True)
     x0, y = torch.randn(batch, 3, size, size), torch.randint(0, CLASSES, (batch,))
     if fw == "difforge":
         from difforge.diffusion.objective import Objective
