@@ -256,16 +256,17 @@ def main() -> None:
 
     print("\n| training | px | batch | precision | difforge img/s | diffusers img/s | ratio | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for size, p in [(s, p) for s in sizes for p in precisions]:
-        r = {fw: run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p,
-                            "seconds": seconds, "min_steps": min_steps, "threads": m["threads"]}) for fw in ("difforge", "diffusers")}
-        if any("error" in v for v in r.values()):
-            print(f"| | {size} | {batch} | {p} | failed: {r} |")
-            continue
-        pct = {fw: 3 * flops[size][fw] * r[fw]["images_per_s"] / peaks[p] for fw in r}
-        print(f"| | {size} | {batch} | {p} | {r['difforge']['images_per_s']:.1f} | {r['diffusers']['images_per_s']:.1f} | "
-              f"{ratio(r['difforge']['images_per_s'], r['diffusers']['images_per_s'])} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
-              f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
+    for size in sizes:
+        for p in precisions:
+            r = {fw: run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p,
+                                "seconds": seconds, "min_steps": min_steps, "threads": m["threads"]}) for fw in ("difforge", "diffusers")}
+            if any("error" in v for v in r.values()):
+                print(f"| | {size} | {batch} | {p} | failed: {r} |")
+                continue
+            pct = {fw: 3 * flops[size][fw] * r[fw]["images_per_s"] / peaks[p] for fw in r}
+            print(f"| | {size} | {batch} | {p} | {r['difforge']['images_per_s']:.1f} | {r['diffusers']['images_per_s']:.1f} | "
+                  f"{ratio(r['difforge']['images_per_s'], r['diffusers']['images_per_s'])} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
+                  f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
 
     size = 32 if args.quick else args.sample_size
     if not args.no_sampling:
