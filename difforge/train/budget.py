@@ -75,11 +75,15 @@ class Pacer:
     def _next_end_fraction(self) -> float:
         """The fraction of the budget at which the next step is expected to end; 1 when it is the
         last one (no room for another after it), so the schedule ends on the last step."""
-        # until a second step shows what a step costs, the first one is all set-up
-        ahead = (self.step_time or 0.0) if self._steps_done >= 2 else 0.0
+        ahead = self._ahead()
         if ahead and self.used + 2 * ahead > self.seconds:
             return 1.0
         return min(1.0, max(0.0, self.used + ahead - self.setup) / (self.seconds - self.setup))
+
+    def _ahead(self) -> float:
+        """The expected time of the next step; 0 until a second step shows what a step costs (the
+        first one is all set-up: a slow compile says nothing of the steps after it)."""
+        return (self.step_time or 0.0) if self._steps_done >= 2 else 0.0
 
     def planned_steps(self, step: int) -> Optional[int]:
         """Steps the run is expected to make in all: the step limit, or what fits in the budget at
@@ -122,7 +126,7 @@ class Pacer:
                 self._first_dt = dt
             if self._steps_done <= 2:  # the 1st step's time, then its excess over the 2nd
                 self.setup = min(dt if self._steps_done == 1 else max(0.0, self._first_dt - dt), 0.99 * self.seconds)
-            if step - self.start_step <= 2 or self.step_time is None:  # the 1st step's one-off set-up is replaced by the 2nd
+            if self._steps_done <= 2 or self.step_time is None:  # the 1st step's one-off set-up is replaced by the 2nd
                 self.step_time = dt
             else:
                 self.step_time += STEP_TIME_SMOOTHING * (dt - self.step_time)
@@ -131,8 +135,7 @@ class Pacer:
         if self.total is not None and step >= self.total:
             self.reason = f"max steps {self.total} reached"
             return True
-        ahead = (self.step_time or 0.0) if self._steps_done >= 2 else 0.0  # a slow 1st step says nothing of the 2nd
-        if self.timed and self.used + ahead > self.seconds:
+        if self.timed and self.used + self._ahead() > self.seconds:
             planned = self.first_estimate or self.planned_steps(step)
             cut = f" (planned {self.total}: the budget cut the run)" if self.total else f" (planned ~{planned})"
             self.reason = f"time budget of {self.minutes:g} min reached at step {step}{cut}"
