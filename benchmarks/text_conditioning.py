@@ -4,9 +4,9 @@ Protocol (issue 21): the built-in defect set with its exact captions at 32 px. S
 material) combinations are held out of training (default: crack on wood, inclusion on metal).
 Two models train on the rest for the same budget: the built-in text encoder (captions, unet-tiny
 with cross-attention) and a class-conditional model (defect class only). Judge CNNs
-(benchmarks/demo_quality.SmallCNN), one per attribute (defect type, material, position in a
-3 x 3 grid), train only on *real* images of another seed (every combination); flips are off
-for the position judge. Each model then makes one image per caption of real test images (a
+(benchmarks/demo_quality.SmallCNN) for defect type and material, and a segmenter of the defect
+(benchmarks/segment_judge.py) whose mask's centroid gives the position in the 3 x 3 grid by the
+captions' own rule, train only on *real* images of another seed (every combination). Each model then makes one image per caption of real test images (a
 third seed): seen combinations and held-out ones. Reported: per-attribute accuracy of the
 judges on the samples (what was asked vs what the judge sees), the judges' accuracy on the real
 test images (the ceiling), and seconds per image. The class model cannot be asked for a
@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from demo_quality import augment, to_float, train_classifier  # noqa: E402
+from demo_quality import to_float, train_classifier  # noqa: E402
 from quality_budget import cpu_clock, loadavg, machine  # noqa: E402
+from segment_judge import Segmenter, judged_positions, real_masks, train_segmenter  # noqa: E402
 
 from difforge.data.builtin_captions import MATERIALS as SURFACES  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, generate_captioned  # noqa: E402
@@ -75,44 +76,10 @@ def write_folder(root: Path, images, attrs, captions) -> Path:
     return root
 
 
-class PositionCNN(torch.nn.Module):
-    """The position judge: SmallCNN's global average pool forgets where a defect is, so this one
-    sees two coordinate planes beside the pixels (CoordConv) and keeps the spatial layout to the end."""
-
-    def __init__(self, size: int, classes: int):
-        super().__init__()
-        nn = torch.nn
-        self.features = nn.Sequential(nn.Conv2d(5, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
-                                      nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.head = nn.Linear(64 * (size // 8) ** 2, classes)
-
-    def forward(self, x):
-        b, _, h, w = x.shape
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-        x = torch.cat([x, xx.expand(b, 1, h, w), yy.expand(b, 1, h, w)], 1)
-        return self.head(self.features(x).flatten(1))
-
-
-def train_position_judge(images, labels, size: int, epochs: int):
-    """PositionCNN on real images, with demo_quality's colour jitter and no flips (a flip moves the defect)."""
-    x, y = to_float(images), torch.as_tensor(labels).long()
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    net = PositionCNN(size, len(POSITIONS))
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            loss = torch.nn.functional.cross_entropy(net(augment(x[idx].clone(), g, flips=False)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
 @torch.no_grad()
 def judged(net, images_nhwc) -> np.ndarray:
+    if isinstance(net, Segmenter):
+        return judged_positions(net, images_nhwc)
     x = to_float(images_nhwc)
     return torch.cat([net(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]).numpy()
 
@@ -127,11 +94,12 @@ def main():
     ap.add_argument("--held-out", default="crack:wood,inclusion:metal", help="defect:material pairs never trained on")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--cfg", type=float, default=3.0)
+    ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, pipeline/config.py: 4 for text, 1.5 at 32 px)")
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
+    ap.add_argument("--network", default=None, help="the text model's network (default: the trainer's, auto)")
     ap.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
     ap.add_argument("--compose", action="store_true",
                     help="also ask the text model with composed prompts: rest AND defect AND surface (see composed_caption)")
@@ -153,8 +121,8 @@ def main():
     t_imgs, _, _, t_caps, t_attrs = generate_captioned(args.size, max(args.eval, 50), seed=2)
     judges = {}
     for key, names in ATTRS.items():
-        if key == "position":
-            judges[key] = train_position_judge(j_imgs, labels_of(j_attrs, key), args.size, 2 * args.judge_epochs)
+        if key == "position":  # where the defect is: its mask's centroid, the captions' own rule
+            judges[key] = train_segmenter(*real_masks(args.size, args.judge_per_class, seed=1), epochs=12)
         else:
             judges[key], _ = train_classifier(args.size, 3, data=(j_imgs, labels_of(j_attrs, key), list(names)), epochs=args.judge_epochs)
     groups = {"seen": [], "held-out": []}
@@ -173,7 +141,8 @@ def main():
                   ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
     for kind in args.models:
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
-        extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, **({"network_options": options} if options else {}))
+        extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, **({"network_options": options} if options else {}),
+                      **({"network": args.network} if args.network else {}))
                  if kind == "text" else dict(conditional=True))
         t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"
         model_file = runs / run / "checkpoints" / "ema.safetensors"
@@ -199,7 +168,7 @@ def main():
             rows.append(dict(model=f"{kind}{how} ({steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
                              **acc, s_per_image=f"{per_image:.3f}", steps=steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
-          f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg:g}, batch 16, 1 image per caption")
+          f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, batch 16, 1 image per caption")
     print("| model | combinations | n | defect | material | position | s/image |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
