@@ -175,7 +175,8 @@ def manifest_fields(model, pipe, config, seed: int, second_model: Optional[str] 
     from ..modelfile import file_sha256
 
     return dict(model=Path(model).name, model_sha256=file_sha256(model), method="joint" if pipe.joint_mask else "sample",
-                sampler=config.sampler, steps=len(pipe.timesteps(config)), cfg=float(config.cfg if config.cfg is not None else default_cfg(pipe.image_size, second_model)), seed=seed,
+                sampler=config.sampler, steps=len(pipe.timesteps(config)), seed=seed,
+                cfg=float(config.cfg if config.cfg is not None else default_cfg(pipe.image_size, second_model, text=bool(pipe.meta.get("text")))),
                 cfg_interval=interval_json(config.cfg_interval))
 
 

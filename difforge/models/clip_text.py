@@ -15,6 +15,7 @@ links the folder like a VAE (:func:`link`): its absolute and relative path and :
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -50,6 +51,18 @@ def check_folder(name: str) -> Path:
         f"`huggingface-cli download {name} --local-dir clip` (config.json, model.safetensors, vocab.json, merges.txt), "
         f"then pass --text-encoder clip; or use --text-encoder builtin"
     )
+
+
+def text_shape(name: str) -> Tuple[int, int]:
+    """(tokens per caption, embedding width) of a local CLIP folder, read off its ``config.json``
+    without loading the model (a timing probe's stand-in context); CLIP's 77 tokens and 512 wide
+    where the file does not say."""
+    try:
+        config = json.loads((check_folder(name) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 77, 512
+    config = config.get("text_config", config) if isinstance(config, dict) else {}
+    return int(config.get("max_position_embeddings", 77)), int(config.get("hidden_size", 512))
 
 
 class ClipText:
@@ -125,4 +138,4 @@ def load_linked(link: Dict[str, Any], model_path, override=None, device: str = "
                           f"give its new place (Python: Pipeline.from_checkpoint(..., text_encoder=DIR))")
 
 
-__all__ = ["EXTRA", "ClipText", "check_folder", "folder_sha256", "load_linked"]
+__all__ = ["EXTRA", "ClipText", "check_folder", "folder_sha256", "load_linked", "text_shape"]

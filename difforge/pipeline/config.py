@@ -29,6 +29,14 @@ Steps = Union[int, str, None]
 # glyphs acc 0.91 / 0.945 / 0.99, distance 26.3 / 16.0 / 52.3 (floors 4.0): every 64 px model was best at 2.
 CFG_BY_SIZE = ((64, 2.0), (0, 1.5))
 
+# The guidance scale of a model conditioned on text, whatever its size: a caption asks for several things at once
+# (defect, material, position) and weak guidance follows some of them. Measured with benchmarks/text_conditioning.py
+# on the 12-minute built-in text model (32 px, text layout 4, 100 seen captions, DDIM 25 in the guidance interval):
+# defect / material / position 0.85 / 1.00 / 0.62 at 1.5, 0.90 / 0.98 / 0.71 at 3, 0.94 / 0.98 / 0.72 at 4,
+# 0.95 / 0.97 / 0.77 at 5, 0.92 / 0.89 / 0.79 at 8. 4 rather than 5: within noise of it on all three and nearer the
+# class sweeps above, where stronger guidance cost variety.
+TEXT_CFG = 4.0
+
 # The guidance interval in the VE noise level sigma (Kynkaenniemi et al. 2024): guide only where sigma is in (0.1, 3],
 # the conditional prediction alone elsewhere. Measured with benchmarks/cfg_sweep.py --intervals on the 12-minute
 # default models (UniPC 20, 100 images, the judge of quality_budget.py): at the default scales the judge distance is
@@ -44,20 +52,21 @@ CFG_INTERVAL = (0.1, 3.0)
 AUTOGUIDANCE_W = 2.0
 
 
-def default_cfg(image_size: int, second_model: Optional[str] = None) -> float:
+def default_cfg(image_size: int, second_model: Optional[str] = None, text: bool = False) -> float:
     """The measured default guidance strength for images of ``image_size`` px: built-in CFG's scale s
-    (:data:`CFG_BY_SIZE`); with ``second_model`` ``"uncond"`` (two-model CFG) the same strength as its
-    w = s - 1, with ``"weak"`` (autoguidance) :data:`AUTOGUIDANCE_W`."""
+    (:data:`CFG_BY_SIZE`, or :data:`TEXT_CFG` for a model conditioned on ``text``); with ``second_model``
+    ``"uncond"`` (two-model CFG) the same strength as its w = s - 1, with ``"weak"`` (autoguidance)
+    :data:`AUTOGUIDANCE_W`."""
     if second_model == "weak":
         return AUTOGUIDANCE_W
-    s = next(s for size, s in CFG_BY_SIZE if image_size >= size)
+    s = TEXT_CFG if text else next(s for size, s in CFG_BY_SIZE if image_size >= size)
     return s - 1.0 if second_model == "uncond" else s
 
 
 def cfg_defaults_text() -> str:
-    """'2 from 64 px, 1.5 below' for help texts."""
+    """'2 from 64 px, 1.5 below; 4 for a text model' for help texts."""
     (big, s_big), (_, s_small) = CFG_BY_SIZE
-    return f"{s_big:g} from {big} px, {s_small:g} below"
+    return f"{s_big:g} from {big} px, {s_small:g} below; {TEXT_CFG:g} for a text model"
 
 
 def cfg_interval_text() -> str:
@@ -177,5 +186,5 @@ def check_sampler_options(name: str, opts: Dict[str, Any]) -> None:
         raise UserError(f"sampler {name} does not take {given}; it takes {takes}")
 
 
-__all__ = ["AUTOGUIDANCE_W", "CFG_BY_SIZE", "CFG_INTERVAL", "SampleConfig", "cfg_defaults_text", "cfg_interval_text", "check_sampler_options", "default_cfg",
+__all__ = ["AUTOGUIDANCE_W", "CFG_BY_SIZE", "CFG_INTERVAL", "SampleConfig", "TEXT_CFG", "cfg_defaults_text", "cfg_interval_text", "check_sampler_options", "default_cfg",
            "interval_from_json", "interval_json", "sampler_options"]

@@ -246,8 +246,8 @@ class Pipeline:
     def default_cfg(self) -> float:
         """The guidance strength when a request gives none (pipeline/config.py :func:`default_cfg`):
         built-in CFG's s, measured per image size; with an unconditional model the same strength as
-        its w = s - 1; with a weak model (autoguidance) its measured w."""
-        return default_cfg(self.image_size, None if self.guide is None else self.guide.second_model)
+        its w = s - 1; with a weak model (autoguidance) its measured w; a text model's own."""
+        return default_cfg(self.image_size, None if self.guide is None else self.guide.second_model, text=bool(self.meta.get("text")))
 
     def with_default_cfg(self, config: SampleConfig) -> SampleConfig:
         return config if config.cfg is not None else config.replace(cfg=self.default_cfg)

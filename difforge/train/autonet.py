@@ -49,9 +49,14 @@ def probe_step_seconds(name: str, config: Config, data, device: torch.device, st
     7% faster in fp32 but 50% slower in bf16, so a probe in fp32 picked the slower layout for a
     bf16 run and it made 2,124 steps in 12 minutes instead of 2,929)."""
     dc, tc = config.data, config.train
+    from .text_cond import probe_text
+
+    text_options, text = probe_text(config, data, tc.batch_size)  # a text run's cross-attention and encoder are timed too
     options = dict(config.model.network_options, image_size=dc.image_size, in_channels=int(data.images.shape[1]),
                    num_classes=data.num_classes, learn_sigma=config.model.learn_sigma)
+    options.update(text_options)
     net = registry.build(name, **options).to(device)
+    text = {k: v.to(device) for k, v in text.items()}
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     idx = torch.arange(tc.batch_size) % len(data.images)
     x = data.images[idx].to(device).float().div(127.5).sub(1.0)
@@ -65,7 +70,7 @@ def probe_step_seconds(name: str, config: Config, data, device: torch.device, st
     for i in range(steps + 1):  # the first step (allocations, kernel choice) is not timed
         start = clock()
         with autocast():
-            out = net(x, t, y)
+            out = net(x, t, y, **text)
         (out[:, : x.shape[1]].float() - x).square().mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

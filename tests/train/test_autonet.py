@@ -122,3 +122,29 @@ def test_the_probe_times_steps_in_the_runs_precision(data, monkeypatch):
         seen.clear()
         autonet.probe_step_seconds("unet-tiny", cfg.override(precision=precision), data, torch.device("cpu"), steps=1)
         assert seen and all((on, dtype if on else None) == expected for on, dtype in seen), (precision, seen)
+
+
+def test_the_probe_of_a_text_run_builds_its_cross_attention_and_feeds_it_captions(data, monkeypatch):
+    """A text run's step includes the caption encoder and cross-attention: the probe times that step,
+    with the run's own tokenised captions (the built-in set's), not the network without text."""
+    import torch
+
+    from difforge.train.text_cond import ENCODER_DEFAULTS
+
+    build, seen = autonet.registry.build, []
+
+    def recording_build(*a, **k):
+        net = build(*a, **k)
+        net.register_forward_pre_hook(lambda m, args, kw: seen.append((k.get("context_dim"), kw.get("context"))), with_kwargs=True)
+        return net
+
+    monkeypatch.setattr(autonet.registry, "build", recording_build)
+    cfg = Config().override(image_size=16, batch_size=4, network_options=dict(TINY_NET), text_encoder="builtin", conditional=False,
+                          builtin_per_class=6)
+    autonet.probe_step_seconds("unet-tiny", cfg, data, torch.device("cpu"), steps=1)
+    assert seen and all(dim == ENCODER_DEFAULTS["dim"] for dim, _ in seen)
+    ids = seen[0][1]
+    assert ids is not None and ids.shape[0] == 4 and not ids.is_floating_point() and (ids > 3).any()  # real words, not padding
+    seen.clear()
+    autonet.probe_step_seconds("unet-tiny", Config().override(image_size=16, batch_size=4, network_options=dict(TINY_NET)), data, torch.device("cpu"), steps=1)
+    assert seen and all(dim is None and ctx is None for dim, ctx in seen)

@@ -5,7 +5,7 @@ import csv
 
 from difforge.modelfile import read_metadata
 from difforge.train.trainer import Trainer
-from tests.conftest import tiny_overrides
+from tests.conftest import TINY_NET, tiny_overrides
 from tests.pipeline.clikit import cli, one_line_error
 
 
@@ -18,12 +18,51 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     meta = read_metadata(result.model_file)
     assert meta["text"]["encoder"] == "builtin" and "scratch" in meta["text"]["vocab"]
     assert meta["network"]["config"]["context_dim"] == 128 and not meta["data"]["class_names"]
+    assert meta["network"]["config"]["text_layout"] == 4  # a new built-in text run draws the layout map (TEXT_LAYOUT)
+    assert "text_layout: 4" in (result.run_dir / "config.yaml").read_text()  # recorded: a resume builds the same network
 
     out = tmp_path / "s"
     res = cli("sample", result.model_file, "--prompt", "a large scratch on wood", "--prompt", "a crack at the top on brushed steel",
               "--num", "2", "--steps", "2", "--out", out, "--quiet", "--mode", "text")
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in out.glob("*.png")) == ["p0_00000.png", "p0_00001.png", "p1_00002.png", "p1_00003.png"]
+    import json
+
+    from difforge.pipeline.config import TEXT_CFG
+
+    assert TEXT_CFG != 1.5 and {json.loads(line)["cfg"] for line in (out / "manifest.jsonl").read_text().splitlines()} == {TEXT_CFG}
+
+
+def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
+    """New built-in text runs on a UNet get the layout map; an explicit choice, a CLIP run, a network
+    without the option, a run without text and a resume (settle_run new=False) are left as they are;
+    a fine-tune takes its file's value."""
+    import types
+
+    import torch
+
+    from difforge.config import Config
+    from difforge.data.source import TrainingImages
+    from difforge.train.settle import settle_run
+    from difforge.train.text_cond import TEXT_LAYOUT, choose_text_layout
+
+    def layout(cfg, **k):
+        return choose_text_layout(cfg, **k).model.network_options.get("text_layout")
+
+    text = Config().override(text_encoder="builtin", conditional=False)
+    assert layout(text) == TEXT_LAYOUT == 4
+    assert layout(text.override(network="auto")) == TEXT_LAYOUT
+    assert layout(text.override(network_options={"text_layout": 0})) == 0
+    assert layout(text.override(text_encoder=str(tmp_path))) is None  # CLIP: not measured
+    assert layout(text.override(network="dit")) is None
+    assert layout(Config()) is None
+    data = TrainingImages(torch.zeros(24, 3, 8, 8, dtype=torch.uint8), None, [], "x")
+    ns = types.SimpleNamespace()
+    assert settle_run(text.override(channels=3, image_size=8), data, ns)[0].model.network_options.get("text_layout") == 4
+    assert "text_layout" not in settle_run(text.override(channels=3, image_size=8), data, ns, new=False)[0].model.network_options
+    old = Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=1,
+                                                   network_options={**TINY_NET, "text_layout": 0}, preview_num=1, preview_steps=1)).fit()
+    assert layout(text, pretrain=str(old.model_file)) == 0
 
 
 def test_a_model_without_text_refuses_prompts(tiny_model, tmp_path):
