@@ -1,6 +1,6 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
 images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
-``network: auto``, a UNet's patch size, a built-in text run's layout map (:mod:`difforge.train.text_cond`) and
+``network: auto``, a UNet's patch size, a built-in text run's layout map and
 ``channels_last: auto`` (:mod:`difforge.train.autonet`); a ``compile``
 run's toolchain and precision are checked (:mod:`difforge.train.compiling`). The decisions go into the config, so
 config.yaml records them and a resumed run makes none of them again."""
@@ -30,9 +30,8 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
     # text runs keep every image: the held-out loss (validation.py) is computed without captions
     if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:
         data, val = hold_out(data, config.train.seed)
-    from .autonet import INPUT_WIDTH, choose_memory_format, choose_network, choose_patch
+    from .autonet import INPUT_WIDTH, choose_memory_format, choose_network, choose_patch, choose_text_layout
     from .compiling import check_compile
-    from .text_cond import choose_text_layout
 
     if new and config.train.task in INPUT_WIDTH:
         config = choose_patch(config, data, pretrain)

@@ -25,12 +25,6 @@ import torch
 from ..errors import ConfigError
 
 ENCODER_DEFAULTS = dict(dim=128, depth=2, heads=4, max_length=32, pool="words")  # pool: models/text_encoder.text_condition
-# The layout map's grid (models/text_encoder.TextLayout) of a new built-in text run on a UNet. Measured with
-# benchmarks/text_conditioning.py (12 CPU-minutes, 32 px, unet-tiny, CFG 3; position judged by a segmenter of the
-# defect, whose ceiling on real images is 0.91): position 0.20 -> 0.71 on seen captions, 0.21 -> 0.71 on held-out
-# combinations, for defect type 0.99 -> 0.90 (0.94 at the text models' default guidance, pipeline/config.py); a grid
-# of 8 was no better (0.72 / 0.62).
-TEXT_LAYOUT = 4
 
 
 def training_captions(config, data) -> List[str]:
@@ -134,35 +128,6 @@ class TextConditioning:
         return self.clip
 
 
-def choose_text_layout(config, pretrain: Optional[str] = None):
-    """``config`` with the UNet option ``text_layout`` set for a new built-in text run: the caption's
-    words also draw a coarse map that is added to the first features, so that "at the top left"
-    can say *where* (a per-channel shift and 8 x 8 cross-attention barely could: see
-    :data:`TEXT_LAYOUT`). Set in the config's network options, so config.yaml records it and a
-    resumed run (which does not come here) keeps what it was built with; a fine-tune takes its
-    file's value, an explicit ``--network-option text_layout=G`` (0: off) is kept, and a CLIP
-    run (unmeasured) or a network without the option is left as it is."""
-    from ..models import registry
-    from .autonet import CANDIDATES
-
-    mc = config.model
-    names = CANDIDATES if mc.network == "auto" else (mc.network,)
-    if mc.text_encoder != "builtin" or "text_layout" in mc.network_options or \
-            not all("text_layout" in registry.options(n) for n in names):
-        return config
-    grid, why = TEXT_LAYOUT, "words place what they say"
-    if pretrain:
-        from ..modelfile import read_metadata
-
-        grid = int(read_metadata(pretrain).get("network", {}).get("config", {}).get("text_layout", 0))
-        why = f"as {pretrain}"
-    from .logging import get_logger
-
-    get_logger().info(f"text layout: {grid} x {grid} map of the caption's words ({why}; --network-option text_layout=0 turns it off)"
-                      if grid else f"text layout: off ({why})")
-    return config.override(network_options={**mc.network_options, "text_layout": grid})
-
-
 def probe_text(config, data, batch_size: int):
     """(network options, forward keywords) that make a timing probe's network (train/autonet.py) the
     one a text run builds and feed it a batch of captions, so that the step it times is the run's:
@@ -211,5 +176,4 @@ def drop_words(ids: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
     return torch.where(dropped & (ids != BOS), torch.full_like(ids, PAD), ids)
 
 
-__all__ = ["ENCODER_DEFAULTS", "TEXT_LAYOUT", "TextConditioning", "choose_text_layout", "condition", "drop_words", "probe_text",
-           "training_captions"]
+__all__ = ["ENCODER_DEFAULTS", "TextConditioning", "condition", "drop_words", "probe_text", "training_captions"]

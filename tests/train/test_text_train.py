@@ -32,6 +32,14 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
 
     assert TEXT_CFG != 1.5 and {json.loads(line)["cfg"] for line in (out / "manifest.jsonl").read_text().splitlines()} == {TEXT_CFG}
 
+    from PIL import Image
+
+    from benchmarks import prompt_grid
+
+    prompt_grid.main([str(result.model_file), "--out", str(tmp_path / "grid.png"), "--steps", "2"])
+    w, h = Image.open(tmp_path / "grid.png").size
+    assert w > prompt_grid.LABEL_W + 9 * 16 * prompt_grid.ZOOM and h > 6 * 16 * prompt_grid.ZOOM  # 9 positions x 6 prompts
+
 
 def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
     """New built-in text runs on a UNet get the layout map; an explicit choice, a CLIP run, a network
@@ -44,7 +52,7 @@ def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
     from difforge.config import Config
     from difforge.data.source import TrainingImages
     from difforge.train.settle import settle_run
-    from difforge.train.text_cond import TEXT_LAYOUT, choose_text_layout
+    from difforge.train.autonet import TEXT_LAYOUT, choose_text_layout
 
     def layout(cfg, **k):
         return choose_text_layout(cfg, **k).model.network_options.get("text_layout")
