@@ -68,10 +68,17 @@ def train_classifier(size: int, channels: int, per_class: int = 400, epochs: int
     """A judge CNN trained on real images: the built-in defect set (seed ``seed``), or ``data`` =
     (uint8 NHWC images, labels, class names) of another dataset."""
     imgs, labels, names = data if data is not None else generate_arrays(size=size, per_class=per_class, seed=seed, channels=channels)
-    x, y = to_float(imgs), torch.as_tensor(labels).long()
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    net = SmallCNN(channels, len(names))
+    net = fit_judge(lambda: SmallCNN(channels, len(names)), to_float(imgs), torch.as_tensor(labels).long(), F.cross_entropy, epochs, flips=flips)
+    return net, names
+
+
+def fit_judge(make_net, x, y, loss_fn, epochs: int, seed: int = 0, flips: bool = True):
+    """A judge network (built by ``make_net`` after seeding, so its initial weights are reproducible)
+    trained on real images ``x`` (float NCHW) against ``y`` with :func:`augment`: AdamW, one-cycle LR,
+    batches of 64; in eval mode."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = make_net()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + 63) // 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
@@ -79,12 +86,12 @@ def train_classifier(size: int, channels: int, per_class: int = 400, epochs: int
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 64):
             idx = perm[i : i + 64]
-            loss = F.cross_entropy(net(augment(x[idx].clone(), g, flips)), y[idx])
+            loss = loss_fn(net(augment(x[idx].clone(), g, flips)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-    return net.eval(), names
+    return net.eval()
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from demo_quality import augment, to_float  # noqa: E402
+from demo_quality import fit_judge, to_float  # noqa: E402
 
 from difforge.data.builtin import CLASSES, make_image_and_mask  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, _third, core_mask  # noqa: E402
@@ -68,26 +68,14 @@ def train_segmenter(images, masks, epochs: int = 12, seed: int = 0) -> Segmenter
     """The judge on real images, with demo_quality's colour jitter (flips would need the mask flipped
     too and add nothing a position judge needs). Loss: per-pixel BCE plus a soft Dice term, so the
     small defects (5% of the pixels) are not drowned by the background."""
-    x, y = to_float(images), torch.as_tensor(masks).float()
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    net = Segmenter(x.shape[1])
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = epochs * ((len(x) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            logits = net(augment(x[idx].clone(), g, flips=False))
-            p, t = logits.sigmoid(), y[idx]
-            dice = 1 - (2 * (p * t).sum((1, 2)) + 1) / (p.sum((1, 2)) + t.sum((1, 2)) + 1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t) + dice.mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return net.eval()
+    return fit_judge(lambda: Segmenter(images.shape[-1]), to_float(images), torch.as_tensor(masks).float(), mask_loss, epochs, seed,
+                     flips=False)
+
+
+def mask_loss(logits, target):
+    p = logits.sigmoid()
+    dice = 1 - (2 * (p * target).sum((1, 2)) + 1) / (p.sum((1, 2)) + target.sum((1, 2)) + 1)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + dice.mean()
 
 
 @torch.no_grad()
