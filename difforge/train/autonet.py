@@ -43,16 +43,17 @@ def probe_clock(device: torch.device):
 
 
 def probe_step_seconds(name: str, config: Config, data, device: torch.device, steps: int = PROBE_STEPS,
-                       channels_last: bool = False) -> float:
+                       channels_last: bool = False, text=None) -> float:
     """Seconds per optimizer step (forward, backward, AdamW) of network ``name`` at the run's batch,
     in the NCHW or the channels_last memory layout, in the run's precision (its autocast: which
     layout is faster depends on it; measured with unet-tiny at 64 px on an AMX CPU: channels_last
     7% faster in fp32 but 50% slower in bf16, so a probe in fp32 picked the slower layout for a
-    bf16 run and it made 2,124 steps in 12 minutes instead of 2,929)."""
+    bf16 run and it made 2,124 steps in 12 minutes instead of 2,929). ``text``: :func:`~.text_cond.probe_text`'s
+    result when the caller probes several networks (the built-in set's captions take seconds to make)."""
     dc, tc = config.data, config.train
     from .text_cond import probe_text
 
-    text_options, text = probe_text(config, data, tc.batch_size)  # a text run's cross-attention and encoder are timed too
+    text_options, text = text or probe_text(config, data, tc.batch_size)  # a text run's cross-attention and encoder are timed too
     options = dict(config.model.network_options, image_size=dc.image_size, in_channels=int(data.images.shape[1]),
                    num_classes=data.num_classes, learn_sigma=config.model.learn_sigma)
     options.update(text_options)
@@ -95,8 +96,11 @@ def choose_network(config: Config, data, task=None, dist: Optional[DistInfo] = N
     global_batch = tc.batch_size * tc.grad_accum * dist.world_size
     chosen, rows = CANDIDATES[0], []
     state = torch.get_rng_state()
+    from .text_cond import probe_text
+
+    text = probe_text(config, data, tc.batch_size)  # once for every candidate
     for name in CANDIDATES:
-        per_step = probe_step_seconds(name, config, data, device) * tc.grad_accum
+        per_step = probe_step_seconds(name, config, data, device, text=text) * tc.grad_accum
         per_step = float(all_reduce_mean(torch.tensor([per_step], dtype=torch.float64), dist)[0])
         epochs = seconds / per_step * global_batch / n
         rows.append(dict(name=name, step=per_step, epochs=epochs))
