@@ -1,0 +1,101 @@
+"""GroupNorm that is fast on channels_last tensors, so a bf16 network can run channels_last.
+
+Why: on a CPU with AMX, oneDNN's bf16 convolution is ~2.3x faster on a channels_last input
+than on an NCHW one (measured, 64 -> 64 channels, 3x3, 16 x 32 x 32, one thread: 0.99 against
+2.30 ms, a third of that a hidden reorder to NHWC and back), so a bf16 UNet wants to be
+channels_last. But PyTorch's (2.13) GroupNorm kernels for channels_last are slow: the backward
+~5x slower than the NCHW one at every size (128 channels at 32 x 32, bf16: 18 ms against 3.3),
+the forward ~10x slower on small maps (16 x 16 and 8 x 8). That made a channels_last UNet
+slower overall, and ``channels_last: auto`` kept NCHW.
+
+:class:`GroupNorm` (same parameters and state dict as ``nn.GroupNorm``, so every model file
+loads unchanged) keeps NCHW input on PyTorch's own path, bit for bit. For a channels_last input
+it runs the forward on PyTorch's kernel where that is fast (maps of 32 x 32 and more) and on the
+NCHW kernel with two reorders below; and it computes the backward itself with the closed form
+(per-group statistics from per-channel sums over the pixels, which are contiguous column sums
+in channels_last, done as a batched matmul with a ones vector), then dx as two fused
+multiply-adds (GroupNorm fwd+bwd, 128 channels at 32 x 32, bf16: 4.7 ms, PyTorch's 18 ms).
+Measured, bf16 training steps at batch 16, one thread, Intel Xeon with AMX, channels_last with
+this norm against NCHW: the default ``unet`` 23.6-24.1 vs 21.3-22.3 images/s at 32 px, 10.2-10.6
+vs 7.5-7.9 at 64 px; unet-tiny at 64 px with the 2 x 2 fold 116 vs 106 (channels_last had been
+40% *slower* there, 62 images/s, with PyTorch's norm), so ``channels_last: auto`` now takes it.
+Tested against float64 GroupNorm in tests/models/test_group_norm.py.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SMALL_MAP = 1024  # pixels below which PyTorch's channels_last GroupNorm forward is the slow one
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-D tensor laid out channels_last and not also NCHW-contiguous (C = 1 or 1 x 1 maps are both)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _forward(x: torch.Tensor, weight, bias, groups: int, eps: float):
+    """(y, mean, rstd) of a channels_last ``x``; y channels_last, mean/rstd (N, G) in fp32."""
+    n, c, h, w = x.shape
+    weight = None if weight is None else weight.to(x.dtype)
+    bias = None if bias is None else bias.to(x.dtype)
+    if h * w >= SMALL_MAP:
+        return torch.native_group_norm(x, weight, bias, n, c, h * w, groups, eps)
+    y, mean, rstd = torch.native_group_norm(x.contiguous(), weight, bias, n, c, h * w, groups, eps)
+    return y.contiguous(memory_format=torch.channels_last), mean, rstd
+
+
+class _ChannelsLastGroupNorm(torch.autograd.Function):
+    """GroupNorm of a channels_last input with a backward that stays channels_last."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        y, mean, rstd = _forward(x, weight, bias, groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups, ctx.has_bias = groups, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors  # mean, rstd: (N, G) fp32
+        n, c, h, w = x.shape
+        g = ctx.groups
+        cg, m = c // g, h * w * (c // g)
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        xf = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # views: channels_last is (N, HW, C) in memory
+        dyf = dy.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        ones = torch.ones(n, 1, h * w, dtype=x.dtype, device=x.device)
+        db = torch.bmm(ones, dyf).float().view(n, c)  # sum over the pixels of dy, per channel
+        ds = torch.bmm(ones, dyf * xf).float().view(n, c)  # ... of dy * x
+        wf = torch.ones(c, device=x.device) if weight is None else weight.float()
+        a = (db * wf).view(n, g, cg).sum(-1)  # per group: sum of dL/dxhat, and of dL/dxhat * x
+        b = (ds * wf).view(n, g, cg).sum(-1)
+        k = rstd * (b - mean * a) / m
+        # dx = rstd w dy + beta x + gamma, beta and gamma per (n, group): GroupNorm's backward in closed form
+        beta = (-rstd * rstd * k).repeat_interleave(cg, 1)
+        gamma = (rstd * (mean * rstd * k - a / m)).repeat_interleave(cg, 1)
+        alpha = rstd.repeat_interleave(cg, 1) * wf
+        dx = torch.addcmul(gamma[:, None].to(x.dtype), dyf, alpha[:, None].to(x.dtype))
+        dx.addcmul_(xf, beta[:, None].to(x.dtype))
+        dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
+        dw = dbias = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            dw = ((ds - mean.repeat_interleave(cg, 1) * db) * rstd.repeat_interleave(cg, 1)).sum(0).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            dbias = db.sum(0).to(weight.dtype if weight is not None else x.dtype)
+        return dx, dw, dbias, None, None
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm``, fast also on channels_last input (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _is_channels_last(x) or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        if torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad)):
+            return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+        return _forward(x, self.weight, self.bias, self.num_groups, self.eps)[0]
+
+
+__all__ = ["GroupNorm", "SMALL_MAP"]
