@@ -11,7 +11,9 @@ attention at 16 and 8 px, head dim 32, scale-shift norm, a class embedding); the
 both forwards with torch's FlopCounterMode and refuses to compare if the FLOPs differ.
 
 Measured, each configuration in a fresh subprocess (so its peak RSS is its own):
-- training images/s (eps MSE on the linear schedule, AdamW, batch ``--batch``), fp32 / bf16; difforge with its
+- training images/s (eps MSE on the linear schedule, AdamW, batch ``--batch``), fp32 / bf16, each framework in
+  NCHW and channels_last: difforge's row is its faster layout (what its trainer's ``channels_last: auto``
+  probe picks), diffusers' its training script's NCHW, with its channels_last beside it; difforge with its
   own optimizer (fused AdamW), diffusers with torch's foreach AdamW (its training script's plain
   ``torch.optim.AdamW`` would take the slower single-tensor path on a CPU);
   difforge through its Objective, diffusers through DDPMScheduler.add_noise + F.mse_loss;
@@ -45,6 +47,7 @@ except ImportError:  # python -m benchmarks.peers
 
 CLASSES = 4
 ATTN_RES = (16, 8)
+LAYOUTS = ("nchw", "channels_last")  # both frameworks are timed in both; difforge's row is its faster (its trainer probes)
 
 
 def build(framework: str, size: int):
@@ -92,6 +95,8 @@ def train_speed(spec: dict) -> dict:
     else:
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, foreach=True)
     x0, y = torch.randn(batch, 3, size, size), torch.randint(0, CLASSES, (batch,))
+    if spec.get("layout") == "channels_last":
+        net, x0 = net.to(memory_format=torch.channels_last), x0.contiguous(memory_format=torch.channels_last)
     if fw == "difforge":
         from difforge.diffusion.objective import Objective
         from difforge.diffusion.schedule import Schedule
@@ -134,6 +139,9 @@ def sample_speed(spec: dict) -> dict:
         meta = {"network": {"name": "unet", "config": net.config},
                 "diffusion": {"noise_schedule": "linear", "diffusion_steps": 1000, "target": "eps"},
                 "data": {"image_size": size, "channels": 3, "class_names": [str(i) for i in range(CLASSES)]}}
+        from difforge.models.layers import sampling_memory_format
+
+        net = net.to(memory_format=sampling_memory_format(net, "bf16" if bf16 else "fp32"))  # as Pipeline.from_checkpoint
         inner = net.forward
         net.forward = lambda x, *a, **k: (rows.__setitem__(0, rows[0] + x.shape[0]), inner(x, *a, **k))[1]
         pipe = Pipeline(net, meta, torch.device("cpu"), "bf16" if bf16 else "fp32")
@@ -254,19 +262,24 @@ def main() -> None:
             raise SystemExit(f"forward FLOPs differ at {size} px: {flops[size]}; the comparison would not be at equal FLOPs")
     print("# forward GFLOPs / image (equal for both): " + ", ".join(f"{s} px {v['difforge']:.3f}" for s, v in flops.items()))
 
-    print("\n| training | px | batch | precision | difforge img/s | diffusers img/s | ratio | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| training | px | batch | precision | difforge img/s (layout) | diffusers img/s (NCHW) | ratio | diffusers channels_last | "
+          "ratio vs diffusers' faster | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         for p in precisions:
-            r = {fw: run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p,
-                                "seconds": seconds, "min_steps": min_steps, "threads": m["threads"]}) for fw in ("difforge", "diffusers")}
+            r = {(fw, lay): run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p, "layout": lay,
+                                       "seconds": seconds, "min_steps": min_steps, "threads": m["threads"]})
+                 for fw in ("difforge", "diffusers") for lay in LAYOUTS}
             if any("error" in v for v in r.values()):
                 print(f"| | {size} | {batch} | {p} | failed: {r} |")
                 continue
-            pct = {fw: 3 * flops[size][fw] * r[fw]["images_per_s"] / peaks[p] for fw in r}
-            print(f"| | {size} | {batch} | {p} | {r['difforge']['images_per_s']:.1f} | {r['diffusers']['images_per_s']:.1f} | "
-                  f"{ratio(r['difforge']['images_per_s'], r['diffusers']['images_per_s'])} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
-                  f"{r['difforge']['peak_rss_gib']:.2f} | {r['diffusers']['peak_rss_gib']:.2f} |")
+            ips = {k: v["images_per_s"] for k, v in r.items()}
+            lay = max(LAYOUTS, key=lambda lay: ips["difforge", lay])  # what channels_last: auto's probe picks
+            ours, theirs, best = ips["difforge", lay], ips["diffusers", "nchw"], max(ips["diffusers", x] for x in LAYOUTS)
+            pct = {fw: 3 * flops[size][fw] * v / peaks[p] for fw, v in (("difforge", ours), ("diffusers", theirs))}
+            print(f"| | {size} | {batch} | {p} | {ours:.1f} ({lay}) | {theirs:.1f} | {ratio(ours, theirs)} | "
+                  f"{ips['diffusers', 'channels_last']:.1f} | {ratio(ours, best)} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
+                  f"{r['difforge', lay]['peak_rss_gib']:.2f} | {r['diffusers', 'nchw']['peak_rss_gib']:.2f} |")
 
     size = 32 if args.quick else args.sample_size
     if not args.no_sampling:

@@ -39,8 +39,12 @@ reproducible, while 1-thread CPU time is):
 
 The profile says why: convolutions are ~80% of a step and oneDNN's NHWC backward is 5-25%
 slower than its NCHW one at these channel counts, and GroupNorm's channels_last CPU kernels are
-4-8x slower than its NCHW ones. So keep NCHW on CPU; channels_last is for GPUs (cuDNN NHWC
-tensor-core kernels), where it should be measured with the same script.
+4-8x slower than its NCHW ones. So keep NCHW on those CPUs in fp32. In bf16 on a CPU with AMX the
+picture turns: oneDNN's bf16 convolution is ~2.3x faster channels_last (an NCHW input is reordered
+to NHWC and back inside it), and :class:`~difforge.models.group_norm.GroupNorm` replaces PyTorch's
+slow channels_last GroupNorm kernels, so a bf16 step is faster channels_last (default ``unet`` 64 px
+10.4 vs 7.7 images/s, one thread). Training chooses by a probe (``channels_last: auto``,
+train/autonet.py), sampling by precision (layers.sampling_memory_format).
 
 ``patch_size`` p > 1 folds p x p pixels into channels around the network (see :class:`UNet`);
 at 64 px, p = 2 costs what 32 px costs (the table's 32 px column), which is why new runs from

@@ -103,7 +103,7 @@ class Pipeline:
 
             net, prec = onnx_backend(path, backend, onnx), "fp32"
         if isinstance(net, torch.nn.Module):
-            net = net.to(memory_format=sampling_memory_format(net))
+            net = net.to(memory_format=sampling_memory_format(net, prec))
         return cls(net.to(dev), meta, dev, prec, source=str(path), codec=codec)
 
     # -- latent models: the sampler's space vs pixels -------------------------------------------
