@@ -77,14 +77,15 @@ class Judge:
     features of 25 held-out real images per class (seed 2), the training images (seed 0) for the
     memorisation check, and the real-vs-real ``floor``. ``score(images, labels)`` scores samples."""
 
-    def __init__(self, dataset: str, size: int, per_class: int = 150, smoke: bool = False):
+    def __init__(self, dataset: str, size: int, per_class: int = 150, smoke: bool = False, eval_per_class: int = 25):
         data = real_images(dataset, size, 100 if smoke else 400, seed=1)
         self.clf, self.names = train_classifier(size, data[0].shape[-1], data=data, epochs=2 if smoke else 8, flips=dataset != "glyphs")
-        real, _, _ = real_images(dataset, size, 25, seed=2)
+        self.eval_per_class = eval_per_class
+        real, _, _ = real_images(dataset, size, eval_per_class, seed=2)
         self.real_feats = judge(self.clf, real)[1]
         self.train, _, _ = real_images(dataset, size, per_class, seed=0)
         self.train_feats = judge(self.clf, self.train)[1]
-        self.floor = real_floor(self.clf, dataset, size, 25, self.real_feats, self.train, self.train_feats)
+        self.floor = real_floor(self.clf, dataset, size, eval_per_class, self.real_feats, self.train, self.train_feats)
 
     def score(self, images: np.ndarray, labels) -> dict:
         """Scores of uint8 (N, H, W, C) samples, in the real data's channels."""
@@ -139,13 +140,15 @@ def print_table(rows, head) -> None:
         print("| " + " | ".join(f"{r.get(k, '-'):.3g}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in head) + " |")
 
 
-def sampled_rows(pipe, jd: "Judge", scales, label: str, **row) -> list:
-    """One row per guidance scale (None: the sampling default): 100 class-conditional images of
-    ``pipe`` (seed 1000), timed, scored by ``jd``; ``row`` holds the other columns."""
+def sampled_rows(pipe, jd: "Judge", scales, label: str, sample_seed: int = 1000, **row) -> list:
+    """One row per guidance scale (None: the sampling default): class-conditional images of ``pipe``
+    (seed ``sample_seed``; ~100, or ``jd.eval_per_class`` per class when that is not the default 25),
+    timed, scored by ``jd``; ``row`` holds the other columns."""
     rows = []
     for scale in scales:
         t0 = time.perf_counter()
-        out = pipe.generate(num=100 // len(jd.names) + 1, class_label="all", seed=1000, **({} if scale is None else dict(cfg=scale)))
+        num = 100 // len(jd.names) + 1 if jd.eval_per_class == 25 else jd.eval_per_class
+        out = pipe.generate(num=num, class_label="all", seed=sample_seed, **({} if scale is None else dict(cfg=scale)))
         dt = (time.perf_counter() - t0) * 100 / len(out.images)
         s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
         rows.append(dict(row, recipe=label if scale is None else f"{label}, cfg {scale:g}", sample_s=round(dt, 1), **s))
@@ -188,6 +191,10 @@ def main():
     ap.add_argument("--score", nargs="+", default=[], metavar="MODEL",
                     help="score these model files (of --datasets / --sizes) with the judge, without training (no --minutes runs)")
     ap.add_argument("--floor-only", action="store_true", help="only the real-vs-real rows (the judge is deterministic: same floor as a full run)")
+    ap.add_argument("--eval-per-class", type=int, default=25,
+                    help="held-out real images per class as the reference and the floor, and samples per class (default 25, "
+                         "~100 in all; the distance of 100 images is noisy: 400 halves the spread between sampling seeds)")
+    ap.add_argument("--sample-seeds", type=int, nargs="+", default=[1000], help="score each model with these sampling seeds")
     args = ap.parse_args()
     if args.smoke:
         args.minutes, args.sizes, args.recipes, args.per_class = [0.1], [16], ["fast"], 20
@@ -206,12 +213,14 @@ def main():
     rows = []
     for dataset in args.datasets:
         for size in args.sizes:
-            jd = Judge(dataset, size, args.per_class, args.smoke)
+            jd = Judge(dataset, size, args.per_class, args.smoke, args.eval_per_class)
             rows.append(dict(dataset=dataset, recipe="real held-out", minutes="-", size=size, steps="-", seen="-", sample_s="-", **jd.floor))
             print(f"row: {rows[-1]}", flush=True)
             for path in args.score:
                 pipe = Pipeline.from_checkpoint(path)
-                rows += sampled_rows(pipe, jd, args.cfg, path, dataset=dataset, minutes="-", size=size, steps=pipe.meta["train"]["step"], seen="-")
+                for ss in args.sample_seeds:
+                    rows += sampled_rows(pipe, jd, args.cfg, path + ("" if ss == 1000 else f", sampling seed {ss}"), sample_seed=ss,
+                                         dataset=dataset, minutes="-", size=size, steps=pipe.meta["train"]["step"], seen="-")
             source = data_source(dataset, size, args.per_class, args.runs_dir)
             for minutes in args.minutes:
                 for recipe, seed in [(r, s) for r in args.recipes for s in args.seeds]:
