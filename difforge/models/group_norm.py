@@ -14,7 +14,9 @@ it runs the forward on PyTorch's kernel where that is fast (maps of 32 x 32 and 
 NCHW kernel with two reorders below; and it computes the backward itself with the closed form
 (per-group statistics from per-channel sums over the pixels, which are contiguous column sums
 in channels_last, done as a batched matmul with a ones vector), then dx as two fused
-multiply-adds (GroupNorm fwd+bwd, 128 channels at 32 x 32, bf16: 4.7 ms, PyTorch's 18 ms).
+multiply-adds (GroupNorm fwd+bwd, 128 channels at 32 x 32, bf16: 4.7 ms, PyTorch's 18 ms). A ResBlock's
+scale-shift (``norm(h) * (1 + scale) + shift``) folds into the same backward as a per-sample affine
+(:meth:`GroupNorm.modulated`), which saved its own backward pass: another 3-8% of a channels_last step.
 Measured, bf16 training steps at batch 16, one thread, Intel Xeon with AMX, channels_last with
 this norm against NCHW: the default ``unet`` 23.6-24.1 vs 21.3-22.3 images/s at 32 px, 10.2-10.6
 vs 7.5-7.9 at 64 px; unet-tiny at 64 px with the 2 x 2 fold 116 vs 106 (channels_last had been
@@ -47,18 +49,28 @@ def _forward(x: torch.Tensor, weight, bias, groups: int, eps: float):
 
 
 class _ChannelsLastGroupNorm(torch.autograd.Function):
-    """GroupNorm of a channels_last input with a backward that stays channels_last."""
+    """GroupNorm of a channels_last input, y = xhat * a + b, with a backward that stays channels_last.
+
+    ``a``, ``b``: the affine per channel, (C,), or per sample and channel, (N, C) -- the scale-shift of a
+    ResBlock folded in (:meth:`GroupNorm.modulated`), so its multiply-add needs no backward pass of its own.
+    ``b`` may be None (no bias); ``a`` None means 1."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float):
-        y, mean, rstd = _forward(x, weight, bias, groups, eps)
-        ctx.save_for_backward(x, weight, mean, rstd)
-        ctx.groups, ctx.has_bias = groups, bias is not None
+    def forward(ctx, x, a, b, groups: int, eps: float):
+        n, c = x.shape[:2]
+        if a is None or a.dim() == 1:
+            y, mean, rstd = _forward(x, a, b, groups, eps)
+        else:
+            y, mean, rstd = _forward(x, None, None, groups, eps)
+            shift = torch.zeros((), dtype=x.dtype) if b is None else b.to(x.dtype).view(n, c, 1, 1)
+            y = torch.addcmul(shift, y, a.to(x.dtype).view(n, c, 1, 1))
+        ctx.save_for_backward(x, a, mean, rstd)
+        ctx.groups, ctx.b_shape = groups, None if b is None else (b.shape, b.dtype)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, mean, rstd = ctx.saved_tensors  # mean, rstd: (N, G) fp32
+        x, a, mean, rstd = ctx.saved_tensors  # mean, rstd: (N, G) fp32
         n, c, h, w = x.shape
         g = ctx.groups
         cg, m = c // g, h * w * (c // g)
@@ -68,34 +80,60 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         ones = torch.ones(n, 1, h * w, dtype=x.dtype, device=x.device)
         db = torch.bmm(ones, dyf).float().view(n, c)  # sum over the pixels of dy, per channel
         ds = torch.bmm(ones, dyf * xf).float().view(n, c)  # ... of dy * x
-        wf = torch.ones(c, device=x.device) if weight is None else weight.float()
-        a = (db * wf).view(n, g, cg).sum(-1)  # per group: sum of dL/dxhat, and of dL/dxhat * x
-        b = (ds * wf).view(n, g, cg).sum(-1)
-        k = rstd * (b - mean * a) / m
-        # dx = rstd w dy + beta x + gamma, beta and gamma per (n, group): GroupNorm's backward in closed form
+        af = torch.ones(n, c, device=x.device) if a is None else a.float().expand(n, c)
+        sa = (db * af).view(n, g, cg).sum(-1)  # per group: sum of dL/dxhat, and of dL/dxhat * x
+        sb = (ds * af).view(n, g, cg).sum(-1)
+        k = rstd * (sb - mean * sa) / m
+        # dx = rstd a dy + beta x + gamma, beta and gamma per (n, group): GroupNorm's backward in closed form
         beta = (-rstd * rstd * k).repeat_interleave(cg, 1)
-        gamma = (rstd * (mean * rstd * k - a / m)).repeat_interleave(cg, 1)
-        alpha = rstd.repeat_interleave(cg, 1) * wf
+        gamma = (rstd * (mean * rstd * k - sa / m)).repeat_interleave(cg, 1)
+        alpha = rstd.repeat_interleave(cg, 1) * af
         dx = torch.addcmul(gamma[:, None].to(x.dtype), dyf, alpha[:, None].to(x.dtype))
         dx.addcmul_(xf, beta[:, None].to(x.dtype))
         dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
-        dw = dbias = None
-        if weight is not None and ctx.needs_input_grad[1]:
-            dw = ((ds - mean.repeat_interleave(cg, 1) * db) * rstd.repeat_interleave(cg, 1)).sum(0).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            dbias = db.sum(0).to(weight.dtype if weight is not None else x.dtype)
-        return dx, dw, dbias, None, None
+        da = db_out = None
+        if a is not None and ctx.needs_input_grad[1]:
+            da = (ds - mean.repeat_interleave(cg, 1) * db) * rstd.repeat_interleave(cg, 1)  # sum of dy * xhat
+            da = (da if a.dim() == 2 else da.sum(0)).to(a.dtype)
+        if ctx.b_shape is not None and ctx.needs_input_grad[2]:
+            shape, dtype = ctx.b_shape
+            db_out = (db if len(shape) == 2 else db.sum(0)).to(dtype)
+        return dx, da, db_out, None, None
 
 
 class GroupNorm(nn.GroupNorm):
     """``nn.GroupNorm``, fast also on channels_last input (see the module docstring)."""
 
+    def _fast(self, x: torch.Tensor) -> bool:
+        return _is_channels_last(x) and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()
+
+    def _grad(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _is_channels_last(x) or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        if not self._fast(x):
             return super().forward(x)
-        if torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad)):
+        if self._grad(x):
             return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
         return _forward(x, self.weight, self.bias, self.num_groups, self.eps)[0]
 
+    def modulated(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``norm(x) * (1 + scale) + shift`` (scale, shift: (N, C, 1, 1)), the scale-shift norm of a ResBlock.
+        For a channels_last input in training the per-sample affine is folded into the norm (one backward
+        instead of two); otherwise exactly the plain expression."""
+        if not (self._fast(x) and self._grad(x) and self.affine):
+            return torch.addcmul(shift, self(x), scale + 1.0)
+        n, c = x.shape[:2]
+        s1 = scale.reshape(n, c) + 1.0
+        a, b = self.weight * s1, torch.addcmul(shift.reshape(n, c), self.bias, s1)
+        return _ChannelsLastGroupNorm.apply(x, a, b, self.num_groups, self.eps)
 
-__all__ = ["GroupNorm", "SMALL_MAP"]
+
+def modulated_norm(norm: nn.Module, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``norm(x) * (1 + scale) + shift`` with any norm; one fused step for :class:`GroupNorm`."""
+    if isinstance(norm, GroupNorm):
+        return norm.modulated(x, scale, shift)
+    return torch.addcmul(shift, norm(x), scale + 1.0)
+
+
+__all__ = ["GroupNorm", "SMALL_MAP", "modulated_norm"]

@@ -73,6 +73,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .layers import ACTIVATIONS, NORMS, Attention2d, CrossAttention2d, TimestepEmbedder, coordinate_planes, make_act, make_norm, same_layout, zero_
+from .group_norm import modulated_norm
 from .text_encoder import TextLayout, pooled_text, text_condition, text_modules
 from .registry import register
 
@@ -101,7 +102,7 @@ class ResBlock(nn.Module):
         e = self.emb(emb)[:, :, None, None]
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)
-            h = torch.addcmul(shift, self.out_norm(h), scale + 1.0)
+            h = modulated_norm(self.out_norm, h, scale, shift)  # one fused step for a channels_last GroupNorm
         else:
             h = self.out_norm(h + e)
         return self.skip(x) + self.out_layers(h)

@@ -98,3 +98,33 @@ def test_state_dict_and_network_use():
     net(x.contiguous(memory_format=CL), t, y).square().mean().backward()
     for n, p in net.named_parameters():
         assert torch.allclose(p.grad, grads[n], rtol=1e-4, atol=1e-6), n
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1.5e-2)])
+@pytest.mark.parametrize("side", [32, 8])
+def test_modulated_matches_norm_then_scale_shift(dtype, tol, side):
+    """GroupNorm.modulated (a ResBlock's scale-shift folded into the norm for channels_last training) gives
+    norm(x) * (1 + scale) + shift and its gradients for x, weight, bias, scale and shift (float64 reference);
+    NCHW input takes the plain expression bit for bit."""
+    torch.manual_seed(4)
+    n, c = 3, 32
+    norm = GroupNorm(8, c)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+        norm.bias.normal_(0.0, 0.3)
+    x = (torch.randn(n, c, side, side) * 2 + 0.7).to(dtype).contiguous(memory_format=CL).requires_grad_()
+    scale = (torch.randn(n, c, 1, 1) * 0.5).to(dtype).requires_grad_()
+    shift = (torch.randn(n, c, 1, 1) * 0.5).to(dtype).requires_grad_()
+    dy = torch.randn(n, c, side, side).to(dtype).contiguous(memory_format=CL)
+    y = norm.modulated(x, scale, shift)
+    assert y.is_contiguous(memory_format=CL)
+    y.backward(dy)
+    leaves = [x, norm.weight, norm.bias, scale, shift]
+    ref = [t.detach().double().requires_grad_() for t in leaves]
+    y64 = torch.addcmul(ref[4], F.group_norm(ref[0], 8, ref[1], ref[2], norm.eps), ref[3] + 1.0)
+    y64.backward(dy.double())
+    assert rel(y, y64) < tol
+    for got, want in zip(leaves, ref):
+        assert rel(got.grad, want.grad) < tol
+    xn = x.detach().contiguous()
+    assert torch.equal(norm.modulated(xn, scale, shift), torch.addcmul(shift, norm(xn), scale + 1.0))
