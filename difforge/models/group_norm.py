@@ -87,13 +87,14 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         # dx = rstd a dy + beta x + gamma, beta and gamma per (n, group): GroupNorm's backward in closed form
         beta = (-rstd * rstd * k).repeat_interleave(cg, 1)
         gamma = (rstd * (mean * rstd * k - sa / m)).repeat_interleave(cg, 1)
-        alpha = rstd.repeat_interleave(cg, 1) * af
+        rstd_c = rstd.repeat_interleave(cg, 1)  # per channel
+        alpha = rstd_c * af
         dx = torch.addcmul(gamma[:, None].to(x.dtype), dyf, alpha[:, None].to(x.dtype))
         dx.addcmul_(xf, beta[:, None].to(x.dtype))
         dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
         da = db_out = None
         if a is not None and ctx.needs_input_grad[1]:
-            da = (ds - mean.repeat_interleave(cg, 1) * db) * rstd.repeat_interleave(cg, 1)  # sum of dy * xhat
+            da = (ds - mean.repeat_interleave(cg, 1) * db) * rstd_c  # sum of dy * xhat
             da = (da if a.dim() == 2 else da.sum(0)).to(a.dtype)
         if ctx.b_shape is not None and ctx.needs_input_grad[2]:
             shape, dtype = ctx.b_shape
