@@ -112,7 +112,7 @@ class TrainConfig:
     grad_clip: Optional[float] = 1.0
     seed: int = 0
     channels_last: Union[bool, str] = "auto"  # auto: probed per network with a time budget (train/autonet.py), else off
-    compile: bool = False  # torch.compile the training network (checked first, train/compiling.py: not with bf16 on a CPU)
+    compile: bool = False  # torch.compile the training network (its toolchain checked first; train/compiling.py)
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0

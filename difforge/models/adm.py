@@ -52,13 +52,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 from .layers import (
     CrossAttention2d, attention, check_bool, check_float, check_int, check_ints, group_norm, same_layout, size_error, timestep_embedding,
-    zero_,
+    upsample_nearest2x, zero_,
 )
 from .text_encoder import text_condition, text_modules
 from .registry import register
@@ -100,7 +99,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1) if use_conv else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = upsample_nearest2x(x)
         return self.conv(x) if self.conv is not None else x
 
 

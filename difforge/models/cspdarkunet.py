@@ -32,13 +32,12 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 from .layers import (
     ACTIVATIONS, Attention2d, TimestepEmbedder, check_bool, check_int, check_ints, group_norm, make_act, same_layout,
-    size_error, zero_,
+    size_error, upsample_nearest2x, zero_,
 )
 from .registry import register
 
@@ -107,7 +106,7 @@ class UpStage(nn.Module):
         self.attn = attn
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(self.reduce(x), scale_factor=2.0, mode="nearest")
+        h = upsample_nearest2x(self.reduce(x))
         h = self.csp(torch.cat([skip, h], dim=1), emb)
         return self.attn(h) if self.attn is not None else h
 

@@ -259,6 +259,24 @@ def position_features(h: int, w: int, device=None, dtype=torch.float32) -> torch
     return torch.cat([ang.sin(), ang.cos()], dim=1).to(dtype)
 
 
+def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
+    """Double H and W of (B, C, H, W) by repeating each pixel 2 x 2, in ``x``'s memory layout.
+
+    Eagerly ``F.interpolate(x, scale_factor=2, mode="nearest")``. Under ``torch.compile`` the same
+    values as a broadcast and a reshape: torch 2.13's Inductor computes the backward of
+    ``upsample_nearest2d`` wrongly in bf16 on a CPU inside a whole network (the layers below the
+    upsampling got no gradient at all, in the UNet and the ADM; ``benchmarks/compile_check.py``),
+    while the backward of this form -- a sum over each 2 x 2 window -- is right.
+    """
+    if not torch.compiler.is_compiling():
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)
+        return y.permute(0, 3, 1, 2)
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
 def same_layout(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``y`` in the memory layout of ``like`` (a no-op when it already is)."""
     if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
@@ -290,6 +308,7 @@ __all__ = [
     "sampling_memory_format",
     "size_error",
     "timestep_embedding",
+    "upsample_nearest2x",
     "zero_",
 ]
 

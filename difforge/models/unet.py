@@ -72,7 +72,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import ACTIVATIONS, NORMS, Attention2d, CrossAttention2d, TimestepEmbedder, coordinate_planes, make_act, make_norm, same_layout, zero_
+from .layers import (
+    ACTIVATIONS, NORMS, Attention2d, CrossAttention2d, TimestepEmbedder, coordinate_planes, make_act, make_norm, same_layout,
+    upsample_nearest2x, zero_,
+)
 from .group_norm import modulated_norm
 from .text_encoder import TextLayout, pooled_text, text_condition, text_modules
 from .registry import register
@@ -127,7 +130,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest2x(x))
 
 
 class _Stage(nn.ModuleList):

@@ -9,10 +9,12 @@ whatever the machine's load. The run stops before a step that would end past the
 run ends at the first one reached. Without a budget the schedule is the step-based
 :func:`~difforge.train.optim.lr_factor` (bit-exact resume).
 
-A run's first step carries one-off set-up (``torch.compile`` compiles then: up to a minute or two
-on a CPU). That time counts against the budget, but not as progress of the schedule: the set-up
-(the first step's time beyond the second's) is taken off both the time used and the budget when
-the schedule's fraction is computed, so a compile cannot eat the LR warm-up.
+A run's first step carries one-off set-up. That time counts against the budget, but not as
+progress of the schedule: the set-up (the first step's time beyond the second's) is taken off both
+the time used and the budget when the schedule's fraction is computed, so it cannot eat the LR
+warm-up. Set-up inside a later step (``--compile`` compiles in the step whose gradients it first
+checks, the second of a fresh run) is reported by the trainer (:meth:`Pacer.note_setup`) and
+treated alike: off the schedule's progress and off the step-time estimate.
 
 The EMA warm-up ramp (:mod:`difforge.train.ema`) depends on the number of updates done only,
 never on a planned total, so no guess of the step rate reaches it either.
@@ -51,6 +53,8 @@ class Pacer:
         self.step_time: Optional[float] = None
         self.first_estimate: Optional[int] = None
         self.setup = 0.0  # this process's one-off set-up seconds (the first step's time beyond the second's)
+        self.later_setup = 0.0  # set-up seconds noted in later steps (note_setup)
+        self._noted = 0.0
         self._first_dt = 0.0
         self._steps_done = 0
         self.reason = ""
@@ -78,7 +82,8 @@ class Pacer:
         ahead = self._ahead()
         if ahead and self.used + 2 * ahead > self.seconds:
             return 1.0
-        return min(1.0, max(0.0, self.used + ahead - self.setup) / (self.seconds - self.setup))
+        setup = min(self.setup + self.later_setup, 0.99 * self.seconds)
+        return min(1.0, max(0.0, self.used + ahead - setup) / (self.seconds - setup))
 
     def _ahead(self) -> float:
         """The expected time of the next step; 0 until a second step shows what a step costs (the
@@ -114,6 +119,10 @@ class Pacer:
             factor *= min(1.0, (step + 1) / self.warmup_steps)
         return factor
 
+    def note_setup(self, seconds: float) -> None:
+        """``seconds`` of the step under way were one-off set-up, not training (a compile)."""
+        self._noted += max(0.0, seconds)
+
     # -- after a step -------------------------------------------------------------------------
     def after_step(self, step: int, agreed_elapsed: float) -> bool:
         """Record the time after step ``step`` (1-based count of steps done); True when the run
@@ -122,6 +131,11 @@ class Pacer:
             dt = max(0.0, agreed_elapsed - self.used)
             self.used = agreed_elapsed
             self._steps_done = step - self.start_step
+            if self._steps_done > 1:  # (the first step's set-up is found from the second step's time)
+                extra = min(self._noted, dt)
+                self.later_setup += extra
+                dt -= extra
+            self._noted = 0.0
             if self._steps_done == 1:
                 self._first_dt = dt
             if self._steps_done <= 2:  # the 1st step's time, then its excess over the 2nd

@@ -96,6 +96,8 @@ class Trainer:
         self.clock = clock  # the time budget's clock (tests pass a fake one)
         self.elapsed_before = 0.0  # training seconds of the run before this resume
         self._stop_requested = False
+        self._compile_checked = False
+        self.compiled_net = None
         self.log = get_logger()
         self.dist = DistInfo()
         self.tb = None  # a TensorBoardWriter on rank 0 with tensorboard=True
@@ -237,11 +239,17 @@ class Trainer:
             shutdown(self.dist, finished=result is not None)
         return result
 
-    def _wrap_ddp(self) -> torch.nn.Module:
-        """The module the loop calls: DDP around the network when several processes train."""
-        net = self.net
-        if self.config.train.compile:  # the saved weights stay those of self.net (compile shares them)
-            net = torch.compile(net)
+    def _wrap_ddp(self, compiled: bool = False) -> torch.nn.Module:
+        """The module the loop calls: the network (or its compiled form) in DDP when several processes train.
+
+        A ``compile`` run compiles the network here but trains eagerly until :meth:`_check_compiled`
+        has seen the compiled gradients agree with eager ones (the saved weights are always those of
+        ``self.net``: compiling shares them)."""
+        if self.config.train.compile and self.compiled_net is None and not self._compile_checked:
+            from .compiling import compile_network
+
+            self.compiled_net = compile_network(self.net, self.device)
+        net = self.compiled_net if compiled else self.net
         if not self.dist.enabled:
             return net
         from torch.nn.parallel import DistributedDataParallel
@@ -252,6 +260,12 @@ class Trainer:
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> Dict[str, float]:
         """One optimizer step; the mean of every per-sample term over its micro-batches ("loss" first)."""
         tc = self.config.train
+        if self.compiled_net is not None and not self._compile_checked:  # its time (a compile) is set-up
+            pacer = getattr(self, "pacer", None)
+            t0 = pacer.clock() if pacer else 0.0
+            self._check_compiled(data, plan, step)
+            if pacer:
+                pacer.note_setup(pacer.clock() - t0)
         rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
         seed_global(tc.seed, step)  # dropout and any other global-RNG use
         sums: Dict[str, float] = {}
@@ -280,6 +294,35 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.net)
         return sums
+
+    def _check_compiled(self, data: TrainingImages, plan: BatchPlan, step: int) -> None:
+        """Switch to the compiled network once its gradients on this step's first batch agree with
+        eager mode's, or give it up with a warning (:func:`~difforge.train.compiling.gradient_problem`):
+        Inductor has been measured to miscompile a bf16 backward, and a wrong gradient trains silently.
+        Undecided (a fresh network: only its zero-initialised output layer has a gradient), the step
+        trains eagerly and the next one checks again."""
+        from .compiling import NOT_YET, gradient_problem
+
+        tc = self.config.train
+
+        def loss(net):
+            rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
+            seed_global(tc.seed, step)
+            batch = plan.batch(step * tc.grad_accum, self.task, data, rng, self.device, tc.channels_last is True)
+            return self.task.loss(net, batch, rng)["loss"].mean()
+
+        problem = gradient_problem(self.net, self.compiled_net, loss, self.autocast)
+        verdict = all_reduce_mean(torch.tensor([float(problem == NOT_YET), float(problem not in (None, NOT_YET))]), self.dist)
+        if verdict[0] > 0 and verdict[1] == 0:  # every rank decides alike
+            return
+        self._compile_checked = True
+        if verdict[1] > 0:
+            self.log.warning(f"--compile: torch.compile's gradients for this network disagree with eager mode here "
+                             f"({problem if problem not in (None, NOT_YET) else 'on another rank'}); training without compiling")
+            self.compiled_net = None
+            return
+        self.log.info(f"--compile: the compiled network's gradients agree with eager mode's (step {step}); training compiled")
+        self.train_net = self._wrap_ddp(compiled=True)
 
     def _loop(self, data, plan, total, start_step, metrics) -> TrainResult:
         tc = self.config.train

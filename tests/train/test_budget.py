@@ -97,6 +97,30 @@ def test_a_first_step_of_over_a_third_of_the_budget_does_not_end_the_run():
     assert lrs[1] == pytest.approx(1.0, abs=0.01) and lrs[-1] == pytest.approx(0.0)
 
 
+def test_set_up_noted_in_a_later_step_counts_against_the_budget_but_not_as_progress_or_step_time():
+    """--compile compiles in the step that first checks its gradients (step 2 of a fresh run): the
+    trainer notes that step's set-up, which then neither advances the schedule nor enters the step time."""
+    clock = FakeClock()
+    pacer = Pacer(total=None, minutes=10.0, schedule="cosine", clock=clock)
+    clock.step_time = 0.0
+    pacer.start()
+    lrs = []
+    for step in range(3):
+        lrs.append(pacer.lr(step))
+        clock.step_time = 61.0 if step == 2 else 1.0
+        if step == 2:
+            pacer.note_setup(60.0)
+        pacer.after_step(step + 1, pacer.elapsed())
+    assert pacer.used == pytest.approx(63.0) and pacer.later_setup == pytest.approx(60.0)
+    assert pacer.step_time == pytest.approx(1.0, abs=0.01)  # the compile is not a step's cost
+    assert pacer.lr(3) > 0.99  # progress (3 s of 540) ignores the 60 s; counting them would give cos(pi * 64/600)
+    assert lr_factor_at(64 / 600, "cosine") < 0.98
+    step, clock.step_time = 3, 1.0
+    while not pacer.after_step(step + 1, pacer.elapsed()):
+        step += 1
+    assert 600 - 1.0 < pacer.used <= 600 and step + 1 == 600 - 60  # the set-up still came off the budget
+
+
 def test_step_limit_and_budget_together_follow_whichever_is_further():
     clock = FakeClock()
     pacer = Pacer(total=30, minutes=1.0, schedule="cosine", clock=clock)
