@@ -2,10 +2,13 @@
 
     python benchmarks/train_speed.py                 # default UNet at 32 and 64 px
     python benchmarks/train_speed.py --networks unet,unet-small --sizes 32 --precisions fp32
+    python benchmarks/train_speed.py --networks unet-tiny --sizes 32 --precisions bf16 --compile off,on
 
 Every configuration runs in a fresh subprocess so its peak RSS is its own. The conv peak is a
 3x3 convolution forward+backward (fp32 and bf16) at a size that fills the cores; each training
-result is printed as a fraction of the peak of its precision.
+result is printed as a fraction of the peak of its precision. ``--compile off,on`` also times each
+configuration trained through ``torch.compile`` as ``--compile`` runs do (its compile, in the first
+two steps, is not timed; its seconds are printed).
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ def run_one(spec: dict) -> dict:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, foreach=True)
     obj = Objective(Schedule.named("linear", 1000))
+    model = net
+    if spec.get("compile"):
+        from difforge.train.compiling import compile_network
+
+        model = compile_network(net, torch.device("cpu"))
     bf16 = spec["precision"] == "bf16"
     x = torch.randn(batch, 3, size, size)
     if cl:
@@ -64,12 +72,15 @@ def run_one(spec: dict) -> dict:
     def step():
         t = torch.randint(0, 1000, (batch,))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = obj(net, x, t, torch.randn_like(x), y)["loss"].mean()
+            loss = obj(model, x, t, torch.randn_like(x), y)["loss"].mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    t_setup = time.perf_counter()
     step()
+    step()  # (a compiled network compiles its graphs in these two)
+    setup_s = time.perf_counter() - t_setup
     n, t0 = 0, time.perf_counter()
     while n < spec["min_steps"] or time.perf_counter() - t0 < spec["seconds"]:
         step()
@@ -81,6 +92,7 @@ def run_one(spec: dict) -> dict:
         "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
         "gflops_fwd": gflops,
         "images_per_s": ips,
+        "setup_s": setup_s,
         "achieved_gflops": 3 * gflops * ips,  # forward + backward ~ 3x forward
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
@@ -108,6 +120,7 @@ def main() -> None:
     ap.add_argument("--layouts", default="nchw,channels_last")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--compile", default="off", help="off, on or off,on: also (or only) train through torch.compile")
     ap.add_argument("--no-sampling", action="store_true")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -119,24 +132,28 @@ def main() -> None:
     peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16, 1.0)}
     print(f"# {torch.__version__}, {threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"# 3x3 conv fwd+bwd peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s\n")
-    header = "| network | px | batch | precision | layout | params (M) | GFLOPs/img fwd | images/s | achieved GFLOP/s | of conv peak | peak RSS (GiB) |"
+    compiles = [c == "on" for c in args.compile.split(",")]
+    header = ("| network | px | batch | precision | layout | compiled (s) | params (M) | GFLOPs/img fwd | images/s | achieved GFLOP/s | "
+              "of conv peak | peak RSS (GiB) |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for network in args.networks.split(","):
         for size in map(int, args.sizes.split(",")):
             for precision in args.precisions.split(","):
-                for layout in args.layouts.split(","):
+                for layout, compiled in [(lay, c) for lay in args.layouts.split(",") for c in compiles]:
                     slow = precision == "bf16" and peaks["bf16"] < 0.5 * peaks["fp32"]
-                    spec = {"network": network, "size": size, "batch": args.batch, "precision": precision,
-                            "layout": layout, "seconds": 1.0 if slow else args.seconds, "min_steps": 1 if slow else 3}
+                    spec = {"network": network, "size": size, "batch": args.batch, "precision": precision, "layout": layout,
+                            "compile": compiled, "seconds": 1.0 if slow else args.seconds, "min_steps": 1 if slow else 3}
                     out = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True,
                                          text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
                     if out.returncode != 0:
-                        print(f"| {network} | {size} | {args.batch} | {precision} | {layout} | failed: {out.stderr.strip().splitlines()[-1]} |")
+                        print(f"| {network} | {size} | {args.batch} | {precision} | {layout} | {'yes' if compiled else 'no'} | failed: "
+                              f"{out.stderr.strip().splitlines()[-1]} |")
                         continue
                     r = json.loads(out.stdout.strip().splitlines()[-1])
                     frac = r["achieved_gflops"] / peaks[precision]
-                    print(f"| {network} | {size} | {args.batch} | {precision} | {layout} | {r['params_m']:.2f} | "
+                    done = f"yes ({r['setup_s']:.0f})" if compiled else "no"
+                    print(f"| {network} | {size} | {args.batch} | {precision} | {layout} | {done} | {r['params_m']:.2f} | "
                           f"{r['gflops_fwd']:.2f} | {r['images_per_s']:.1f} | {r['achieved_gflops']:.1f} | {frac:.0%} | {r['peak_rss_gib']:.2f} |")
     if not args.no_sampling:
         print("\n| network | px | sampler | steps | seconds / image (batch 16, CFG) |\n|---|---|---|---|---|")
