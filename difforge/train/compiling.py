@@ -19,11 +19,13 @@ network's gradients with fp32 eager ones, next to eager bf16's own round-off):
   compiled gradients on one of its own batches against eager ones, before a compiled step
   trains. A disagreement -- a network or a PyTorch this was not measured on -- is logged and the
   run trains eagerly; it never trains silently on wrong gradients.
-- **Speed** (bf16, batch 16, 2 threads, images/s, eager -> compiled, after a 60-110 s compile):
-  unet-tiny 32 px 147.5 -> 166.3 channels_last (1.13x), 140.0 -> 162.5 NCHW; the default unet at
-  32 px 38.7 -> 35.4 channels_last (*slower*: difforge's channels_last GroupNorm backward already
-  does what fusion would), 33.3 -> 34.9 NCHW. fp32 unet-tiny at 64 px 54.6 -> 57.1 (1.04x). A
-  12-minute run of the demo-size network would gain ~3% net of its compile: not a default.
+- **Speed** (bf16, channels_last, batch 16, 2 threads, images/s, eager -> compiled; one process at
+  a time): unet-tiny at 32 px 134.5 -> 173.7 and 130.7 -> 168.6 (**1.29x**, difforge's fused
+  AdamW), 130.1 -> 154.0 (1.18x, ``benchmarks/train_speed.py --compile off,on``, foreach AdamW);
+  the default unet at 32 px 34.0 -> 35.7, 35.0 -> 36.0 and 32.6 -> 35.0 (1.01-1.07x: difforge's
+  channels_last GroupNorm backward already does much of what fusion would). The compile takes
+  54-135 s cold and 15-27 s from Inductor's on-disk cache. A 12-minute run of the demo-size network
+  gains ~15% of steps net of a cold compile, the default unet nothing: opt-in, not a default.
 - Not measured on a GPU (none was lent), so it is not a GPU default either.
 
 A compiled run needs a working toolchain: a C++ compiler and Python's headers on a CPU, Triton on
