@@ -106,6 +106,43 @@ def gradient_problem(eager: torch.nn.Module, compiled: torch.nn.Module, loss: Ca
     return f"{len(off)} of {len(checked)} parameters' gradients are off (worst: {worst}, {off[worst]:.0%} from eager fp32)"
 
 
+def check_in_step(trainer, data, plan, step: int) -> None:
+    """From ``trainer``'s step ``step``, before it trains: switch it to its compiled network once
+    that network's gradients on this step's first batch agree with eager mode's, or give the
+    compile up with a warning (:func:`gradient_problem`): Inductor has been measured to miscompile
+    a bf16 backward, and a wrong gradient trains silently. Undecided (a fresh network: only its
+    zero-initialised output layers have a gradient), the step trains eagerly and the next checks
+    again. Every rank decides alike; the time taken (the compile) is set-up for the budget's pacer."""
+    from .distributed import all_reduce_mean
+    from .rng import StepRNG, seed_global
+
+    tc = trainer.config.train
+    pacer = getattr(trainer, "pacer", None)
+    t0 = pacer.clock() if pacer else 0.0
+
+    def loss(net):
+        rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
+        seed_global(tc.seed, step)
+        batch = plan.batch(step * tc.grad_accum, trainer.task, data, rng, trainer.device, tc.channels_last is True)
+        return trainer.task.loss(net, batch, rng)["loss"].mean()
+
+    problem = gradient_problem(trainer.net, trainer.compiled_net, loss, trainer.autocast)
+    wrong = problem not in (None, NOT_YET)
+    votes = all_reduce_mean(torch.tensor([float(problem == NOT_YET), float(wrong)]), trainer.dist)
+    if pacer:
+        pacer.note_setup(pacer.clock() - t0)
+    if votes[0] > 0 and votes[1] == 0:
+        return
+    trainer._compile_checked = True
+    if votes[1] > 0:
+        trainer.log.warning(f"--compile: torch.compile's gradients for this network disagree with eager mode here "
+                            f"({problem if wrong else 'on another rank'}); training without compiling")
+        trainer.compiled_net = None
+        return
+    trainer.log.info(f"--compile: the compiled network's gradients agree with eager mode's (step {step}); training compiled")
+    trainer.train_net = trainer._wrap_ddp(compiled=True)
+
+
 def toolchain_problem(device: torch.device) -> Optional[str]:
     """Why ``torch.compile`` cannot run here, or None when a tiny compiled function works."""
     if device.type == "cuda":
@@ -145,4 +182,4 @@ def check_compile(config: Config, dist: Optional[DistInfo] = None) -> None:
         raise ConfigError(f"--compile cannot run here: {problem}; train without --compile")
 
 
-__all__ = ["NOT_YET", "check_compile", "compile_network", "gradient_problem", "toolchain_problem"]
+__all__ = ["NOT_YET", "check_compile", "check_in_step", "compile_network", "gradient_problem", "toolchain_problem"]

@@ -61,6 +61,15 @@ def device_for(info: DistInfo, device_name: str) -> str:
     return device_name
 
 
+def wrap_ddp(net: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``net`` in DistributedDataParallel when several processes train, else ``net`` itself."""
+    if not info.enabled:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         values = values.clone()

@@ -27,7 +27,8 @@ from ..errors import CheckpointError, ConfigError, UserError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from ..modelfile import load_model_file, load_weights_into, save_model_file
 from . import checkpoint as ckpt, guards
-from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown
+from .compiling import check_in_step, compile_network
+from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown, wrap_ddp
 from .ema import EMA
 from .logging import MetricsCSV, announce, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, set_lr
@@ -96,8 +97,7 @@ class Trainer:
         self.clock = clock  # the time budget's clock (tests pass a fake one)
         self.elapsed_before = 0.0  # training seconds of the run before this resume
         self._stop_requested = False
-        self._compile_checked = False
-        self.compiled_net = None
+        self._compile_checked, self.compiled_net = False, None  # train/compiling.py
         self.log = get_logger()
         self.dist = DistInfo()
         self.tb = None  # a TensorBoardWriter on rank 0 with tensorboard=True
@@ -240,32 +240,16 @@ class Trainer:
         return result
 
     def _wrap_ddp(self, compiled: bool = False) -> torch.nn.Module:
-        """The module the loop calls: the network (or its compiled form) in DDP when several processes train.
-
-        A ``compile`` run compiles the network here but trains eagerly until :meth:`_check_compiled`
-        has seen the compiled gradients agree with eager ones (the saved weights are always those of
-        ``self.net``: compiling shares them)."""
+        """The module the loop calls: the network, or its compiled form once check_in_step agrees (compiling.py)."""
         if self.config.train.compile and self.compiled_net is None and not self._compile_checked:
-            from .compiling import compile_network
-
-            self.compiled_net = compile_network(self.net, self.device)
-        net = self.compiled_net if compiled else self.net
-        if not self.dist.enabled:
-            return net
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(net, device_ids=ids)
+            self.compiled_net = compile_network(self.net, self.device)  # it shares self.net's weights
+        return wrap_ddp(self.compiled_net if compiled else self.net, self.dist, self.device)
 
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> Dict[str, float]:
         """One optimizer step; the mean of every per-sample term over its micro-batches ("loss" first)."""
         tc = self.config.train
-        if self.compiled_net is not None and not self._compile_checked:  # its time (a compile) is set-up
-            pacer = getattr(self, "pacer", None)
-            t0 = pacer.clock() if pacer else 0.0
-            self._check_compiled(data, plan, step)
-            if pacer:
-                pacer.note_setup(pacer.clock() - t0)
+        if self.compiled_net is not None and not self._compile_checked:
+            check_in_step(self, data, plan, step)
         rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
         seed_global(tc.seed, step)  # dropout and any other global-RNG use
         sums: Dict[str, float] = {}
@@ -294,35 +278,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.net)
         return sums
-
-    def _check_compiled(self, data: TrainingImages, plan: BatchPlan, step: int) -> None:
-        """Switch to the compiled network once its gradients on this step's first batch agree with
-        eager mode's, or give it up with a warning (:func:`~difforge.train.compiling.gradient_problem`):
-        Inductor has been measured to miscompile a bf16 backward, and a wrong gradient trains silently.
-        Undecided (a fresh network: only its zero-initialised output layer has a gradient), the step
-        trains eagerly and the next one checks again."""
-        from .compiling import NOT_YET, gradient_problem
-
-        tc = self.config.train
-
-        def loss(net):
-            rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
-            seed_global(tc.seed, step)
-            batch = plan.batch(step * tc.grad_accum, self.task, data, rng, self.device, tc.channels_last is True)
-            return self.task.loss(net, batch, rng)["loss"].mean()
-
-        problem = gradient_problem(self.net, self.compiled_net, loss, self.autocast)
-        verdict = all_reduce_mean(torch.tensor([float(problem == NOT_YET), float(problem not in (None, NOT_YET))]), self.dist)
-        if verdict[0] > 0 and verdict[1] == 0:  # every rank decides alike
-            return
-        self._compile_checked = True
-        if verdict[1] > 0:
-            self.log.warning(f"--compile: torch.compile's gradients for this network disagree with eager mode here "
-                             f"({problem if problem not in (None, NOT_YET) else 'on another rank'}); training without compiling")
-            self.compiled_net = None
-            return
-        self.log.info(f"--compile: the compiled network's gradients agree with eager mode's (step {step}); training compiled")
-        self.train_net = self._wrap_ddp(compiled=True)
 
     def _loop(self, data, plan, total, start_step, metrics) -> TrainResult:
         tc = self.config.train

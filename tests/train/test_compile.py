@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from difforge.config import Config
 from difforge.errors import ConfigError
 from difforge.train import compiling
+from difforge.train import trainer as trainer_module
 from difforge.train.trainer import Trainer
 
 from ..conftest import tiny_overrides
@@ -150,7 +151,7 @@ def test_the_gradient_check_accepts_fp32_round_off_on_gradients_that_are_zero_in
 def test_a_run_whose_compiled_gradients_are_wrong_trains_eagerly_with_a_warning(tmp_path, monkeypatch):
     """The first step compares the compiled network's gradients with eager mode's on its own batch;
     when they disagree the run says so and trains exactly as an eager run does."""
-    monkeypatch.setattr(compiling, "compile_network", lambda net, device: _CutGradient(net))
+    monkeypatch.setattr(trainer_module, "compile_network", lambda net, device: _CutGradient(net))
     eager = Trainer(progress=False, **tiny_overrides(tmp_path, run="eager", max_steps=3, ema_select=False)).fit()
     checked = Trainer(progress=False, **tiny_overrides(tmp_path, run="cut", max_steps=3, ema_select=False, compile=True)).fit()
     assert "gradients for this network disagree with eager mode" in (checked.run_dir / "log.txt").read_text()
@@ -161,7 +162,7 @@ def test_a_run_whose_compiled_gradients_are_wrong_trains_eagerly_with_a_warning(
 
 def test_a_run_whose_compiled_gradients_agree_keeps_the_compiled_network(tmp_path, monkeypatch):
     wrapped = []
-    monkeypatch.setattr(compiling, "compile_network", lambda net, device: wrapped.append(_Same(net)) or wrapped[-1])
+    monkeypatch.setattr(trainer_module, "compile_network", lambda net, device: wrapped.append(_Same(net)) or wrapped[-1])
     r = Trainer(progress=False, **tiny_overrides(tmp_path, max_steps=4, ema_select=False, compile=True)).fit()
     log = (r.run_dir / "log.txt").read_text()
     found = re.search(r"gradients agree with eager mode's \(step (\d+)\); training compiled", log)
