@@ -1,6 +1,7 @@
 """DDP on CPU with gloo, 2 processes, as torchrun launches them."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -55,6 +56,21 @@ def test_two_processes_match_one_process_with_double_batch_and_resume(tmp_path):
     # a run saved by 2 processes resumes with 1 and continues the same run
     _run(1, tmp_path, "two", 8, 6, "--resume")
     _run(1, tmp_path, "one", 8, 6, "--resume")
+    a, b = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_two_compiled_processes_check_alike_and_match_one_eager_process(tmp_path):
+    """--compile under DDP: both ranks check the compiled gradients on their own batch and vote, the
+    run switches to the compiled network in DDP, and ends where one eager process with the double
+    batch ends (float round-off apart)."""
+    _run(2, tmp_path, "two", 4, 5, "--compile")
+    _run(1, tmp_path, "one", 8, 5)
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "gradients agree with eager mode's" in log and "training compiled" in log and "disagree" not in log
     a, b = _weights(tmp_path / "two"), _weights(tmp_path / "one")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
