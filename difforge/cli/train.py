@@ -175,9 +175,9 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
                    "--max-minutes is given, else off), true or false")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help=argparse.SUPPRESS)
     bool_flag(g, "--compile", "compile", "torch.compile the training network (same numbers as eager within float "
-              "round-off; a fresh run's first two steps train eagerly, then its compiled gradients are checked against "
-              "eager ones (if they disagree the run says so and stays eager) in a step that compiles, 1-2 minutes on a "
-              "CPU; needs a C++ compiler there; measured 1.18-1.29x faster for unet-tiny in bf16 on a CPU, 1.01-1.07x "
+              "round-off; a fresh run trains eagerly until most parameters have a gradient, 2-4 steps, then one step "
+              "compiles, 1-2 minutes on a CPU, and checks the compiled gradients against eager ones: if they disagree "
+              "the run says so and stays eager; needs a C++ compiler there; measured 1.18-1.29x faster for unet-tiny in bf16 on a CPU, 1.01-1.07x "
               "for the default unet)")
     add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
 

@@ -13,7 +13,7 @@ A run's first step carries one-off set-up. That time counts against the budget, 
 progress of the schedule: the set-up (the first step's time beyond the second's) is taken off both
 the time used and the budget when the schedule's fraction is computed, so it cannot eat the LR
 warm-up. Set-up inside a later step (``--compile`` compiles in the step whose gradients it first
-checks, the second of a fresh run) is reported by the trainer (:meth:`Pacer.note_setup`) and
+checks, step 2-4 of a fresh run) is reported by the trainer (:meth:`Pacer.note_setup`) and
 treated alike: off the schedule's progress and off the step-time estimate.
 
 The EMA warm-up ramp (:mod:`difforge.train.ema`) depends on the number of updates done only,

@@ -93,8 +93,10 @@ def gradient_problem(eager: torch.nn.Module, compiled: torch.nn.Module, loss: Ca
     if len(checked) < 0.5 * sum(1 for p in eager.parameters() if p.requires_grad):
         return NOT_YET
     run_eager, run_compiled = grads(eager, autocast), grads(compiled, autocast)
-    device = next(eager.parameters()).device.type
-    bf16 = grads(eager, functools.partial(torch.autocast, device, dtype=torch.bfloat16))  # how ill-conditioned each gradient is
+    device = next(eager.parameters()).device
+    bf16 = {}  # how ill-conditioned each gradient is (a GPU without bf16: the run's own precision alone says)
+    if device.type != "cuda" or torch.cuda.is_bf16_supported():
+        bf16 = grads(eager, functools.partial(torch.autocast, device.type, dtype=torch.bfloat16))
 
     # a gradient that is zero in exact arithmetic (a conv's bias before a GroupNorm with a group per
     # channel) is round-off in any precision: distances are taken relative to at least 1% of the
@@ -106,7 +108,7 @@ def gradient_problem(eager: torch.nn.Module, compiled: torch.nn.Module, loss: Ca
         return 1.0 if g is None else float((g - ref).norm()) / scale
 
     off = {n: distance(run_compiled.get(n), g) for n, g in checked.items()
-           if distance(run_compiled.get(n), g) > 2 * max(distance(run_eager.get(n), g), distance(bf16.get(n), g)) + 0.02}
+           if distance(run_compiled.get(n), g) > 2 * max(distance(run_eager.get(n), g), distance(bf16.get(n, g), g)) + 0.02}
     if not off:
         return None
     worst = max(off, key=off.get)
