@@ -4,6 +4,7 @@
     python benchmarks/peers.py                   # 32 and 64 px, fp32 (+ bf16 where the CPU has it): ~5 min quiet
     python benchmarks/peers.py --quick           # a tiny run that checks the script works (not a measurement)
     python benchmarks/peers.py --precisions bf16 --no-sampling   # the bf16 training rows only
+    python benchmarks/peers.py --precisions bf16 --no-sampling --compile   # ... and difforge trained through torch.compile
 
 The networks: difforge's default ``unet`` (class-conditional, 4 classes) and a diffusers
 ``UNet2DModel`` built to the same layout (block_out_channels 64,128,128,128, 2 layers per block,
@@ -102,7 +103,12 @@ def train_speed(spec: dict) -> dict:
         from difforge.diffusion.schedule import Schedule
 
         obj = Objective(Schedule.named("linear", 1000))
-        loss_fn = lambda t, eps: obj(net, x0, t, eps, y)["loss"].mean()  # noqa: E731
+        model = net
+        if spec.get("compile"):  # as `difforge train --compile` trains once its gradient check has passed
+            from difforge.train.compiling import compile_network
+
+            model = compile_network(net, torch.device("cpu"))
+        loss_fn = lambda t, eps: obj(model, x0, t, eps, y)["loss"].mean()  # noqa: E731
     else:
         from diffusers import DDPMScheduler
 
@@ -119,6 +125,7 @@ def train_speed(spec: dict) -> dict:
         opt.zero_grad(set_to_none=True)
 
     step()
+    step()  # (a compiled network compiles in these two)
     n, t0 = 0, time.perf_counter()
     while n < spec["min_steps"] or time.perf_counter() - t0 < spec["seconds"]:
         step()
@@ -237,6 +244,7 @@ def main() -> None:
     ap.add_argument("--sample-num", type=int, default=32, help="images sampled per framework (reported per 100)")
     ap.add_argument("--sample-size", type=int, default=32)
     ap.add_argument("--no-sampling", action="store_true", help="training rows only")
+    ap.add_argument("--compile", action="store_true", help="also difforge trained through torch.compile (--compile), in its faster layout")
     ap.add_argument("--quick", action="store_true", help="tiny settings: checks the script runs, measures nothing")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -265,6 +273,7 @@ def main() -> None:
     print("\n| training | px | batch | precision | difforge img/s (layout) | diffusers img/s (NCHW) | ratio | diffusers channels_last | "
           "ratio vs diffusers' faster | difforge % of peak | diffusers % of peak | difforge RSS GiB | diffusers RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    compiled = []
     for size in sizes:
         for p in precisions:
             r = {(fw, lay): run_child({"kind": "train", "framework": fw, "size": size, "batch": batch, "precision": p, "layout": lay,
@@ -280,6 +289,20 @@ def main() -> None:
             print(f"| | {size} | {batch} | {p} | {ours:.1f} ({lay}) | {theirs:.1f} | {ratio(ours, theirs)} | "
                   f"{ips['diffusers', 'channels_last']:.1f} | {ratio(ours, best)} | {pct['difforge']:.0%} | {pct['diffusers']:.0%} | "
                   f"{r['difforge', lay]['peak_rss_gib']:.2f} | {r['diffusers', 'nchw']['peak_rss_gib']:.2f} |")
+            if args.compile:
+                compiled.append((size, p, lay, ours, theirs, run_child({"kind": "train", "framework": "difforge", "size": size,
+                                 "batch": batch, "precision": p, "layout": lay, "seconds": seconds, "min_steps": min_steps,
+                                 "threads": m["threads"], "compile": True})))
+    if compiled:
+        print("\n| difforge --compile | px | precision | layout | img/s | vs difforge eager | vs diffusers (NCHW) | % of peak | RSS GiB |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for size, p, lay, ours, theirs, c in compiled:
+            if "error" in c:
+                print(f"| | {size} | {p} | {lay} | failed: {c['error']} |")
+                continue
+            v = c["images_per_s"]
+            print(f"| | {size} | {p} | {lay} | {v:.1f} | {ratio(v, ours)} | {ratio(v, theirs)} | "
+                  f"{3 * flops[size]['difforge'] * v / peaks[p]:.0%} | {c['peak_rss_gib']:.2f} |")
 
     size = 32 if args.quick else args.sample_size
     if not args.no_sampling:
