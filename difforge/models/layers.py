@@ -266,7 +266,8 @@ def upsample_nearest2x(x: torch.Tensor) -> torch.Tensor:
     values as a broadcast and a reshape: torch 2.13's Inductor computes the backward of
     ``upsample_nearest2d`` wrongly in bf16 on a CPU inside a whole network (the layers below the
     upsampling got no gradient at all, in the UNet and the ADM; ``benchmarks/compile_check.py``),
-    while the backward of this form -- a sum over each 2 x 2 window -- is right.
+    while the backward of this form -- a sum over each 2 x 2 window -- is right. (A relative:
+    pytorch/pytorch#170682, Inductor's bf16 nearest upsampling forward wrong on CUDA, open.)
     """
     if not torch.compiler.is_compiling():
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
