@@ -49,7 +49,8 @@ import torch
 from ..config import Config
 from ..errors import ConfigError
 from ..runtime import resolve_device
-from .distributed import DistInfo, device_for
+from .distributed import DistInfo, all_reduce_mean, device_for
+from .rng import StepRNG, seed_global
 
 
 def compile_network(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -107,8 +108,9 @@ def gradient_problem(eager: torch.nn.Module, compiled: torch.nn.Module, loss: Ca
         scale = max(float(ref.norm()), 0.01 * typical * ref.numel() ** 0.5)
         return 1.0 if g is None else float((g - ref).norm()) / scale
 
-    off = {n: distance(run_compiled.get(n), g) for n, g in checked.items()
-           if distance(run_compiled.get(n), g) > 2 * max(distance(run_eager.get(n), g), distance(bf16.get(n, g), g)) + 0.02}
+    compiled_off = {n: distance(run_compiled.get(n), g) for n, g in checked.items()}
+    off = {n: d for n, d in compiled_off.items()
+           if d > 2 * max(distance(run_eager.get(n), checked[n]), distance(bf16.get(n, checked[n]), checked[n])) + 0.02}
     if not off:
         return None
     worst = max(off, key=off.get)
@@ -122,9 +124,6 @@ def check_in_step(trainer, data, plan, step: int) -> None:
     a bf16 backward, and a wrong gradient trains silently. Undecided (a fresh network: only its
     zero-initialised output layers have a gradient), the step trains eagerly and the next checks
     again. Every rank decides alike; the time taken (the compile) is set-up for the budget's pacer."""
-    from .distributed import all_reduce_mean
-    from .rng import StepRNG, seed_global
-
     tc = trainer.config.train
     pacer = getattr(trainer, "pacer", None)
     t0 = pacer.clock() if pacer else 0.0
