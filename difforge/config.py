@@ -112,7 +112,7 @@ class TrainConfig:
     grad_clip: Optional[float] = 1.0
     seed: int = 0
     channels_last: Union[bool, str] = "auto"  # auto: probed per network with a time budget (train/autonet.py), else off
-    compile: bool = False  # torch.compile the training network (its toolchain checked first; train/compiling.py)
+    compile: Union[bool, str] = "auto"  # torch.compile the training network; auto: a timed trial where measured faster (train/compiling.py)
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0
@@ -351,6 +351,7 @@ class Config:
         _choice("precision", tc.precision, PRECISIONS)
         _choice("image_format", tc.image_format, ("png", "jpg"))
         _choice("channels_last", tc.channels_last, (True, False, "auto"))
+        _choice("compile", tc.compile, (True, False, "auto"))
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
         self._validate_latent()

@@ -174,11 +174,14 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
                    help="channels_last memory layout: auto (default: probed against NCHW on this machine when "
                    "--max-minutes is given, else off), true or false")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help=argparse.SUPPRESS)
-    bool_flag(g, "--compile", "compile", "torch.compile the training network (same numbers as eager within float "
-              "round-off; a fresh run trains eagerly until most parameters have a gradient, 2-4 steps, then one step "
-              "compiles, 1-2 minutes on a CPU, and checks the compiled gradients against eager ones: if they disagree "
-              "the run says so and stays eager; needs a C++ compiler there; measured 1.18-1.29x faster for unet-tiny in bf16 on a CPU, 1.01-1.07x "
-              "for the default unet)")
+    g.add_argument(*option_strings("--compile"), dest="compile", nargs="?", const=True, default=None,
+                   type=lambda v: "auto" if str(v).lower() == "auto" else parse_bool(v), metavar="auto|BOOL",
+                   help="torch.compile the training network (same numbers as eager within float round-off; one step compiles, "
+                   "1-2 minutes on a CPU, and checks the compiled gradients against eager ones: if they disagree the run says so "
+                   "and stays eager; needs a C++ compiler). auto (default): with --max-minutes >= 10, a network measured faster "
+                   "compiled (unet-tiny: 1.18-1.29x in bf16 on a CPU) and a working compiler, the run times its eager and its "
+                   "compiled steps and keeps the faster; else off. true: always; false: never")
+    g.add_argument("--no-compile", dest="compile", action="store_false", help=argparse.SUPPRESS)
     add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
 
     g = p.add_argument_group("checkpoints and previews")

@@ -1,5 +1,5 @@
-"""``--compile``: how a run trains through ``torch.compile``, what is checked, and why it is not the
-default.
+"""``--compile``: how a run trains through ``torch.compile``, what is checked, and when ``auto`` (the
+default) tries it.
 
 Measured on a 2-core AMX Xeon, torch 2.13 (``benchmarks/compile_check.py`` compares a compiled
 network's gradients with fp32 eager ones, next to eager bf16's own round-off):
@@ -24,12 +24,20 @@ network's gradients with fp32 eager ones, next to eager bf16's own round-off):
   AdamW), 130.1 -> 154.0 (1.18x, ``benchmarks/train_speed.py --compile off,on``, foreach AdamW);
   the default unet at 32 px 34.0 -> 35.7, 35.0 -> 36.0 and 32.6 -> 35.0 (1.01-1.07x: difforge's
   channels_last GroupNorm backward already does much of what fusion would). The compile takes
-  54-135 s cold and 15-27 s from Inductor's on-disk cache. A 12-minute run of the demo-size network
-  gains ~15% of steps net of a cold compile, the default unet nothing: opt-in, not a default.
-- Not measured on a GPU (none was lent), so it is not a GPU default either.
+  54-135 s cold and 15-27 s from Inductor's on-disk cache.
+- **``compile: auto``, the default** (:func:`choose_compile`): the compile is one to two minutes
+  of the budget, so it is worth trying only where a network was measured to gain enough to earn it
+  back (:data:`MEASURED_FASTER`: unet-tiny, ~15% more steps net of a cold compile in 12 minutes;
+  the default unet would lose its compile time) and only in a run with a time budget of at least
+  :data:`MIN_MINUTES` (a run limited by steps stays eager and reproducible whatever the machine's
+  load, as with ``channels_last: auto``). Such a run is a **trial** (:class:`Trial`): it times
+  :data:`TIMED_STEPS` eager steps, compiles and checks, times as many compiled ones and keeps the
+  compiled network only when it is :data:`GAIN` times faster here -- another CPU, another PyTorch
+  or a GPU decide for themselves. ``--compile`` (true) always compiles, ``--no-compile`` never.
+- Not measured on a GPU (none was lent): ``auto`` does not try it there.
 
 A compiled run needs a working toolchain: a C++ compiler and Python's headers on a CPU, Triton on
-a GPU. Without one Inductor fails deep inside the first step; :func:`check_compile` finds out
+a GPU. Without one Inductor fails deep inside the first step; :func:`choose_compile` finds out
 first by compiling a tiny function (forward and backward, ~5 s, cached afterwards) and stops with
 one message naming what is missing.
 """
@@ -42,7 +50,7 @@ import os
 import shutil
 import sysconfig
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -50,6 +58,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..runtime import resolve_device
 from .distributed import DistInfo, all_reduce_mean, device_for
+from .logging import get_logger
 from .rng import StepRNG, seed_global
 
 
@@ -179,15 +188,101 @@ def _tiny_compile_problem(device: torch.device) -> Optional[str]:
         return f"torch.compile failed on a test function ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
-def check_compile(config: Config, dist: Optional[DistInfo] = None) -> None:
-    """ConfigError unless a ``compile: true`` run can train correctly through torch.compile here."""
+MEASURED_FASTER = ("unet-tiny",)  # networks whose compiled step was measured >= 1.15x eager here (the module docstring)
+MIN_MINUTES = 10.0  # a cold compile (1-2 min) costs less than unet-tiny's compiled gain earns back from here
+TIMED_STEPS = 6  # eager steps, then compiled steps, timed by a trial (their medians are compared)
+GAIN = 1.05  # a trial keeps the compiled network only when its step is at least this much faster
+
+
+def choose_compile(config: Config, dist: Optional[DistInfo] = None) -> Config:
+    """Settle ``compile`` for this run (after the network and memory layout are chosen): ``true``
+    needs a working toolchain (ConfigError naming what is missing); ``auto`` stays ``auto`` -- a
+    :class:`Trial` in the run -- where compiling was measured to pay (module docstring), else
+    becomes false, and the reason is printed. Every rank decides alike (the same config and machine)."""
     tc = config.train
-    if tc.compile is not True:
-        return
     device = resolve_device(device_for(dist or DistInfo(), tc.device))
-    problem = toolchain_problem(device)
-    if problem:
-        raise ConfigError(f"--compile cannot run here: {problem}; train without --compile")
+    if tc.compile is True:
+        problem = toolchain_problem(device)
+        if problem:
+            raise ConfigError(f"--compile cannot run here: {problem}; train without --compile")
+        return config
+    if tc.compile != "auto":
+        return config
+    plain = tc.task == "diffusion" and not config.latent.latent and not config.model.text_encoder
+    why = None
+    if not tc.max_minutes or tc.max_minutes < MIN_MINUTES:
+        why = f"a compile pays only in a --max-minutes budget of >= {MIN_MINUTES:g}"
+    elif config.model.network not in MEASURED_FASTER or not plain or device.type != "cpu":
+        why = f"measured faster for plain pixel diffusion of {', '.join(MEASURED_FASTER)} on a CPU, not this run"
+    else:
+        why = toolchain_problem(device)
+    if why:
+        get_logger().info(f"compile auto: off ({why}; --compile forces it)")
+        return config.override(compile=False)
+    get_logger().info("compile auto: trial (steps timed eager, then compiled and checked: the faster trains; --no-compile skips it)")
+    return config
 
 
-__all__ = ["NOT_YET", "check_compile", "check_in_step", "compile_network", "gradient_problem", "toolchain_problem"]
+class Trial:
+    """``compile: auto``'s measurement inside a run: the durations of :data:`TIMED_STEPS` eager steps
+    (after two warm-up steps), then -- once the compiled network is checked and trains -- of as many
+    compiled steps (the step that compiled and the two after it are not timed), then one decision.
+    A step's duration is the time from its start to the next step's start on the run's budget clock."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.durations = {"eager": [], "compiled": []}
+        self.last, self.mode = None, None  # the start of the step under way and what it is timed as
+        self.switched = None  # the first step that started on the compiled network
+
+    def start_step(self, step: int, compiled: bool) -> None:
+        """Called at the start of every step: closes the previous step's timing, opens this one's."""
+        now = self.clock()
+        if self.mode is not None:
+            self.durations[self.mode].append(now - self.last)
+        if compiled:
+            self.switched = step if self.switched is None else self.switched
+            timed = step >= self.switched + 2 and len(self.durations["compiled"]) < TIMED_STEPS
+            self.mode = "compiled" if timed else None
+        else:
+            self.mode = "eager" if step >= 2 else None
+        self.last = now
+
+    def eager_timed(self) -> bool:
+        return len(self.durations["eager"]) >= TIMED_STEPS
+
+    def done(self) -> bool:
+        return len(self.durations["compiled"]) >= TIMED_STEPS
+
+    def seconds(self) -> Tuple[float, float]:
+        """The median eager and compiled step (the last :data:`TIMED_STEPS` eager ones)."""
+        return tuple(float(torch.tensor(self.durations[k][-TIMED_STEPS:]).median()) for k in ("eager", "compiled"))
+
+
+def before_step(trainer, data, plan, step: int) -> None:
+    """From the trainer's step, before it trains: the compile check (:func:`check_in_step`) and,
+    for ``compile: auto``, the :class:`Trial` that keeps whichever of eager and compiled is faster."""
+    trial = trainer.compile_trial
+    if trial is None and trainer.config.train.compile == "auto" and not trainer._compile_checked:
+        trial = trainer.compile_trial = Trial(trainer.pacer.clock)
+    if trial is not None:
+        trial.start_step(step, compiled=trainer._compile_checked)
+    if not trainer._compile_checked and (trial is None or trial.eager_timed()):
+        if trial is not None:
+            trial.mode = None  # the step that compiles is not timed
+        check_in_step(trainer, data, plan, step)
+        if trial is not None and trainer.compiled_net is None:
+            trainer.compile_trial = None  # the check refused it: eager, and nothing more to time
+    elif trial is not None and trial.done():
+        eager, compiled = all_reduce_mean(torch.tensor(trial.seconds(), dtype=torch.float64), trainer.dist).tolist()
+        keep = eager >= GAIN * compiled
+        trainer.log.info(f"compile auto: compiled {compiled:.3f} s/step, eager {eager:.3f} s/step ({eager / compiled:.2f}x): "
+                         f"training {'compiled' if keep else 'eagerly'}")
+        trainer.compile_trial = None
+        if not keep:
+            trainer.compiled_net = None
+            trainer.train_net = trainer._wrap_ddp(compiled=False)
+
+
+__all__ = ["GAIN", "MEASURED_FASTER", "MIN_MINUTES", "NOT_YET", "TIMED_STEPS", "Trial", "before_step", "check_in_step",
+           "choose_compile", "compile_network", "gradient_problem", "toolchain_problem"]

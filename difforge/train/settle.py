@@ -1,8 +1,8 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
 images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
 ``network: auto``, a UNet's patch size, a built-in text run's layout map and
-``channels_last: auto`` (:mod:`difforge.train.autonet`); a ``compile``
-run's toolchain and precision are checked (:mod:`difforge.train.compiling`). The decisions go into the config, so
+``channels_last: auto`` (:mod:`difforge.train.autonet`); ``compile``: a forced compile's toolchain
+is checked, ``auto`` becomes a timed trial or off (:mod:`difforge.train.compiling`). The decisions go into the config, so
 config.yaml records them and a resumed run makes none of them again."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
     if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:
         data, val = hold_out(data, config.train.seed)
     from .autonet import INPUT_WIDTH, choose_memory_format, choose_network, choose_patch, choose_text_layout
-    from .compiling import check_compile
+    from .compiling import choose_compile
 
     if new and config.train.task in INPUT_WIDTH:
         config = choose_patch(config, data, pretrain)
@@ -41,7 +41,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
         config = choose_network(config, data, task, dist)
     if config.train.channels_last == "auto":
         config = choose_memory_format(config, data, dist)
-    check_compile(config, dist)
+    config = choose_compile(config, dist)
     task.config = config
     return config, data, val
 

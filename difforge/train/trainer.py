@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError, UserError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
 from ..modelfile import load_model_file, load_weights_into, save_model_file
 from . import checkpoint as ckpt, guards
-from .compiling import check_in_step, compile_network
+from .compiling import before_step, compile_network
 from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown, wrap_ddp
 from .ema import EMA
 from .logging import MetricsCSV, announce, attach_run_log, detach, get_logger, progress_bar
@@ -97,7 +97,7 @@ class Trainer:
         self.clock = clock  # the time budget's clock (tests pass a fake one)
         self.elapsed_before = 0.0  # training seconds of the run before this resume
         self._stop_requested = False
-        self._compile_checked, self.compiled_net = False, None  # train/compiling.py
+        self._compile_checked, self.compiled_net, self.compile_trial = False, None, None  # train/compiling.py
         self.log = get_logger()
         self.dist = DistInfo()
         self.tb = None  # a TensorBoardWriter on rank 0 with tensorboard=True
@@ -248,8 +248,8 @@ class Trainer:
     def _step(self, data: TrainingImages, plan: BatchPlan, step: int) -> Dict[str, float]:
         """One optimizer step; the mean of every per-sample term over its micro-batches ("loss" first)."""
         tc = self.config.train
-        if self.compiled_net is not None and not self._compile_checked:
-            check_in_step(self, data, plan, step)
+        if self.compiled_net is not None:
+            before_step(self, data, plan, step)  # the compile check, and compile: auto's timed trial
         rng = StepRNG.for_step(tc.seed, step, plan.global_batch, plan.local_slice())
         seed_global(tc.seed, step)  # dropout and any other global-RNG use
         sums: Dict[str, float] = {}

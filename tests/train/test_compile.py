@@ -39,10 +39,12 @@ def test_compiled_training_matches_eager(tmp_path):
     assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa) < 1e-3
 
 
-def test_compile_must_be_a_bool():
+def test_compile_is_auto_or_a_bool():
     with pytest.raises(ConfigError, match="compile"):
         Config().override(compile="yes").validate()
-    assert Config().train.compile is False
+    assert Config().train.compile == "auto"
+    for value in (True, False, "auto"):
+        Config().override(compile=value).validate()
 
 
 NO_COMPILER = shutil.which("c++") is None and shutil.which("g++") is None
@@ -186,7 +188,8 @@ class _Same(torch.nn.Module):
 
 @pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
 def test_compile_with_bf16_on_a_cpu_is_accepted():
-    compiling.check_compile(Config().override(compile=True, precision="bf16", device="cpu"))
+    config = Config().override(compile=True, precision="bf16", device="cpu")
+    assert compiling.choose_compile(config) is config
 
 
 def test_compile_without_a_toolchain_names_what_is_missing(monkeypatch, tmp_path):
@@ -194,8 +197,56 @@ def test_compile_without_a_toolchain_names_what_is_missing(monkeypatch, tmp_path
     monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
     assert "no C++ compiler" in compiling.toolchain_problem(torch.device("cpu"))
     with pytest.raises(ConfigError, match="--compile cannot run here: no C\\+\\+ compiler"):
-        compiling.check_compile(Config().override(compile=True, precision="fp32", device="cpu"))
-    compiling.check_compile(Config().override(compile=False, precision="bf16", device="cpu"))  # nothing to check
+        compiling.choose_compile(Config().override(compile=True, precision="fp32", device="cpu"))
+    config = Config().override(compile=False, precision="bf16", device="cpu")
+    assert compiling.choose_compile(config) is config  # nothing to check
+    # auto: no compiler means an eager run, not an error
+    long_tiny = Config().override(compile="auto", max_minutes=12, network="unet-tiny", device="cpu")
+    assert compiling.choose_compile(long_tiny).train.compile is False
+
+
+@pytest.mark.parametrize("overrides, trial", [
+    (dict(), True),
+    (dict(max_minutes=None, max_steps=100_000), False),  # a run limited by steps stays eager: reproducible under any load
+    (dict(max_minutes=compiling.MIN_MINUTES / 2), False),  # too short to earn a compile back
+    (dict(network="unet"), False),  # measured 1.01-1.07x: would lose its compile time
+    (dict(text_encoder="builtin"), False),  # not measured
+    (dict(task="sr"), False),
+])
+def test_compile_auto_is_a_trial_only_where_it_was_measured_to_pay(monkeypatch, overrides, trial):
+    monkeypatch.setattr(compiling, "toolchain_problem", lambda device: None)
+    config = Config().override(**{**dict(compile="auto", max_minutes=compiling.MIN_MINUTES, network="unet-tiny", device="cpu"), **overrides})
+    assert compiling.choose_compile(config).train.compile == ("auto" if trial else False)
+
+
+@pytest.mark.parametrize("compiled_cost, kept", [(0.5, True), (1.0 / 1.04, False)])
+def test_compile_auto_times_both_and_keeps_the_faster(tmp_path, monkeypatch, compiled_cost, kept):
+    """A ``compile: auto`` run times its eager steps, checks and switches, times its compiled steps
+    and keeps the compiled network only when it is GAIN times faster (a fake clock: an eager step
+    takes 1 s, a compiled one ``compiled_cost``); a slower compiled network is dropped for eager."""
+    monkeypatch.setattr(compiling, "toolchain_problem", lambda device: None)
+    wrapped = []
+    monkeypatch.setattr(trainer_module, "compile_network", lambda net, device: wrapped.append(_Same(net)) or wrapped[-1])
+    now = [0.0]
+
+    def tick(trainer, step, loss):
+        now[0] += compiled_cost if trainer.train_net is trainer.compiled_net else 1.0
+
+    steps = 24
+    r = Trainer(progress=False, clock=lambda: now[0], callbacks=[tick], **tiny_overrides(
+        tmp_path, max_steps=steps, max_minutes=compiling.MIN_MINUTES, network="unet-tiny", channels_last=False,
+        ema_select=False, compile="auto")).fit()
+    log = (r.run_dir / "log.txt").read_text()
+    assert "compile: auto" in (r.run_dir / "config.yaml").read_text()  # settled as a trial
+    # eager steps 2-7 timed, step 8 checks (the compile), 9-10 untimed, 11-16 timed: decided at step 17
+    found = re.search(r"compile auto: compiled ([\d.]+) s/step, eager ([\d.]+) s/step \(([\d.]+)x\): training (\w+)", log)
+    assert found and float(found.group(1)) == pytest.approx(compiled_cost, abs=1e-3) and float(found.group(2)) == 1.0
+    assert found.group(4) == ("compiled" if kept else "eagerly")
+    checked = int(re.search(r"gradients agree with eager mode's \(step (\d+)\)", log).group(1))
+    assert checked == 2 + compiling.TIMED_STEPS
+    decided = checked + 3 + compiling.TIMED_STEPS  # the first step that runs after the decision
+    training_calls = (steps - checked) if kept else (decided - checked)
+    assert wrapped[0].calls == 1 + training_calls  # the check's compiled pass, then one forward per compiled step
 
 
 @pytest.mark.skipif(NO_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
@@ -203,7 +254,8 @@ def test_the_toolchain_check_compiles_here():
     assert compiling.toolchain_problem(torch.device("cpu")) is None
 
 
-@pytest.mark.parametrize("argv, value", [([], None), (["--compile"], True), (["--compile", "False"], False), (["--no-compile"], False)])
+@pytest.mark.parametrize("argv, value", [([], None), (["--compile"], True), (["--compile", "False"], False), (["--no-compile"], False),
+                                         (["--compile", "auto"], "auto")])
 def test_the_compile_flag(argv, value):
     from difforge.cli.main import build_parser
     from difforge.cli.train import overrides_from_args
