@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import logging
@@ -24,12 +25,25 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+class _Recent(logging.Handler):
+    """The last records, so that log.txt also gets what a run decided before its folder existed
+    (the network, memory layout and compile choices: train/settle.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = collections.deque(maxlen=200)
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 def get_logger() -> logging.Logger:
     log = logging.getLogger(LOGGER_NAME)
     if not any(isinstance(h, _TqdmHandler) for h in log.handlers):
         h = _TqdmHandler()
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)
+        log.addHandler(_Recent())
         log.setLevel(logging.INFO)
         log.propagate = False
     return log
@@ -52,8 +66,9 @@ class _RunLogHandler(logging.FileHandler):
         tqdm.write(f"warning: {clear}; logging to the console only from here", file=sys.stderr)
 
 
-def attach_run_log(run_dir: Path) -> logging.Handler:
-    """Also write everything logged to ``run_dir/log.txt`` (appending across resumes)."""
+def attach_run_log(run_dir: Path, since: Optional[float] = None) -> logging.Handler:
+    """Also write everything logged to ``run_dir/log.txt`` (appending across resumes), starting
+    with what was logged from ``since`` (a ``time.time()``) until now."""
     from ..atomic import write_error
 
     try:
@@ -61,7 +76,12 @@ def attach_run_log(run_dir: Path) -> logging.Handler:
     except OSError as e:
         raise write_error(run_dir / "log.txt", e, kept="nothing of this run was written yet") or e
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    get_logger().addHandler(handler)
+    log = get_logger()
+    if since is not None:
+        for recent in (h for h in log.handlers if isinstance(h, _Recent)):
+            for record in [r for r in recent.records if r.created >= since]:
+                handler.handle(record)
+    log.addHandler(handler)
     return handler
 
 

@@ -198,6 +198,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         c = self.config
         tc, dc = c.train, c.data
+        started = time.time()  # what is logged from here goes into log.txt, also before the run folder exists
         set_threads()
         self.dist = init_from_env(tc.device)
         main = self.dist.is_main
@@ -209,7 +210,7 @@ class Trainer:
         self._build(data)
         if main:
             self._prepare_run_dir()
-        log_handler = attach_run_log(self.run_dir) if main else None
+        log_handler = attach_run_log(self.run_dir, since=started) if main else None
         if not main:
             self.progress = False
         result = None

@@ -238,6 +238,7 @@ def test_compile_auto_times_both_and_keeps_the_faster(tmp_path, monkeypatch, com
         ema_select=False, compile="auto")).fit()
     log = (r.run_dir / "log.txt").read_text()
     assert "compile: auto" in (r.run_dir / "config.yaml").read_text()  # settled as a trial
+    assert "compile auto: trial" in log  # logged before the run folder existed, written into log.txt too
     # eager steps 2-7 timed, step 8 checks (the compile), 9-10 untimed, 11-16 timed: decided at step 17
     found = re.search(r"compile auto: compiled ([\d.]+) s/step, eager ([\d.]+) s/step \(([\d.]+)x\): training (\w+)", log)
     assert found and float(found.group(1)) == pytest.approx(compiled_cost, abs=1e-3) and float(found.group(2)) == 1.0
