@@ -39,7 +39,7 @@ def main():
     ap.add_argument("--intervals", nargs="+", default=["all"], metavar="LO,HI",
                     help="guidance intervals in sigma (LO,HI) to sample each scale with; 'all' = every step (default)")
     ap.add_argument("--samplers", nargs="+", default=["default"], metavar="NAME:STEPS",
-                    help="samplers to compare, e.g. ddim:50 unipc:20 ('default' = SampleConfig's)")
+                    help="samplers to compare, e.g. ddim:50 unipc:20 unipc:20:uniform (NAME:STEPS[:SPACING]; 'default' = SampleConfig's)")
     ap.add_argument("--num", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -61,8 +61,8 @@ def main():
         pipe.net.register_forward_pre_hook(lambda _m, a: count.__setitem__(0, count[0] + a[0].shape[0]))
         for sm, s, iv in [(sm, s, iv) for sm in args.samplers for s in args.scales for iv in args.intervals]:
             interval = None if iv == "all" else tuple(float(v) for v in iv.split(","))
-            name, _, steps = sm.partition(":")
-            how = {} if sm == "default" else dict(sampler=name, steps=int(steps))
+            name, steps, spacing = (sm.split(":") + [None, None])[:3]
+            how = {} if sm == "default" else dict(sampler=name, steps=int(steps), **({"spacing": spacing} if spacing else {}))
             t0, count[0] = time.perf_counter(), 0
             out = pipe.generate(num=args.num // len(names) + 1, class_label="all", seed=1000, cfg=s, cfg_interval=interval, **how)
             dt = (time.perf_counter() - t0) * 100 / len(out.images)
