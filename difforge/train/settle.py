@@ -3,7 +3,8 @@ images), the images held out to choose the EMA (:mod:`difforge.train.validation`
 ``network: auto``, a UNet's patch size, a built-in text run's layout map and
 ``channels_last: auto`` (:mod:`difforge.train.autonet`); ``compile``: a forced compile's toolchain
 is checked, ``auto`` becomes a timed trial or off (:mod:`difforge.train.compiling`). The decisions go into the config, so
-config.yaml records them and a resumed run makes none of them again."""
+config.yaml records them and a resumed run makes none of them again (but a trial: its timings are the machine's of
+the moment, so a resumed ``compile: auto`` run times its own)."""
 
 from __future__ import annotations
 
