@@ -77,11 +77,12 @@ def attach_run_log(run_dir: Path, since: Optional[float] = None) -> logging.Hand
         raise write_error(run_dir / "log.txt", e, kept="nothing of this run was written yet") or e
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log = get_logger()
-    if since is not None:
-        for recent in (h for h in log.handlers if isinstance(h, _Recent)):
-            for record in [r for r in recent.records if r.created >= since]:
-                handler.handle(record)
+    earlier = [r for h in log.handlers if isinstance(h, _Recent) for r in h.records if since is not None and r.created >= since]
     log.addHandler(handler)
+    for record in earlier:
+        if handler not in log.handlers:  # log.txt could not be written: warned once, the run logs to the console
+            break
+        handler.handle(record)
     return handler
 
 
