@@ -248,6 +248,10 @@ class Trial:
             self.mode = "eager" if step >= 2 else None
         self.last = now
 
+    def untimed(self) -> None:
+        """The step under way is not timed (the one that compiles)."""
+        self.mode = None
+
     def eager_timed(self) -> bool:
         return len(self.durations["eager"]) >= TIMED_STEPS
 
@@ -269,7 +273,7 @@ def before_step(trainer, data, plan, step: int) -> None:
         trial.start_step(step, compiled=trainer._compile_checked)
     if not trainer._compile_checked and (trial is None or trial.eager_timed()):
         if trial is not None:
-            trial.mode = None  # the step that compiles is not timed
+            trial.untimed()
         check_in_step(trainer, data, plan, step)
         if trial is not None and trainer.compiled_net is None:
             trainer.compile_trial = None  # the check refused it: eager, and nothing more to time
