@@ -32,10 +32,16 @@ def add(p, flag: str, **kw):
     return p.add_argument(*option_strings(flag), **kw)
 
 
-def bool_flag(p, flag: str, dest: str, help: str):
-    """``--flag``, ``--flag True/False`` (IDDM's and improved-diffusion's form) and ``--no-flag``."""
-    p.add_argument(*option_strings(flag), dest=dest, nargs="?", const=True, type=parse_bool, default=None, metavar="BOOL", help=help)
+def bool_flag(p, flag: str, dest: str, help: str, auto: bool = False):
+    """``--flag``, ``--flag True/False`` (IDDM's and improved-diffusion's form) and ``--no-flag``;
+    ``auto``: also ``--flag auto``."""
+    kind, metavar = (_auto_or_bool, "auto|BOOL") if auto else (parse_bool, "BOOL")
+    p.add_argument(*option_strings(flag), dest=dest, nargs="?", const=True, type=kind, default=None, metavar=metavar, help=help)
     p.add_argument("--no-" + flag[2:], dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+def _auto_or_bool(text: str):
+    return "auto" if str(text).lower() == "auto" else parse_bool(text)
 
 
 def resume_value(text: str):
@@ -169,19 +175,13 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step")
     add(g, "--grad-clip", dest="grad_clip", type=float, help="max gradient norm (default 1.0)")
     add(g, "--seed", dest="seed", type=int)
-    g.add_argument(*option_strings("--channels-last"), dest="channels_last", nargs="?", const=True, default=None,
-                   type=lambda v: "auto" if str(v).lower() == "auto" else parse_bool(v), metavar="auto|BOOL",
-                   help="channels_last memory layout: auto (default: probed against NCHW on this machine when "
-                   "--max-minutes is given, else off), true or false")
-    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", help=argparse.SUPPRESS)
-    g.add_argument(*option_strings("--compile"), dest="compile", nargs="?", const=True, default=None,
-                   type=lambda v: "auto" if str(v).lower() == "auto" else parse_bool(v), metavar="auto|BOOL",
-                   help="torch.compile the training network (same numbers as eager within float round-off; one step compiles, "
-                   "1-2 minutes on a CPU, and checks the compiled gradients against eager ones: if they disagree the run says so "
-                   "and stays eager; needs a C++ compiler). auto (default): with --max-minutes >= 10, a network measured faster "
-                   "compiled (unet-tiny: 1.18-1.29x in bf16 on a CPU) and a working compiler, the run times its eager and its "
-                   "compiled steps and keeps the faster; else off. true: always; false: never")
-    g.add_argument("--no-compile", dest="compile", action="store_false", help=argparse.SUPPRESS)
+    bool_flag(g, "--channels-last", "channels_last", "channels_last memory layout: auto (default: probed against NCHW on "
+              "this machine when --max-minutes is given, else off), true or false", auto=True)
+    bool_flag(g, "--compile", "compile", "torch.compile the training network (same numbers as eager within float round-off; "
+              "one step compiles, 1-2 minutes on a CPU, and checks the compiled gradients against eager ones: if they disagree "
+              "the run says so and stays eager; needs a C++ compiler). auto (default): with --max-minutes >= 10, a network "
+              "measured faster compiled (unet-tiny: 1.18-1.29x in bf16 on a CPU) and a working compiler, the run times its "
+              "eager and its compiled steps and keeps the faster; else off. true: always; false: never", auto=True)
     add(g, "--device", dest="device", help="auto, cpu, cuda or cuda:N")
 
     g = p.add_argument_group("checkpoints and previews")
