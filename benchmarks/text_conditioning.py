@@ -42,6 +42,7 @@ from difforge.data.builtin_captions import MATERIALS as SURFACES  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, generate_captioned  # noqa: E402
 from difforge.data.captions import write_metadata  # noqa: E402
 from difforge.data.io import to_uint8  # noqa: E402
+from difforge.models.text_encoder import phrases  # noqa: E402
 from difforge.pipeline import Pipeline  # noqa: E402
 from difforge.train.trainer import Trainer  # noqa: E402
 
@@ -50,10 +51,14 @@ MATERIALS = ("metal", "wood")
 ATTRS = {"defect": DEFECTS, "material": MATERIALS, "position": POSITIONS}
 
 
-def composed_caption(caption: str, attrs) -> str:
-    """The caption as a composed prompt of its attributes (difforge.pipeline.compose): the rest of
-    the sentence, the defect word and the surface as three parts, so that a combination never
-    trained on is asked as parts that each were: "a small at the top AND inclusion AND on brushed steel"."""
+def composed_caption(caption: str, attrs, by: str = "attributes") -> str:
+    """The caption as a composed prompt (difforge.pipeline.compose), so that a combination never
+    trained on is asked as parts that each were. ``by="attributes"``: the rest of the sentence, the
+    defect word and the surface: "a small at the top AND inclusion AND on brushed steel";
+    ``by="phrases"``: the caption's phrases (models/text_encoder.phrases), what a model trained with
+    --phrase-dropout saw alone: "a small inclusion AND at the top AND on brushed steel"."""
+    if by == "phrases":
+        return " AND ".join(phrases(caption))
     surface = f" on {SURFACES[attrs['material']]}"
     rest = caption.replace(surface, "").replace(f" {attrs['defect']} ", " ")
     return f"{rest} AND {attrs['defect']} AND {surface.strip()}"
@@ -97,12 +102,15 @@ def main():
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, pipeline/config.py: 4 for text, 1.5 at 32 px)")
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
+    ap.add_argument("--phrase-dropout", type=float, default=0.0, help="the text model's --phrase-dropout")
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--network", default=None, help="the text model's network (default: the trainer's, auto)")
     ap.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
     ap.add_argument("--compose", action="store_true",
                     help="also ask the text model with composed prompts: rest AND defect AND surface (see composed_caption)")
+    ap.add_argument("--compose-by", choices=("attributes", "phrases"), default="attributes",
+                    help="how --compose splits a caption: rest / defect / surface, or its phrases (see composed_caption)")
     ap.add_argument("--seed", type=int, default=0, help="the models' training seed (run-to-run spread)")
     ap.add_argument("--reuse", action="store_true", help="score a model already in --runs-dir instead of training it again")
     args = ap.parse_args()
@@ -141,7 +149,7 @@ def main():
                   ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
     for kind in args.models:
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
-        extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, **({"network_options": options} if options else {}),
+        extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
                       **({"network": args.network} if args.network else {}))
                  if kind == "text" else dict(conditional=True))
         t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"
@@ -156,7 +164,7 @@ def main():
             want = [t_attrs[i] for i in ix]
             t0 = time.perf_counter()
             if kind == "text":
-                prompts = [composed_caption(t_caps[i], t_attrs[i]) if composed else t_caps[i] for i in ix]
+                prompts = [composed_caption(t_caps[i], t_attrs[i], args.compose_by) if composed else t_caps[i] for i in ix]
                 out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg).images
             else:
                 names = pipe.class_names

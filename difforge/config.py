@@ -71,6 +71,7 @@ class DiffusionConfig:
     loss: str = "mse"
     label_dropout: float = 0.1  # probability of training with the null class (CFG)
     word_dropout: float = 0.0  # text runs (built-in encoder): each caption word left out with this probability
+    phrase_dropout: float = 0.0  # text runs (built-in encoder): each caption phrase ("at the top left") left out with this probability
     use_kl: bool = False  # train on the VLB alone (improved-diffusion's RESCALED_KL)
     rescale_learned_sigmas: bool = True  # hybrid VLB term x T/1000 (lambda = 0.001), as improved-diffusion
     schedule_sampler: str = "uniform"  # timesteps: uniform or loss-second-moment (importance sampling)
@@ -184,6 +185,7 @@ NUMBERS: Dict[str, tuple] = {
     "noise_shift": (False, 0.0, 64.0, True, False, "1 keeps the schedule, 2 divides every SNR by 4"),  # schedule.MAX_SHIFT
     "label_dropout": (False, 0.0, 1.0, False, True, "a probability; 1 would never train the classes"),
     "word_dropout": (False, 0.0, 1.0, False, True, "a probability; 1 would leave every caption empty"),
+    "phrase_dropout": (False, 0.0, 1.0, False, True, "a probability; 1 would leave every caption empty"),
     "p2_gamma": (False, 0.0, 100.0, False, False, ""),
     "p2_k": (False, 0.0, 1e6, False, False, ""),
     "snr_gamma": (False, 0.0, 1e6, True, False, ""),

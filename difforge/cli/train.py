@@ -136,6 +136,9 @@ def add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--label-dropout", dest="label_dropout", type=float, help="null-class rate for classifier-free guidance (default 0.1)")
     add(g, "--word-dropout", dest="word_dropout", type=float,
         help="text runs with the built-in encoder: leave each caption word out with this probability (default 0)")
+    add(g, "--phrase-dropout", dest="phrase_dropout", type=float,
+        help="text runs with the built-in encoder: leave each caption phrase ('at the top left', 'on brushed steel': split at "
+             "commas and before prepositions) out with this probability, so each phrase is also learnt alone (default 0)")
     value_bool_flag(g, "--use-kl", "use_kl", "train on the variational bound alone (L_vlb) instead of L_simple / L_hybrid")
     value_bool_flag(g, "--rescale-learned-sigmas", "rescale_learned_sigmas", "hybrid loss: VLB term x T/1000, i.e. lambda=0.001 (default true)")
     add(g, "--schedule-sampler", dest="schedule_sampler", choices=("uniform", "loss-second-moment"),

@@ -39,6 +39,32 @@ def words(text: str) -> List[str]:
     return _WORD.findall(unicodedata.normalize("NFC", text).lower())
 
 
+# Words that open a phrase of a caption ("at the top left", "on brushed steel", "near the edge").
+PHRASE_WORDS = frozenset({"at", "in", "on", "near", "along", "across", "over", "under", "with", "without", "from", "by",
+                          "beside", "inside", "around", "between", "through", "towards"})
+_PHRASE_BREAK = re.compile(r"[,;:]")
+
+
+def phrases(text: str) -> List[str]:
+    """The phrases of a caption, in order: split at ``,`` ``;`` ``:`` and before a preposition
+    (:data:`PHRASE_WORDS`), so "a large scratch at the top left on brushed steel" is "a large scratch",
+    "at the top left", "on brushed steel". Their words, joined, are the caption's :func:`words`.
+
+    Why: phrase dropout (train/text_cond.py) leaves whole attributes out of a caption, and a
+    composed prompt asks for each phrase as one part; a word-level split would tear "top left" apart."""
+    out: List[str] = []
+    for part in _PHRASE_BREAK.split(text):
+        current: List[str] = []
+        for w in words(part):
+            if w in PHRASE_WORDS and current:
+                out.append(" ".join(current))
+                current = []
+            current.append(w)
+        if current:
+            out.append(" ".join(current))
+    return out
+
+
 class WordTokenizer:
     """Words <-> ids over a fixed vocabulary (``vocab[i]`` is the word of id ``i``, specials first)."""
 
@@ -68,6 +94,10 @@ class WordTokenizer:
             ids = ids[: self.max_length]
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
+
+    def phrase_ids(self, text: str) -> List[List[int]]:
+        """The word ids of each of ``text``'s :func:`phrases` (unknown -> 2), without the start token."""
+        return [[self.index.get(w, UNK) for w in words(p)] for p in phrases(text)]
 
     def decode(self, ids: torch.Tensor) -> str:
         """The words of one id row, joined by spaces (specials left out)."""
@@ -229,5 +259,5 @@ def text_context(net: nn.Module, context: Optional[torch.Tensor], context_mask: 
     return context, context_mask
 
 
-__all__ = ["BOS", "PAD", "SPECIALS", "UNK", "BuiltinTextEncoder", "TextLayout", "WordTokenizer", "make_text_encoder",
+__all__ = ["BOS", "PAD", "PHRASE_WORDS", "SPECIALS", "UNK", "BuiltinTextEncoder", "TextLayout", "WordTokenizer", "make_text_encoder", "phrases",
            "pooled_text", "text_condition", "text_context", "text_modules", "words"]

@@ -73,9 +73,10 @@ class TextConditioning:
             out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, ENCODER_DEFAULTS["max_length"]), labels=data.labels)
             what = f"built-in text encoder, {len(out.tokenizer.vocab)} words"
         else:
-            if config.diffusion.word_dropout > 0:
-                raise ConfigError("word_dropout needs the built-in text encoder (a CLIP encoder's captions are embedded once, "
-                                  "whole); drop --word-dropout or use --text-encoder builtin")
+            for flag in ("word_dropout", "phrase_dropout"):
+                if getattr(config.diffusion, flag) > 0:
+                    raise ConfigError(f"{flag} needs the built-in text encoder (a CLIP encoder's captions are embedded once, "
+                                      f"whole); drop --{flag.replace('_', '-')} or use --text-encoder builtin")
             from ..models.clip_text import ClipText
 
             out = cls(captions, "clip", clip=ClipText(name), labels=data.labels)
@@ -107,6 +108,22 @@ class TextConditioning:
             return {"context": ids.to(device), "context_mask": None}
         rows = torch.where(drop, torch.full_like(index, self.empty_row), self.row[index])
         return {"context": self.table[rows].to(device), "context_mask": self.table_mask[rows].to(device)}
+
+    def without_phrases(self, index: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) of dataset rows ``index`` (built-in encoder) with phrase ``k`` of row ``r``
+        left out where ``dropped[r, k]``: the kept phrases close up, as the shorter caption a user
+        would write ("a large scratch on brushed steel"), so the words keep the places they have in
+        such a prompt. Phrases past ``dropped``'s width are kept."""
+        from ..models.text_encoder import BOS, PAD
+
+        if not hasattr(self, "phrase_ids"):  # once per run: the phrases' ids of every caption
+            self.phrase_ids = [self.tokenizer.phrase_ids(c) for c in self.captions]
+        out = torch.full((len(index), self.ids.shape[1]), PAD, dtype=torch.long)
+        for r, i in enumerate(index.tolist()):
+            kept = [t for k, part in enumerate(self.phrase_ids[i]) if not (k < dropped.shape[1] and bool(dropped[r, k])) for t in part]
+            row = [BOS, *kept][: out.shape[1]]
+            out[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
 
     def preview_view(self, pipe, n: int):
         """(prompt view of ``pipe``, labels) for ``n`` preview / evaluation images: the captions and
@@ -150,15 +167,24 @@ def probe_text(config, data, batch_size: int):
     return {"context_dim": dim, "text_encoder": None}, {"context": torch.zeros(batch_size, length, dim)}
 
 
-def condition(text: TextConditioning, batch, rng, dropout: float, num_classes: int, device, word_dropout: float = 0.0):
+MAX_PHRASES = 8  # phrase-dropout draws per caption; a longer caption's later phrases are always kept
+
+
+def condition(text: TextConditioning, batch, rng, dropout: float, num_classes: int, device, word_dropout: float = 0.0,
+              phrase_dropout: float = 0.0):
     """(labels or None, text keywords) of a micro-batch: caption and class dropped together with
-    probability ``dropout`` (one draw per image of the global batch); with ``word_dropout`` each
-    word of a built-in encoder's caption is also left out with that probability (:func:`drop_words`)."""
+    probability ``dropout`` (one draw per image of the global batch); with ``phrase_dropout`` each
+    phrase of a built-in encoder's caption (models/text_encoder.phrases) is also left out with that
+    probability (:meth:`TextConditioning.without_phrases`), and with ``word_dropout`` each word
+    (:func:`drop_words`)."""
     drop = rng.rand(()) < dropout  # this rank's rows
     y = None
     if batch.labels is not None:
         y = torch.where(drop, torch.full_like(rng.local(batch.labels), num_classes), rng.local(batch.labels)).to(device)
     ctx = text.context(batch.index, drop, device)
+    if phrase_dropout > 0 and text.kind == "builtin":  # drawn before the word dropout: word-dropout runs draw as before
+        shorter = text.without_phrases(batch.index.cpu(), rng.rand((MAX_PHRASES,)) < phrase_dropout).to(device)
+        ctx["context"] = torch.where(drop.to(device)[:, None], ctx["context"], shorter)
     if word_dropout > 0 and text.kind == "builtin":  # drawn after the caption dropout: runs without it draw nothing new
         ctx["context"] = drop_words(ctx["context"], rng.rand((ctx["context"].shape[1],), device) < word_dropout)
     return y, ctx
@@ -176,4 +202,4 @@ def drop_words(ids: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
     return torch.where(dropped & (ids != BOS), torch.full_like(ids, PAD), ids)
 
 
-__all__ = ["ENCODER_DEFAULTS", "TextConditioning", "condition", "drop_words", "probe_text", "training_captions"]
+__all__ = ["ENCODER_DEFAULTS", "MAX_PHRASES", "TextConditioning", "condition", "drop_words", "probe_text", "training_captions"]

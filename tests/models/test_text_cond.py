@@ -35,6 +35,23 @@ def test_tokenizer_round_trip_and_specials():
     assert torch.equal(again.encode(caps), ids[:4])
 
 
+@pytest.mark.parametrize("caption, expected", [
+    ("a large diagonal scratch at the top left on brushed steel", ["a large diagonal scratch", "at the top left", "on brushed steel"]),
+    ("Long thin scratch, diagonal; near the TOP edge: on steel", ["long thin scratch", "diagonal", "near the top edge", "on steel"]),
+    ("a clean wooden surface without defects", ["a clean wooden surface", "without defects"]),
+    ("on wood", ["on wood"]),  # a leading preposition opens the first phrase, not an empty one
+    ("Riss, oben links", ["riss", "oben links"]),  # other languages: split at punctuation only
+    ("", []),
+])
+def test_phrases_split_at_punctuation_and_before_prepositions(caption, expected):
+    from difforge.models.text_encoder import phrases
+
+    assert phrases(caption) == expected
+    assert " ".join(phrases(caption)).split() == words(caption)  # every word once, in order
+    tok = WordTokenizer.build([caption, "a crack"], max_length=16)
+    assert [t for part in tok.phrase_ids(caption) for t in part] == tok.encode([caption])[0][1 : 1 + len(words(caption))].tolist()
+
+
 def test_cross_attention_matches_a_plain_reference():
     torch.manual_seed(0)
     layer = perturb(CrossAttention(8, 6, head_channels=4))

@@ -139,3 +139,38 @@ def test_word_dropout_leaves_words_out_keeps_the_start_token_and_is_reproducible
     assert torch.equal(a, b) and bool((a[:, 0] == BOS).all())  # the step's draws: the same on a resume
     gone = (a == PAD) & words
     assert 0.35 < gone.sum() / words.sum() < 0.65 and torch.equal(a[~gone], plain[~gone])
+
+
+def test_phrase_dropout_leaves_whole_phrases_out_closes_up_and_spares_dropped_captions():
+    import torch
+
+    from difforge.models.text_encoder import BOS, PAD, WordTokenizer
+    from difforge.train.batches import Batch
+    from difforge.train.rng import StepRNG
+    from difforge.train.text_cond import TextConditioning, condition
+
+    caps = [f"a {d} at the {p} on {m}" for d in ("scratch", "crack") for m in ("wood", "steel") for p in ("top left", "left")] * 8
+    tok = WordTokenizer.build(caps, 12)
+    text = TextConditioning(caps, "builtin", tokenizer=tok, labels=None)
+    # the reference: the caption rebuilt from the phrases that were kept, tokenised from scratch
+    phrases_of = [["a scratch", "at the top left", "on wood"]]
+    dropped = torch.tensor([[False, True, False, False]])
+    assert torch.equal(text.without_phrases(torch.tensor([0]), dropped), tok.encode(["a scratch on wood"]))
+    assert torch.equal(text.without_phrases(torch.tensor([0]), torch.zeros(1, 4, dtype=torch.bool)), tok.encode([caps[0]]))
+    assert torch.equal(text.without_phrases(torch.tensor([0]), torch.ones(1, 4, dtype=torch.bool)), tok.encode([""]))
+    assert torch.equal(text.without_phrases(torch.tensor([0]), torch.tensor([[True]])), tok.encode(["at the top left on wood"]))
+    assert phrases_of[0] == __import__("difforge.models.text_encoder", fromlist=["phrases"]).phrases(caps[0])
+
+    batch = Batch(x=torch.zeros(64, 1, 4, 4), labels=None, index=torch.arange(64))
+    a = condition(text, batch, StepRNG.for_step(0, 5, 64), 0.0, 0, "cpu", phrase_dropout=0.5)[1]["context"]
+    b = condition(text, batch, StepRNG.for_step(0, 5, 64), 0.0, 0, "cpu", phrase_dropout=0.5)[1]["context"]
+    assert torch.equal(a, b) and bool((a[:, 0] == BOS).all())  # the step's draws: the same on a resume
+    decoded = [tok.decode(row) for row in a]
+    full = sum(d == " ".join(c.split()) for d, c in zip(decoded, caps))
+    assert 1 <= full <= 17  # 64 x 0.5^3 = 8 kept whole on average (sd 2.6)
+    for d, c in zip(decoded, caps):  # what is left is the caption's phrases, in order, each whole
+        parts = __import__("difforge.models.text_encoder", fromlist=["phrases"]).phrases(c)
+        assert any(d == " ".join(p for p, k in zip(parts, keep) if k) for keep in __import__("itertools").product((0, 1), repeat=3))
+    # a dropped caption stays empty (it trains the unconditional branch), whatever its phrases drew
+    empty = condition(text, batch, StepRNG.for_step(0, 5, 64), 0.999999, 0, "cpu", phrase_dropout=0.5)[1]["context"]
+    assert bool((empty[:, 1:] == PAD).all())

@@ -102,7 +102,8 @@ class DiffusionTask(Task):
         if self.text is not None:  # caption and class dropped together: the unconditional branch of CFG
             from ..text_cond import condition
 
-            y, text = condition(self.text, batch, rng, fc.label_dropout, self.num_classes, x.device, fc.word_dropout)
+            y, text = condition(self.text, batch, rng, fc.label_dropout, self.num_classes, x.device, fc.word_dropout,
+                                phrase_dropout=fc.phrase_dropout)
             net = functools.partial(net, **text)
         elif batch.labels is not None:
             y = rng.local(drop_labels(batch.labels, fc.label_dropout, self.num_classes, rng.generator), x.device)
