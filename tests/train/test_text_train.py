@@ -3,6 +3,8 @@ the vocabulary, `sample --prompt` writes images; a model without text refuses --
 
 import csv
 
+import pytest
+
 from difforge.modelfile import read_metadata
 from difforge.train.trainer import Trainer
 from tests.conftest import TINY_NET, tiny_overrides
@@ -174,3 +176,13 @@ def test_phrase_dropout_leaves_whole_phrases_out_closes_up_and_spares_dropped_ca
     # a dropped caption stays empty (it trains the unconditional branch), whatever its phrases drew
     empty = condition(text, batch, StepRNG.for_step(0, 5, 64), 0.999999, 0, "cpu", phrase_dropout=0.5)[1]["context"]
     assert bool((empty[:, 1:] == PAD).all())
+
+
+@pytest.mark.parametrize("flag", ["word_dropout", "phrase_dropout"])
+def test_word_and_phrase_dropout_are_refused_with_a_clip_encoder(tmp_path, flag):
+    from difforge.errors import ConfigError
+
+    # refused before the folder is read: a CLIP encoder's captions are embedded once, whole
+    with pytest.raises(ConfigError, match=f"{flag} needs the built-in text encoder.*--{flag.replace('_', '-')}"):
+        Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder=str(tmp_path / "clip"), conditional=False, max_steps=1,
+                                                 **{flag: 0.2})).fit()
