@@ -38,13 +38,14 @@ LAYERS: Dict[str, int] = {
     "models": 2,
     "diffusion": 2,
     "config": 1,
+    "config_numbers": 1,
     "errors": 1,
     "runtime": 1,
     "atomic": 1,
     "version": 1,
     "__init__": 10,  # the package root re-exports the public API; nothing imports it from inside
 }
-LAYER_NAMES = "cli > serve > train > pipeline > metrics/export > modelfile/codec > data > models/diffusion > config/errors/runtime/atomic/version"
+LAYER_NAMES = "cli > serve > train > pipeline > metrics/export > modelfile/codec > data > models/diffusion > config(_numbers)/errors/runtime/atomic/version"
 
 
 def module_name(path: Path, root: Path) -> str:
