@@ -27,6 +27,19 @@ from ..errors import ConfigError
 ENCODER_DEFAULTS = dict(dim=128, depth=2, heads=4, max_length=32, pool="words")  # pool: models/text_encoder.text_condition
 
 
+def encoder_options(config) -> Dict[str, Any]:
+    """The built-in encoder's options: :data:`ENCODER_DEFAULTS`, with what the run's ``text_encoder``
+    network option sets (``--network-option 'text_encoder={"depth": 0}'``); the vocabulary size is
+    the captions'. Unknown keys are refused by name, here, before anything is built."""
+    given = config.model.network_options.get("text_encoder") or {}
+    if not isinstance(given, dict) or set(given) - set(ENCODER_DEFAULTS):
+        raise ConfigError(f"network option text_encoder={given!r}: the built-in encoder takes an object of "
+                          f"{', '.join(sorted(ENCODER_DEFAULTS))} (e.g. {{\"depth\": 0}})")
+    if given and config.model.text_encoder != "builtin":
+        raise ConfigError("network option text_encoder sets the built-in encoder; a CLIP encoder is its folder's (drop the option)")
+    return dict(ENCODER_DEFAULTS, **given)
+
+
 def training_captions(config, data) -> List[str]:
     """One caption per training image: the built-in set's exact captions, or a folder's (data/captions.py)."""
     dc = config.data
@@ -70,7 +83,9 @@ class TextConditioning:
         if name == "builtin":
             from ..models.text_encoder import WordTokenizer
 
-            out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, ENCODER_DEFAULTS["max_length"]), labels=data.labels)
+            options = encoder_options(config)
+            out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, options["max_length"]), labels=data.labels)
+            out.encoder = options
             what = f"built-in text encoder, {len(out.tokenizer.vocab)} words"
         else:
             for flag in ("word_dropout", "phrase_dropout"):
@@ -79,6 +94,7 @@ class TextConditioning:
                                       f"whole); drop --{flag.replace('_', '-')} or use --text-encoder builtin")
             from ..models.clip_text import ClipText
 
+            encoder_options(config)  # refuses built-in encoder options
             out = cls(captions, "clip", clip=ClipText(name), labels=data.labels)
             what = f"CLIP text encoder {out.clip.path} ({out.clip.dim}-d, {len(out.table)} distinct captions embedded once)"
         out.what = f"{what}; e.g. {captions[0]!r}"
@@ -89,7 +105,7 @@ class TextConditioning:
 
     def network_options(self) -> Dict[str, Any]:
         if self.kind == "builtin":
-            enc = dict(ENCODER_DEFAULTS, vocab_size=len(self.tokenizer.vocab))
+            enc = dict(getattr(self, "encoder", ENCODER_DEFAULTS), vocab_size=len(self.tokenizer.vocab))
             return {"context_dim": enc["dim"], "text_encoder": enc}
         return {"context_dim": self.clip.dim, "text_encoder": None}
 
@@ -158,9 +174,10 @@ def probe_text(config, data, batch_size: int):
         from ..models.text_encoder import WordTokenizer
 
         captions = training_captions(config, data)
-        tok = WordTokenizer.build(captions, ENCODER_DEFAULTS["max_length"])
+        enc = encoder_options(config)
+        tok = WordTokenizer.build(captions, enc["max_length"])
         ids = tok.encode([captions[i % len(captions)] for i in range(batch_size)])
-        return {"context_dim": ENCODER_DEFAULTS["dim"], "text_encoder": dict(ENCODER_DEFAULTS, vocab_size=len(tok.vocab))}, {"context": ids}
+        return {"context_dim": enc["dim"], "text_encoder": dict(enc, vocab_size=len(tok.vocab))}, {"context": ids}
     from ..models.clip_text import text_shape
 
     length, dim = text_shape(name)
@@ -202,4 +219,4 @@ def drop_words(ids: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
     return torch.where(dropped & (ids != BOS), torch.full_like(ids, PAD), ids)
 
 
-__all__ = ["ENCODER_DEFAULTS", "MAX_PHRASES", "TextConditioning", "condition", "drop_words", "probe_text", "training_captions"]
+__all__ = ["ENCODER_DEFAULTS", "MAX_PHRASES", "TextConditioning", "condition", "drop_words", "encoder_options", "probe_text", "training_captions"]

@@ -186,3 +186,27 @@ def test_word_and_phrase_dropout_are_refused_with_a_clip_encoder(tmp_path, flag)
     with pytest.raises(ConfigError, match=f"{flag} needs the built-in text encoder.*--{flag.replace('_', '-')}"):
         Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder=str(tmp_path / "clip"), conditional=False, max_steps=1,
                                                  **{flag: 0.2})).fit()
+
+
+def test_builtin_encoder_options_come_from_the_text_encoder_network_option(tmp_path):
+    from difforge.config import Config
+    from difforge.errors import ConfigError
+    from difforge.train.text_cond import ENCODER_DEFAULTS, encoder_options
+
+    base = Config().override(text_encoder="builtin")
+    assert encoder_options(base) == ENCODER_DEFAULTS
+    assert encoder_options(base.override(network_options={"text_encoder": {"depth": 0}})) == dict(ENCODER_DEFAULTS, depth=0)
+    with pytest.raises(ConfigError, match="depht.*takes an object of depth, dim"):
+        encoder_options(base.override(network_options={"text_encoder": {"depht": 0}}))
+    with pytest.raises(ConfigError, match="vocab_size"):  # the captions' vocabulary decides it
+        encoder_options(base.override(network_options={"text_encoder": {"vocab_size": 9}}))
+    with pytest.raises(ConfigError, match="CLIP"):
+        encoder_options(base.override(text_encoder=str(tmp_path), network_options={"text_encoder": {"depth": 0}}))
+    # a run builds, records and reloads the encoder it was asked for
+    kw = tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=1, preview_num=1, preview_steps=1)
+    kw["network_options"] = dict(kw.get("network_options", {}), text_encoder={"depth": 0})
+    result = Trainer(progress=False, **kw).fit()
+    assert read_metadata(result.model_file)["network"]["config"]["text_encoder"]["depth"] == 0
+    from difforge.pipeline import Pipeline
+
+    assert len(Pipeline.from_checkpoint(result.model_file, device="cpu").net.text_encoder.layers) == 0
