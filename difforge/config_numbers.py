@@ -14,7 +14,7 @@ from .errors import ConfigError
 MAX_IMAGE_SIZE = 4096  # 4096^2 x 3 floats is 200 MB per image before any network activation
 
 # Every number in the config: field -> (integer?, low, high, low excluded?, high excluded?, why the bound).
-# None as a bound means unbounded on that side. Checked by Config.validate through _number.
+# None as a bound means unbounded on that side. Checked by Config.validate through check_number.
 NUMBERS: Dict[str, tuple] = {
     "image_size": (True, 8, MAX_IMAGE_SIZE, False, False, "one 4096 px image is 200 MB of floats before any activation"),
     "builtin_per_class": (True, 1, 100_000, False, False, ""),

@@ -17,6 +17,7 @@ the vocabulary, or the CLIP folder's path and sha256.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -59,8 +60,9 @@ def training_captions(config, data) -> List[str]:
 class TextConditioning:
     """The captions of a run, ready for the network: token ids (built-in) or cached CLIP embeddings."""
 
-    def __init__(self, captions: List[str], kind: str, tokenizer=None, clip=None, labels=None):
+    def __init__(self, captions: List[str], kind: str, tokenizer=None, clip=None, labels=None, encoder: Optional[Dict[str, Any]] = None):
         self.captions, self.kind, self.tokenizer, self.clip, self.labels = captions, kind, tokenizer, clip, labels
+        self.encoder = encoder or ENCODER_DEFAULTS  # the built-in encoder's options (encoder_options)
         self.what = kind
         if kind == "builtin":
             self.ids = tokenizer.encode(captions)
@@ -84,8 +86,7 @@ class TextConditioning:
             from ..models.text_encoder import WordTokenizer
 
             options = encoder_options(config)
-            out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, options["max_length"]), labels=data.labels)
-            out.encoder = options
+            out = cls(captions, "builtin", tokenizer=WordTokenizer.build(captions, options["max_length"]), labels=data.labels, encoder=options)
             what = f"built-in text encoder, {len(out.tokenizer.vocab)} words"
         else:
             for flag in ("word_dropout", "phrase_dropout"):
@@ -105,7 +106,7 @@ class TextConditioning:
 
     def network_options(self) -> Dict[str, Any]:
         if self.kind == "builtin":
-            enc = dict(getattr(self, "encoder", ENCODER_DEFAULTS), vocab_size=len(self.tokenizer.vocab))
+            enc = dict(self.encoder, vocab_size=len(self.tokenizer.vocab))
             return {"context_dim": enc["dim"], "text_encoder": enc}
         return {"context_dim": self.clip.dim, "text_encoder": None}
 
@@ -125,6 +126,11 @@ class TextConditioning:
         rows = torch.where(drop, torch.full_like(index, self.empty_row), self.row[index])
         return {"context": self.table[rows].to(device), "context_mask": self.table_mask[rows].to(device)}
 
+    @functools.cached_property
+    def phrase_ids(self) -> List[List[List[int]]]:
+        """The word ids of every caption's phrases (built-in encoder), made on the first phrase dropout."""
+        return [self.tokenizer.phrase_ids(c) for c in self.captions]
+
     def without_phrases(self, index: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
         """Token ids (B, L) of dataset rows ``index`` (built-in encoder) with phrase ``k`` of row ``r``
         left out where ``dropped[r, k]``: the kept phrases close up, as the shorter caption a user
@@ -132,8 +138,6 @@ class TextConditioning:
         such a prompt. Phrases past ``dropped``'s width are kept."""
         from ..models.text_encoder import BOS, PAD
 
-        if not hasattr(self, "phrase_ids"):  # once per run: the phrases' ids of every caption
-            self.phrase_ids = [self.tokenizer.phrase_ids(c) for c in self.captions]
         out = torch.full((len(index), self.ids.shape[1]), PAD, dtype=torch.long)
         for r, i in enumerate(index.tolist()):
             kept = [t for k, part in enumerate(self.phrase_ids[i]) if not (k < dropped.shape[1] and bool(dropped[r, k])) for t in part]
