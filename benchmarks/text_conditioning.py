@@ -19,6 +19,7 @@ busy machine gives the same number of steps; wall seconds, the CPU and the load 
     flock /tmp/difforge-bench.lock python benchmarks/text_conditioning.py               # full: 12 min per model
     flock /tmp/difforge-bench.lock python benchmarks/text_conditioning.py --minutes 3 --eval 60   # reduced
     python benchmarks/text_conditioning.py --models text --compose --reuse --runs-dir RUNS   # + composed prompts, no retraining
+    python benchmarks/text_conditioning.py --models text --reuse --runs-dir RUNS_A RUNS_B   # several trained runs, one set of judges
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def main():
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--network", default=None, help="the text model's network (default: the trainer's, auto)")
-    ap.add_argument("--runs-dir", default=None, help="where the runs go (default: a temporary folder)")
+    ap.add_argument("--runs-dir", nargs="+", default=None,
+                    help="where the runs go (default: a temporary folder); with --reuse several, each scored by the same judges")
     ap.add_argument("--compose", action="store_true",
                     help="also ask the text model with composed prompts: rest AND defect AND surface (see composed_caption)")
     ap.add_argument("--compose-by", choices=("attributes", "phrases"), default="attributes",
@@ -118,7 +120,10 @@ def main():
     held = {tuple(p.split(":")) for p in args.held_out.split(",") if p}
     print(f"# {machine()}; budget {args.minutes:g} CPU-min per model (process CPU / threads); loadavg before {loadavg()}")
     wall0 = time.perf_counter()
-    runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="textbench-"))
+    all_runs = [Path(r) for r in args.runs_dir or [tempfile.mkdtemp(prefix="textbench-")]]
+    if len(all_runs) > 1 and not args.reuse:
+        ap.error("several --runs-dir are for --reuse (scoring models already trained); train one at a time")
+    runs = all_runs[0]
 
     # -- data: training (seed 0, hold-out removed), judges (seed 1), test captions (seed 2)
     imgs, _, _, caps, attrs = generate_captioned(args.size, args.per_class, seed=0)
@@ -147,13 +152,15 @@ def main():
     clock = cpu_clock()
     common = dict(data=str(data_dir), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=16,
                   ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
-    for kind in args.models:
+    for runs, kind in ((r, k) for r in all_runs for k in args.models):
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
         extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
                       **({"network": args.network} if args.network else {}))
                  if kind == "text" else dict(conditional=True))
         t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"
         model_file = runs / run / "checkpoints" / "ema.safetensors"
+        if len(all_runs) > 1 and not model_file.exists():
+            sys.exit(f"no {kind} model to score in {runs} ({model_file} is missing)")
         if not (args.reuse and model_file.exists()):
             model_file = Trainer(clock=clock, run=run, **common, **extra).fit().model_file
         train_wall = time.perf_counter() - t0
@@ -173,7 +180,8 @@ def main():
             per_image = (time.perf_counter() - t0) / len(ix)
             acc = {k: float((judged(judges[k], out.numpy()) == labels_of(want, k)).mean()) for k in ATTRS}
             how = ", composed prompt" if composed else ""
-            rows.append(dict(model=f"{kind}{how} ({steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
+            where = f"{runs.name}: " if len(all_runs) > 1 else ""
+            rows.append(dict(model=f"{where}{kind}{how} ({steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
                              **acc, s_per_image=f"{per_image:.3f}", steps=steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
           f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, batch 16, 1 image per caption")
