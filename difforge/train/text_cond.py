@@ -25,6 +25,8 @@ import torch
 
 from ..errors import ConfigError
 
+# What a run that does not set or record an option is built with. depth 2 is what runs built before a new run got
+# train/autonet.TEXT_DEPTH (1) recorded in its config; it stays, so those resume and fine-tune as they were built.
 ENCODER_DEFAULTS = dict(dim=128, depth=2, heads=4, max_length=32, pool="words")  # pool: models/text_encoder.text_condition
 
 

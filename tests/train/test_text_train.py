@@ -22,6 +22,10 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     assert meta["network"]["config"]["context_dim"] == 128 and not meta["data"]["class_names"]
     assert meta["network"]["config"]["text_layout"] == 4  # a new built-in text run draws the layout map (TEXT_LAYOUT)
     assert "text_layout: 4" in (result.run_dir / "config.yaml").read_text()  # recorded: a resume builds the same network
+    assert meta["network"]["config"]["text_encoder"]["depth"] == 1  # TEXT_DEPTH, and recorded as well:
+    from difforge.config import Config
+
+    assert Config.load(result.run_dir / "config.yaml").model.network_options["text_encoder"] == {"depth": 1}
 
     out = tmp_path / "s"
     res = cli("sample", result.model_file, "--prompt", "a large scratch on wood", "--prompt", "a crack at the top on brushed steel",
@@ -54,25 +58,35 @@ def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
     from difforge.config import Config
     from difforge.data.source import TrainingImages
     from difforge.train.settle import settle_run
-    from difforge.train.autonet import TEXT_LAYOUT, choose_text_layout
+    from difforge.train.autonet import TEXT_DEPTH, TEXT_LAYOUT, choose_text_layout
 
     def layout(cfg, **k):
         return choose_text_layout(cfg, **k).model.network_options.get("text_layout")
+
+    def depth(cfg, **k):
+        return (choose_text_layout(cfg, **k).model.network_options.get("text_encoder") or {}).get("depth")
 
     text = Config().override(text_encoder="builtin", conditional=False)
     assert layout(text) == TEXT_LAYOUT == 4
     assert layout(text.override(network="auto")) == TEXT_LAYOUT
     assert layout(text.override(network_options={"text_layout": 0})) == 0
+    assert depth(text) == TEXT_DEPTH == 1 and depth(text.override(network_options={"text_layout": 0})) == 1
+    assert depth(text.override(network_options={"text_encoder": {"depth": 3}})) == 3
+    assert choose_text_layout(text.override(network_options={"text_encoder": {"dim": 64}})).model.network_options["text_encoder"] == \
+        {"dim": 64, "depth": 1}  # the other options kept
+    assert depth(text.override(network="dit")) is None and depth(Config()) is None
     assert layout(text.override(text_encoder=str(tmp_path))) is None  # CLIP: not measured
     assert layout(text.override(network="dit")) is None
     assert layout(Config()) is None
     data = TrainingImages(torch.zeros(24, 3, 8, 8, dtype=torch.uint8), None, [], "x")
     ns = types.SimpleNamespace()
     assert settle_run(text.override(channels=3, image_size=8), data, ns)[0].model.network_options.get("text_layout") == 4
-    assert "text_layout" not in settle_run(text.override(channels=3, image_size=8), data, ns, new=False)[0].model.network_options
+    resumed = settle_run(text.override(channels=3, image_size=8), data, ns, new=False)[0].model.network_options
+    assert "text_layout" not in resumed and "text_encoder" not in resumed  # a resume builds what config.yaml says
     old = Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=1,
-                                                   network_options={**TINY_NET, "text_layout": 0}, preview_num=1, preview_steps=1)).fit()
-    assert layout(text, pretrain=str(old.model_file)) == 0
+                                                   network_options={**TINY_NET, "text_layout": 0, "text_encoder": {"depth": 0}},
+                                                   preview_num=1, preview_steps=1)).fit()
+    assert layout(text, pretrain=str(old.model_file)) == 0 and depth(text, pretrain=str(old.model_file)) == 0
 
 
 def test_a_model_without_text_refuses_prompts(tiny_model, tmp_path):
@@ -210,3 +224,22 @@ def test_builtin_encoder_options_come_from_the_text_encoder_network_option(tmp_p
     from difforge.pipeline import Pipeline
 
     assert len(Pipeline.from_checkpoint(result.model_file, device="cpu").net.text_encoder.layers) == 0
+
+
+def test_a_run_that_did_not_record_its_encoder_depth_resumes_with_the_two_layers_it_was_built_with(tmp_path):
+    """Runs from before TEXT_DEPTH wrote no ``text_encoder`` into config.yaml and were built with
+    ENCODER_DEFAULTS' 2 layers: a resume must build 2 again (its checkpoint has the second layer)."""
+    import yaml
+
+    from difforge.train.text_cond import ENCODER_DEFAULTS
+
+    r = Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=1,
+                                                 network_options={**TINY_NET, "text_encoder": {"depth": 2}},
+                                                 preview_num=1, preview_steps=1)).fit()
+    cfg_file = r.run_dir / "config.yaml"
+    raw = yaml.safe_load(cfg_file.read_text())
+    assert raw["model"]["network_options"].pop("text_encoder") == {"depth": 2}  # as an older difforge wrote it
+    cfg_file.write_text(yaml.safe_dump(raw))
+    assert ENCODER_DEFAULTS["depth"] == 2
+    resumed = Trainer(progress=False, resume=str(r.run_dir), max_steps=2).fit()
+    assert resumed.steps == 2 and read_metadata(resumed.model_file)["network"]["config"]["text_encoder"]["depth"] == 2
