@@ -1,6 +1,6 @@
 """``network: auto``: the widest UNet that sees every training image often enough in the time budget;
-a UNet's ``patch_size`` from the image size (:func:`choose_patch`); a built-in text run's layout map
-(:func:`choose_text_layout`); ``channels_last: auto``.
+a UNet's ``patch_size`` from the image size (:func:`choose_patch`); a built-in text run's layout map and
+encoder depth (:func:`choose_text_defaults`); ``channels_last: auto``.
 
 With ``max_minutes`` the candidates (:data:`CANDIDATES`, narrowest first) are timed (:func:`probe_clock`) by a short
 probe: :data:`PROBE_STEPS` optimizer steps (after one warm-up step) of each at the run's real
@@ -24,6 +24,7 @@ from ..models import registry
 from ..runtime import autocast_factory, resolve_device, resolve_precision
 from .distributed import DistInfo, all_reduce_mean, device_for
 from .logging import get_logger
+from .text_cond import ENCODER_DEFAULTS
 
 CANDIDATES = ("unet-tiny", "unet-small", "unet")  # narrowest first
 EPOCHS_WANTED = 30  # passes over the data the budget must allow
@@ -167,7 +168,7 @@ TEXT_LAYOUT = 4
 TEXT_DEPTH = 1
 
 
-def choose_text_layout(config, pretrain: Optional[str] = None):
+def choose_text_defaults(config, pretrain: Optional[str] = None):
     """``config`` with the UNet option ``text_layout`` and the built-in encoder's ``depth`` set for a
     new built-in text run: the caption's words also draw a coarse map that is added to the first
     features, so that "at the top left" can say *where* (a per-channel shift and 8 x 8
@@ -187,7 +188,7 @@ def choose_text_layout(config, pretrain: Optional[str] = None):
         from ..modelfile import read_metadata
 
         built = read_metadata(pretrain).get("network", {}).get("config", {})
-        grid, depth, why = int(built.get("text_layout", 0)), int((built.get("text_encoder") or {}).get("depth", 2)), f"as {pretrain}"
+        grid, depth, why = int(built.get("text_layout", 0)), int((built.get("text_encoder") or {}).get("depth", ENCODER_DEFAULTS["depth"])), f"as {pretrain}"
     if "text_layout" not in options:
         get_logger().info(f"text layout: {grid} x {grid} map of the caption's words ({why}; --network-option text_layout=0 turns it off)"
                           if grid else f"text layout: off ({why})")
@@ -236,4 +237,4 @@ def choose_memory_format(config: Config, data, dist: Optional[DistInfo] = None) 
 
 
 __all__ = ["CANDIDATES", "CHANNELS_LAST_GAIN", "EPOCHS_WANTED", "PATCH_FROM", "TEXT_LAYOUT", "choose_memory_format", "choose_network",
-           "choose_patch", "choose_text_layout", "probe_step_seconds"]
+           "choose_patch", "choose_text_defaults", "probe_step_seconds"]

@@ -31,13 +31,13 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
     # text runs keep every image: the held-out loss (validation.py) is computed without captions
     if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:
         data, val = hold_out(data, config.train.seed)
-    from .autonet import INPUT_WIDTH, choose_memory_format, choose_network, choose_patch, choose_text_layout
+    from .autonet import INPUT_WIDTH, choose_memory_format, choose_network, choose_patch, choose_text_defaults
     from .compiling import choose_compile
 
     if new and config.train.task in INPUT_WIDTH:
         config = choose_patch(config, data, pretrain)
     if new and config.train.task == "diffusion":
-        config = choose_text_layout(config, pretrain)
+        config = choose_text_defaults(config, pretrain)
     if config.model.network == "auto":
         config = choose_network(config, data, task, dist)
     if config.train.channels_last == "auto":

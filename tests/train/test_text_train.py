@@ -58,13 +58,13 @@ def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
     from difforge.config import Config
     from difforge.data.source import TrainingImages
     from difforge.train.settle import settle_run
-    from difforge.train.autonet import TEXT_DEPTH, TEXT_LAYOUT, choose_text_layout
+    from difforge.train.autonet import TEXT_DEPTH, TEXT_LAYOUT, choose_text_defaults
 
     def layout(cfg, **k):
-        return choose_text_layout(cfg, **k).model.network_options.get("text_layout")
+        return choose_text_defaults(cfg, **k).model.network_options.get("text_layout")
 
     def depth(cfg, **k):
-        return (choose_text_layout(cfg, **k).model.network_options.get("text_encoder") or {}).get("depth")
+        return (choose_text_defaults(cfg, **k).model.network_options.get("text_encoder") or {}).get("depth")
 
     text = Config().override(text_encoder="builtin", conditional=False)
     assert layout(text) == TEXT_LAYOUT == 4
@@ -72,7 +72,7 @@ def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
     assert layout(text.override(network_options={"text_layout": 0})) == 0
     assert depth(text) == TEXT_DEPTH == 1 and depth(text.override(network_options={"text_layout": 0})) == 1
     assert depth(text.override(network_options={"text_encoder": {"depth": 3}})) == 3
-    assert choose_text_layout(text.override(network_options={"text_encoder": {"dim": 64}})).model.network_options["text_encoder"] == \
+    assert choose_text_defaults(text.override(network_options={"text_encoder": {"dim": 64}})).model.network_options["text_encoder"] == \
         {"dim": 64, "depth": 1}  # the other options kept
     assert depth(text.override(network="dit")) is None and depth(Config()) is None
     assert layout(text.override(text_encoder=str(tmp_path))) is None  # CLIP: not measured
