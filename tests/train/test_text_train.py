@@ -47,8 +47,8 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     assert w > prompt_grid.LABEL_W + 9 * 16 * prompt_grid.ZOOM and h > 6 * 16 * prompt_grid.ZOOM  # 9 positions x 6 prompts
 
 
-def test_the_text_layout_default_is_for_new_builtin_runs_only(tmp_path):
-    """New built-in text runs on a UNet get the layout map; an explicit choice, a CLIP run, a network
+def test_the_text_defaults_are_for_new_builtin_runs_only(tmp_path):
+    """New built-in text runs on a UNet get the layout map and TEXT_DEPTH encoder layers; an explicit choice, a CLIP run, a network
     without the option, a run without text and a resume (settle_run new=False) are left as they are;
     a fine-tune takes its file's value."""
     import types
