@@ -161,9 +161,10 @@ def main():
         model_file = runs / run / "checkpoints" / "ema.safetensors"
         if len(all_runs) > 1 and not model_file.exists():
             sys.exit(f"no {kind} model to score in {runs} ({model_file} is missing)")
+        trained = "reused"
         if not (args.reuse and model_file.exists()):
             model_file = Trainer(clock=clock, run=run, **common, **extra).fit().model_file
-        train_wall = time.perf_counter() - t0
+            trained = f"train {(time.perf_counter() - t0) / 60:.1f} wall-min"
         pipe = Pipeline.from_checkpoint(model_file, device="cpu", precision="fp32")
         steps = pipe.meta["train"]["step"]
         asks = [(kind, False)] + ([(kind, True)] if kind == "text" and args.compose else [])
@@ -181,7 +182,7 @@ def main():
             acc = {k: float((judged(judges[k], out.numpy()) == labels_of(want, k)).mean()) for k in ATTRS}
             how = ", composed prompt" if composed else ""
             where = f"{runs.name}: " if len(all_runs) > 1 else ""
-            rows.append(dict(model=f"{where}{kind}{how} ({steps} steps, train {train_wall / 60:.1f} wall-min)", group=g, n=len(ix),
+            rows.append(dict(model=f"{where}{kind}{how} ({steps} steps, {trained})", group=g, n=len(ix),
                              **acc, s_per_image=f"{per_image:.3f}", steps=steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
           f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, batch 16, 1 image per caption")
