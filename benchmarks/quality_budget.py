@@ -185,6 +185,8 @@ def main():
     ap.add_argument("--runs-dir", default="runs/quality_budget")
     ap.add_argument("--smoke", action="store_true", help="16 px, 0.1 min, fast only: checks that it runs")
     ap.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales to sample each model with (default: the sampling default)")
+    ap.add_argument("--train-options", type=json.loads, default={}, metavar="JSON",
+                    help="extra training settings for every run, e.g. '{\"crop_p\": 0.5}' (a variant; named in the run and the rows)")
     ap.add_argument("--network-options", type=json.loads, default={}, metavar="JSON",
                     help='extra network options for every run, e.g. \'{"norm": "channel"}\' (a variant; named in the run and the rows)')
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds: one model per seed (the run-to-run spread)")
@@ -224,12 +226,14 @@ def main():
             source = data_source(dataset, size, args.per_class, args.runs_dir)
             for minutes in args.minutes:
                 for recipe, seed in [(r, s) for r in args.recipes for s in args.seeds]:
-                    variant = "".join(f"-{k}={v}" for k, v in args.network_options.items()) + (f"-seed{seed}" if seed else "")
+                    extra = {**args.network_options, **args.train_options}
+                    variant = "".join(f"-{k}={v}" for k, v in extra.items()) + (f"-seed{seed}" if seed else "")
                     run = f"{dataset}-{recipe}-{size}px-{minutes:g}min{variant}"
                     cfg = dict(preset_values(recipe), run=run, runs_dir=args.runs_dir, image_size=size,
                                max_minutes=minutes, batch_size=16, seed=seed)
                     if args.network_options:
                         cfg["network_options"] = {**cfg.get("network_options", {}), **args.network_options}
+                    cfg.update(args.train_options)
                     cfg.update(source)
                     if size < 32 and cfg.get("network") == "unet":
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size

@@ -43,6 +43,8 @@ class DataConfig:
     hflip: bool = False  # plain random mirror images (they reach the samples: prefer augment=flips); on before the presets
     augment: str = ""  # EDM-style augmentations seen by the network as conditioning: any of flips,rot90,translate
     augment_p: float = 0.0  # probability that an image is augmented (0 = off; see difforge/data/augment.py)
+    crop_p: float = 0.0  # probability that a micro-batch trains on random crops, the network told where (difforge/data/crops.py)
+    crop_size: int = 0  # side of those crops in pixels; 0 = half the image size
     skip_bad_images: bool = False
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200

@@ -38,6 +38,8 @@ NUMBERS: Dict[str, tuple] = {
     "min_lr_ratio": (False, 0.0, 1.0, False, False, "a fraction of lr"),
     "ema_decay": (False, 0.0, 1.0, False, True, "1 would never update the EMA weights"),
     "augment_p": (False, 0.0, 1.0, False, False, "a probability"),
+    "crop_p": (False, 0.0, 1.0, False, True, "a probability; 1 would never train on whole images"),
+    "crop_size": (True, 0, MAX_IMAGE_SIZE, False, False, "0 = half the image size"),
     "grad_accum": (True, 1, 4096, False, False, ""),
     "grad_clip": (False, 0.0, 1e9, True, False, "omit it to disable clipping"),
     "seed": (True, 0, 2**63 - 1, False, False, ""),

@@ -100,6 +100,9 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--augment", dest="augment", metavar="LIST",
         help="EDM-style augmentations the network is told about (none reach the samples): any of flips,rot90,translate")
     add(g, "--augment-p", dest="augment_p", type=float, help="probability that an image is augmented (default 0 = off)")
+    add(g, "--crop-p", dest="crop_p", type=float,
+        help="probability that a batch trains on random crops, the network told where (Patch Diffusion; none in samples; default 0 = off)")
+    add(g, "--crop-size", dest="crop_size", type=int, help="side of those crops in pixels (default: half the image size)")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
     add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")

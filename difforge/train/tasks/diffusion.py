@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ...data import augment
+from ...data import augment, crops
 from ...diffusion.objective import Objective, drop_labels
 from ...diffusion.schedule import Schedule, schedule_name
 from ...diffusion.timestep_samplers import make_timestep_sampler
@@ -46,12 +46,22 @@ class DiffusionTask(Task):
         options = dict(mc.network_options)
         options.update(image_size=dc.image_size, in_channels=int(data.images.shape[1]), num_classes=data.num_classes, learn_sigma=mc.learn_sigma)
         self.augment = augment.parse(dc.augment) if dc.augment_p > 0 else ()
-        if self.augment:  # the network is told what was done (EDM app. D.2): zeros at sampling
+        self.crop_size = (dc.crop_size or crops.default_size(dc.image_size)) if dc.crop_p > 0 else 0
+        for on, flag in ((self.augment, "--augment"), (self.crop_size, "--crop-p")):
+            if not on:  # the network is told what was done (EDM app. D.2): zeros at sampling
+                continue
             if c.latent.latent:
-                raise ConfigError("augment applies to pixel-space training; drop --augment for a latent run")
+                raise ConfigError(f"{flag} applies to pixel-space training; drop it for a latent run")
             if "aug_dim" not in registry.options(mc.network):
-                raise ConfigError(f"augment needs a network with augmentation conditioning (unet, unet-small, unet-tiny), not {mc.network!r}")
-            options["aug_dim"] = augment.AUG_DIM
+                raise ConfigError(f"{flag} needs a network with augmentation conditioning (unet, unet-small, unet-tiny), not {mc.network!r}")
+        if self.crop_size:
+            if mc.text_encoder:
+                raise ConfigError("--crop-p would cut away what a caption says (a position, a defect); drop it for a text run")
+            if not 8 <= self.crop_size < dc.image_size:
+                raise ConfigError(f"crop_size={self.crop_size} must be at least 8 and below the image size {dc.image_size}")
+        aug_dim = (augment.AUG_DIM if self.augment else 0) + (crops.CROP_DIM if self.crop_size else 0)
+        if aug_dim:
+            options["aug_dim"] = aug_dim
         self.text = None
         if mc.text_encoder:  # captions -> the network's cross-attention context (train/text_cond.py)
             from ..text_cond import TextConditioning
@@ -66,6 +76,11 @@ class DiffusionTask(Task):
             options = self.latents.network_options(mc.network, options, mc.network_options, log=get_logger())
         else:
             registry.check_image_size(mc.network, options, dc.image_size)
+            if self.crop_size:
+                try:
+                    registry.check_image_size(mc.network, options, self.crop_size)
+                except ConfigError as e:
+                    raise ConfigError(f"crop_size={self.crop_size} does not fit the network: {e}") from None
         net = registry.build(mc.network, **options).to(device)
         self.num_classes = data.num_classes
         self.schedule = Schedule.from_settings(fc)
@@ -94,10 +109,17 @@ class DiffusionTask(Task):
         x = batch.x
         if self.latents is not None:  # a fresh posterior sample s * z per step
             x = self.latents.sample(x, rng.generator, rng.mine, rng.global_batch)
-        cond = {}
-        if self.augment:  # drawn first, over the global batch, from the step's generator
-            x, cond["aug_labels"] = augment.augment(x, rng.rand((augment.DRAWS,)), self.augment, self.config.data.augment_p)
-            net = functools.partial(net, **cond)
+        aug_labels = []  # [augment | crop] labels, drawn first, over the global batch, from the step's generator
+        if self.crop_size:  # one gate for the whole batch (one tensor), then each image's offset
+            gate = float(torch.rand((), generator=rng.generator))
+            x, crop_labels = crops.random_crops(x, gate, rng.rand((2,)), self.config.data.crop_p, self.crop_size)
+        if self.augment:
+            x, labels = augment.augment(x, rng.rand((augment.DRAWS,)), self.augment, self.config.data.augment_p)
+            aug_labels.append(labels)
+        if self.crop_size:
+            aug_labels.append(crop_labels)
+        if aug_labels:
+            net = functools.partial(net, aug_labels=torch.cat(aug_labels, dim=1))
         y = None
         if self.text is not None:  # caption and class dropped together: the unconditional branch of CFG
             from ..text_cond import condition
@@ -129,6 +151,9 @@ class DiffusionTask(Task):
                 f"target {c.diffusion.target}, loss {c.diffusion.loss}")
         if self.augment:
             text += f"; augment {','.join(self.augment)} with p={c.data.augment_p:g} (network-conditioned, none in samples)"
+        if getattr(self, "crop_size", 0):
+            text += (f"; {self.crop_size} px crops in {c.data.crop_p:.0%} of the batches "
+                     "(network-conditioned, whole images in samples)")
         if getattr(self, "text", None) is not None:
             text += f"; text: {self.text.describe()}"
         if self.latents is not None:

@@ -56,6 +56,8 @@ class InpaintTask(DiffusionTask):
         net = super().build(_Widened(data, 2 * self.channels + 1), device)
         if self.augment:
             raise ConfigError("augment does not move the masks; drop --augment for mask-conditioned training")
+        if self.crop_size:
+            raise ConfigError("--crop-p does not cut the masks; drop it for mask-conditioned training")
         self.meta["data"]["channels"] = self.channels
         self.meta["inputs"] = INPUTS
         return net

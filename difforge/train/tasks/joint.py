@@ -40,6 +40,8 @@ class JointMaskTask(DiffusionTask):
         net = super().build(_Widened(data, self.channels + 1), device)
         if self.augment:
             raise ConfigError("augment does not move the masks; drop --augment for joint-mask training")
+        if self.crop_size:
+            raise ConfigError("--crop-p does not cut the masks; drop it for joint-mask training")
         self.meta["data"]["channels"] = self.channels
         self.meta["data"]["joint_mask"] = True
         return net

@@ -73,6 +73,8 @@ class SuperResTask(DiffusionTask):
             raise ConfigError("super-resolution training runs in pixel space; drop latent for it")
         if c.data.augment_p > 0:
             raise ConfigError("augment does not move the low-res input; drop --augment for super-resolution training")
+        if c.data.crop_p > 0:
+            raise ConfigError("--crop-p does not cut the low-res input; drop it for super-resolution training")
         self.deg = degradation_of(c)
         self.noise_aug = float(c.sr.noise_aug)
         if self.noise_aug > 0:
