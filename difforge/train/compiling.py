@@ -63,8 +63,13 @@ from .rng import StepRNG, seed_global
 
 
 def compile_network(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``torch.compile(net)`` on ``device`` (one place for a run's compile settings; Inductor's defaults today)."""
-    return torch.compile(net)
+    """``torch.compile(net)`` on ``device`` (one place for a run's compile settings).
+
+    ``dynamic=False``: a graph per input shape. A run sees one shape, or two with ``--crop-p``
+    (crops and whole images); on that second shape Inductor's automatic dynamic shapes failed
+    for a folding UNet (torch 2.13: "cannot determine truth value of Relational" on a symbolic
+    stride), while two static graphs compile once each and stay as fast as one."""
+    return torch.compile(net, dynamic=False)
 
 
 NOT_YET = "not yet"
