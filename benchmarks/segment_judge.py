@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from demo_quality import fit_judge, to_float  # noqa: E402
 
-from difforge.data.builtin import CLASSES, make_image_and_mask  # noqa: E402
+from difforge.data.builtin import CLASSES, DEFAULT_MATERIALS, make_image_and_mask  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, _third, core_mask  # noqa: E402
 
 DILATIONS = (1, 1, 2, 4, 8, 1)
@@ -52,13 +52,13 @@ class Segmenter(torch.nn.Module):
         return self.out(self.body(x))[:, 0]
 
 
-def real_masks(size: int, per_class: int, seed: int):
+def real_masks(size: int, per_class: int, seed: int, materials=DEFAULT_MATERIALS):
     """(images uint8 (N, H, W, 3), core masks bool (N, H, W)) of the built-in defect classes, in
     :func:`~difforge.data.builtin_captions.generate_captioned`'s order (the same images)."""
     images, masks = [], []
     for c in range(len(CLASSES)):
         for i in range(per_class):
-            image, _, clean = make_image_and_mask(c, size, np.random.default_rng([seed, c, i]))
+            image, _, clean = make_image_and_mask(c, size, np.random.default_rng([seed, c, i]), materials=materials)
             images.append(image)
             masks.append(core_mask(image, clean))
     return np.stack(images), np.stack(masks)

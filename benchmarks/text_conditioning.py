@@ -2,6 +2,10 @@
 
 Protocol (issue 21): the built-in defect set with its exact captions at 32 px. Some (defect,
 material) combinations are held out of training (default: crack on wood, inclusion on metal).
+``--materials`` chooses the surfaces (default metal,wood: the built-in set). With two, a held-out
+defect was only ever trained on the *other* material, so the word and that material are one thing
+to the model; with metal,wood,concrete it has seen the defect on two surfaces and the test is one
+of composition (a defect it knows, on a surface it knows, never together).
 Two models train on the rest for the same budget: the built-in text encoder (captions, unet-tiny
 with cross-attention) and a class-conditional model (defect class only). Judge CNNs
 (benchmarks/demo_quality.SmallCNN) for defect type and material, and a segmenter of the defect
@@ -39,6 +43,8 @@ from demo_quality import to_float, train_classifier  # noqa: E402
 from quality_budget import cpu_clock, loadavg, machine  # noqa: E402
 from segment_judge import Segmenter, judged_positions, real_masks, train_segmenter  # noqa: E402
 
+from difforge.config import materials_of  # noqa: E402
+from difforge.data.builtin import check_materials  # noqa: E402
 from difforge.data.builtin_captions import MATERIALS as SURFACES  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, generate_captioned  # noqa: E402
 from difforge.data.captions import write_metadata  # noqa: E402
@@ -48,8 +54,7 @@ from difforge.pipeline import Pipeline  # noqa: E402
 from difforge.train.trainer import Trainer  # noqa: E402
 
 DEFECTS = ("scratch", "inclusion", "crack", "patch")
-MATERIALS = ("metal", "wood")
-ATTRS = {"defect": DEFECTS, "material": MATERIALS, "position": POSITIONS}
+ATTRS = {"defect": DEFECTS, "material": ("metal", "wood"), "position": POSITIONS}  # material: --materials
 
 
 def composed_caption(caption: str, attrs, by: str = "attributes") -> str:
@@ -98,6 +103,8 @@ def main():
     ap.add_argument("--judge-epochs", type=int, default=8)
     ap.add_argument("--eval", type=int, default=100, help="captions per group (seen / held-out)")
     ap.add_argument("--held-out", default="crack:wood,inclusion:metal", help="defect:material pairs never trained on")
+    ap.add_argument("--materials", default="metal,wood",
+                    help="the built-in set's surfaces (difforge.data.builtin.MATERIALS); metal,wood,concrete: see above")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, pipeline/config.py: 4 for text, 1.5 at 32 px)")
@@ -118,6 +125,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     held = {tuple(p.split(":")) for p in args.held_out.split(",") if p}
+    materials = check_materials(materials_of(args.materials))
+    ATTRS["material"] = materials
     print(f"# {machine()}; budget {args.minutes:g} CPU-min per model (process CPU / threads); loadavg before {loadavg()}")
     wall0 = time.perf_counter()
     all_runs = [Path(r) for r in args.runs_dir or [tempfile.mkdtemp(prefix="textbench-")]]
@@ -126,16 +135,17 @@ def main():
     runs = all_runs[0]
 
     # -- data: training (seed 0, hold-out removed), judges (seed 1), test captions (seed 2)
-    imgs, _, _, caps, attrs = generate_captioned(args.size, args.per_class, seed=0)
+    imgs, _, _, caps, attrs = generate_captioned(args.size, args.per_class, seed=0, materials=materials)
     keep = [i for i, a in enumerate(attrs) if (a["defect"], a["material"]) not in held]
     data_dir = write_folder(runs / "data", imgs[keep], [attrs[i] for i in keep], [caps[i] for i in keep])
-    print(f"# training images: {len(keep)} of {len(imgs)} (held out: {', '.join(f'{d} on {m}' for d, m in sorted(held))})")
-    j_imgs, _, _, _, j_attrs = generate_captioned(args.size, args.judge_per_class, seed=1)
-    t_imgs, _, _, t_caps, t_attrs = generate_captioned(args.size, max(args.eval, 50), seed=2)
+    print(f"# training images: {len(keep)} of {len(imgs)} on {', '.join(materials)} "
+          f"(held out: {', '.join(f'{d} on {m}' for d, m in sorted(held))})")
+    j_imgs, _, _, _, j_attrs = generate_captioned(args.size, args.judge_per_class, seed=1, materials=materials)
+    t_imgs, _, _, t_caps, t_attrs = generate_captioned(args.size, max(args.eval, 50), seed=2, materials=materials)
     judges = {}
     for key, names in ATTRS.items():
         if key == "position":  # where the defect is: its mask's centroid, the captions' own rule
-            judges[key] = train_segmenter(*real_masks(args.size, args.judge_per_class, seed=1), epochs=12)
+            judges[key] = train_segmenter(*real_masks(args.size, args.judge_per_class, seed=1, materials=materials), epochs=12)
         else:
             judges[key], _ = train_classifier(args.size, 3, data=(j_imgs, labels_of(j_attrs, key), list(names)), epochs=args.judge_epochs)
     groups = {"seen": [], "held-out": []}

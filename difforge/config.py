@@ -49,6 +49,7 @@ class DataConfig:
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200
     builtin_seed: int = 0
+    builtin_materials: str = "metal,wood"  # built-in set: its surfaces, any of metal,wood,concrete (data/builtin.py)
     caption_template: Optional[str] = None  # text models: caption of images without one; {class} = the class name
 
 
@@ -256,6 +257,7 @@ class Config:
         _check_numbers(self)
         _choice("channels", dc.channels, (1, 3, "auto"))
         _check_augment(dc.augment)
+        _check_materials(dc.builtin_materials)
         _check_list("ema_extra", tc.ema_extra, lambda d: 0.0 <= d < 1.0, "EMA decays in [0, 1), e.g. [0.99, 0.999]")
         _check_list("ema_power", tc.ema_power, lambda s: 0.0 < s < 0.28, "relative EMA widths in (0, 0.28), e.g. [0.05, 0.2]")
         _choice("noise_schedule", fc.noise_schedule, SCHEDULES)
@@ -309,6 +311,21 @@ def _check_augment(text) -> None:
     names = [a.strip() for a in str(text or "").split(",") if a.strip()]
     if not isinstance(text, str) or any(a not in AUGMENTATIONS for a in names):
         raise ConfigError(f"augment={text!r} is not allowed; give a comma-separated list of {', '.join(AUGMENTATIONS)} (or nothing)")
+
+
+def _check_materials(text) -> None:
+    from .data.builtin import MATERIALS, check_materials
+
+    try:
+        check_materials(materials_of(text))
+    except (ValueError, TypeError):
+        raise ConfigError(f"builtin_materials={text!r} is not allowed; give a comma-separated list of distinct "
+                          f"{', '.join(MATERIALS)}") from None
+
+
+def materials_of(text) -> tuple:
+    """``"metal, wood"`` -> ("metal", "wood"): the built-in set's surfaces from the config string."""
+    return tuple(m.strip() for m in str(text).split(",") if m.strip())
 
 
 def field_sections() -> Dict[str, str]:

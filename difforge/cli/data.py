@@ -11,13 +11,16 @@ def add_parser(sub) -> None:
         "defects",
         help="write the built-in industrial-defect dataset",
         description="Write the built-in procedural industrial-surface dataset (metal and wood textures with "
-        "scratch, inclusion, crack and patch defects) as OUT/<class>/<class>_NNNNN.png. Deterministic for a seed.",
+        "scratch, inclusion, crack and patch defects; --materials adds concrete) as OUT/<class>/<class>_NNNNN.png. "
+        "Deterministic for a seed.",
     )
     d.add_argument("out", metavar="OUT", help="output folder")
     d.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     d.add_argument("--per-class", type=int, default=200, help="images per class (default 200)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    d.add_argument("--materials", default="metal,wood", metavar="LIST",
+                   help="the surfaces, equally likely: any of metal,wood,concrete (default metal,wood: the built-in set)")
     d.add_argument("--masks", action="store_true",
                    help="also write each image's exact defect mask and a 'good' class of defect-free surfaces: "
                    "OUT/images/<class>/X.png with OUT/masks/<class>/X.png (0 background, 255 defect)")
@@ -40,16 +43,23 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data.builtin import CLASSES, GOOD, write_dataset
+    from ..config import materials_of
+    from ..data.builtin import CLASSES, GOOD, check_materials, write_dataset
     from ..errors import UserError
 
     if args.size < 8 or args.per_class < 1:
         raise UserError("--size must be >= 8 and --per-class >= 1")
-    out = write_dataset(args.out, size=args.size, per_class=args.per_class, seed=args.seed, channels=args.channels, masks=args.masks)
+    try:
+        materials = check_materials(materials_of(args.materials))
+    except ValueError as e:
+        raise UserError(f"--materials: {e}") from None
+    out = write_dataset(args.out, size=args.size, per_class=args.per_class, seed=args.seed, channels=args.channels, masks=args.masks,
+                        materials=materials)
     if getattr(args, "captions", False):
         from ..data.builtin_captions import write_builtin_captions
 
-        print(f"captions: {write_builtin_captions(out, args.size, args.per_class, args.seed, args.channels, masks=args.masks)}")
+        meta = write_builtin_captions(out, args.size, args.per_class, args.seed, args.channels, masks=args.masks, materials=materials)
+        print(f"captions: {meta}")
     if args.masks:
         names = (*CLASSES, GOOD)
         print(f"wrote {args.per_class * len(names)} images ({', '.join(names)}) to {out / 'images'} and their masks to {out / 'masks'}")

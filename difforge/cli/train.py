@@ -114,6 +114,8 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
         help="the mask is one more channel the model generates: every sample comes with its pixel mask (needs --masks or ROOT/images + ROOT/masks)")
     add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")
     add(g, "--builtin-seed", dest="builtin_seed", type=int, help="built-in set: seed")
+    add(g, "--builtin-materials", dest="builtin_materials", metavar="LIST",
+        help="built-in set: its surfaces, any of metal,wood,concrete (default metal,wood)")
     add_text_train_flags(g)
 
 

@@ -1,6 +1,7 @@
 """The built-in procedural industrial-defect dataset: difforge's embedded default and demo data.
 
-Four defect classes on metal-like (brushed steel) or wood-like surfaces:
+Four defect classes on metal-like (brushed steel) or wood-like surfaces (or, when asked, concrete:
+``materials``, see :data:`MATERIALS`):
 
 - ``scratch``: one long, thin, straight (or very slightly bent) line, usually bright;
 - ``inclusion``: one to three dark, compact round or oval blobs;
@@ -8,7 +9,12 @@ Four defect classes on metal-like (brushed steel) or wood-like surfaces:
 - ``patch``: a large irregular region of different colour and texture (rust, stain, bleaching).
 
 The surface (metal or wood, its tint, brightness, streak direction and lighting) is drawn
-independently of the class, so only the defect tells the classes apart. Images are drawn at 2-3x
+independently of the class, so only the defect tells the classes apart. ``materials`` chooses the
+surfaces an image may have, each equally likely; the default, metal and wood, is the set as it
+always was (the same first draw picks the surface, so every image is unchanged). A third surface
+exists for text conditioning: with two, a defect held out on one material was only ever seen on
+the other, so a caption model cannot tell the word from that material; with three it has seen the
+defect on two surfaces (benchmarks/text_conditioning.py). Images are drawn at 2-3x
 the output resolution and reduced with Lanczos, so thin lines stay anti-aliased and visible even
 at 32x32. :func:`make_image_and_mask` also gives each image's exact defect mask.
 Image ``i`` of class ``c`` comes from ``numpy.random.default_rng([seed, c, i])``: it does not
@@ -28,6 +34,8 @@ from PIL import Image
 from ..atomic import atomic_write
 
 CLASSES = ("scratch", "inclusion", "crack", "patch")
+MATERIALS = ("metal", "wood", "concrete")  # every surface the generator can draw
+DEFAULT_MATERIALS = ("metal", "wood")  # the built-in set's
 GOOD = "good"  # the defect-free class, written with masks (class index len(CLASSES))
 
 PathLike = Union[str, os.PathLike]
@@ -164,6 +172,43 @@ def _wood(rng, xx, yy, n) -> np.ndarray:
     return img * _lighting(rng, xx, yy)[..., None]
 
 
+def _concrete(rng, xx, yy, n) -> np.ndarray:
+    """Grey cast concrete: isotropic sand grain, lighter and darker aggregate, a few air pores and
+    slow mottling -- no direction (unlike brushed steel) and no rings or brown (unlike wood)."""
+    grey = rng.uniform(0.5, 0.72)
+    tint = np.array([0.015, 0.008, -0.012], dtype=np.float32) * rng.uniform(0.0, 2.0) + rng.normal(0, 0.008, 3)
+    color = (grey + tint).astype(np.float32)
+    sand = _smooth_noise(rng, n, max(8, n // 3))  # about one cell per output pixel at 3x supersampling
+    stones = _smooth_noise(rng, n, max(6, n // 10))
+    aggregate = np.clip((np.abs(stones) - 0.35) / 0.12, 0.0, 1.0) * np.sign(stones)
+    shade = 1.0 + rng.uniform(0.05, 0.09) * sand + rng.uniform(0.04, 0.08) * aggregate
+    shade = shade + 0.05 * _smooth_noise(rng, n, 4)
+    img = color * (shade * _lighting(rng, xx, yy))[..., None]
+    for _ in range(int(rng.integers(4, 12))):  # air pores: small dark round holes
+        r = rng.uniform(0.006, 0.016)
+        cx, cy = rng.uniform(0.0, 1.0, size=2).tolist()
+        win = _window((cx - 2 * r, cy - 2 * r), (cx + 2 * r, cy + 2 * r), n)
+        rho = np.hypot(xx[win] - cx, yy[win] - cy) * (1.0 / r)
+        _blend(img[win], lambda sub: sub * 0.45, np.clip((1.0 - rho) * 2.0 + 0.5, 0.0, 1.0))
+    return img
+
+
+_SURFACES: dict = {"metal": _metal, "wood": _wood, "concrete": _concrete}
+
+
+def pick_material(u: float, materials=DEFAULT_MATERIALS) -> str:
+    """The surface for the uniform draw ``u``: ``materials`` in equal shares (metal below 0.5 of two)."""
+    return materials[min(int(u * len(materials)), len(materials) - 1)]
+
+
+def check_materials(materials) -> tuple:
+    """``materials`` as a tuple of known surfaces, at least one, none twice (ValueError otherwise)."""
+    out = tuple(materials)
+    if not out or len(set(out)) != len(out) or any(m not in MATERIALS for m in out):
+        raise ValueError(f"materials must be distinct names of {', '.join(MATERIALS)}, got {', '.join(map(str, out)) or 'none'}")
+    return out
+
+
 # ----------------------------------------------------------------------------- defects
 
 
@@ -295,14 +340,14 @@ _DEFECTS: tuple[Callable, ...] = (_scratch, _inclusion, _crack, _patch)
 # ----------------------------------------------------------------------------- public API
 
 
-def make_image(class_index: int, size: int, rng: np.random.Generator, channels: int = 3) -> np.ndarray:
+def make_image(class_index: int, size: int, rng: np.random.Generator, channels: int = 3, materials=DEFAULT_MATERIALS) -> np.ndarray:
     """Draw one image of class ``CLASSES[class_index]``: uint8 (size, size, channels)."""
     if not 0 <= class_index < len(CLASSES):
         raise ValueError(f"class_index must be in 0..{len(CLASSES) - 1}, got {class_index}")
-    return _render(class_index, size, rng, channels, clean=False)[0]
+    return _render(class_index, size, rng, channels, clean=False, materials=materials)[0]
 
 
-def make_image_and_mask(class_index: int, size: int, rng: np.random.Generator, channels: int = 3):
+def make_image_and_mask(class_index: int, size: int, rng: np.random.Generator, channels: int = 3, materials=DEFAULT_MATERIALS):
     """(image, mask, clean): the image of :func:`make_image` (bit for bit, same ``rng`` use), its
     exact defect mask and the same image without the defect; ``class_index == len(CLASSES)`` is
     a defect-free ``good`` surface (empty mask).
@@ -313,11 +358,11 @@ def make_image_and_mask(class_index: int, size: int, rng: np.random.Generator, c
     reduction spreads a defect's edge by up to three output pixels, so the mask includes that
     faint fringe.
     """
-    image, clean = _render(class_index, size, rng, channels, clean=True)
+    image, clean = _render(class_index, size, rng, channels, clean=True, materials=materials)
     return image, (image != clean).any(axis=-1), clean
 
 
-def _render(class_index: int, size: int, rng: np.random.Generator, channels: int, clean: bool):
+def _render(class_index: int, size: int, rng: np.random.Generator, channels: int, clean: bool, materials=DEFAULT_MATERIALS):
     if not 0 <= class_index <= len(CLASSES):
         raise ValueError(f"class_index must be in 0..{len(CLASSES)} ({len(CLASSES)} = {GOOD}), got {class_index}")
     if channels not in (1, 3):
@@ -327,8 +372,8 @@ def _render(class_index: int, size: int, rng: np.random.Generator, channels: int
     n = size * _supersample(size)
     coords = (np.arange(n, dtype=np.float32) + 0.5) / n
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    surface = "metal" if rng.random() < 0.5 else "wood"
-    img = (_metal if surface == "metal" else _wood)(rng, xx, yy, n).astype(np.float32)
+    surface = pick_material(rng.random(), check_materials(materials))
+    img = _SURFACES[surface](rng, xx, yy, n).astype(np.float32)
     plain = img.copy() if clean else None
     if class_index < len(CLASSES):
         _DEFECTS[class_index](img, rng, xx, yy, n, surface)
@@ -346,7 +391,7 @@ def _reduce(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def generate_arrays(
-    size: int = 64, per_class: int = 200, seed: int = 0, channels: int = 3
+    size: int = 64, per_class: int = 200, seed: int = 0, channels: int = 3, materials=DEFAULT_MATERIALS
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All images, class by class: uint8 (N, size, size, channels), int64 labels (N,), class names."""
     if per_class < 1:
@@ -354,7 +399,7 @@ def generate_arrays(
     images = np.empty((len(CLASSES) * per_class, size, size, channels), dtype=np.uint8)
     labels = np.repeat(np.arange(len(CLASSES), dtype=np.int64), per_class)
     for j, (c, i) in enumerate((c, i) for c in range(len(CLASSES)) for i in range(per_class)):
-        images[j] = make_image(c, size, np.random.default_rng([seed, c, i]), channels)
+        images[j] = make_image(c, size, np.random.default_rng([seed, c, i]), channels, materials)
     return images, labels, list(CLASSES)
 
 
@@ -366,6 +411,7 @@ def write_dataset(
     channels: int = 3,
     progress: bool = True,
     masks: bool = False,
+    materials=DEFAULT_MATERIALS,
 ) -> Path:
     """Write ``out_dir/<class>/<class>_00000.png`` ... (a class-folder dataset) and return ``out_dir``.
 
@@ -385,11 +431,11 @@ def write_dataset(
         rng = np.random.default_rng([seed, c, i])
         name = f"{names[c]}/{names[c]}_{i:05d}.png"
         if masks:
-            arr, mask, _ = make_image_and_mask(c, size, rng, channels)
+            arr, mask, _ = make_image_and_mask(c, size, rng, channels, materials)
             _write_png(mask.astype(np.uint8) * 255, out_dir / "masks" / name)
             _write_png(arr[..., 0] if channels == 1 else arr, out_dir / "images" / name)
         else:
-            arr = make_image(c, size, rng, channels)
+            arr = make_image(c, size, rng, channels, materials)
             _write_png(arr[..., 0] if channels == 1 else arr, out_dir / name)
     return out_dir
 

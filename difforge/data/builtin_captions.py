@@ -2,8 +2,8 @@
 
 Every attribute is read off what :mod:`difforge.data.builtin` produced, not guessed:
 
-- ``material``: the surface drawn first by ``_render`` (``rng.random() < 0.5`` -> metal), which
-  :func:`material_of` repeats on a fresh generator with the image's seed (a test checks it
+- ``material``: the surface drawn first by ``_render`` (``pick_material(rng.random(), materials)``:
+  below 0.5 metal, of the default two), which :func:`material_of` repeats on a fresh generator with the image's seed (a test checks it
   against the colours of the images, so a change of the generator's draw order is caught);
 - ``defect``: the class;
 - ``position``, ``orientation``, ``size``: from the image's exact defect mask
@@ -24,10 +24,11 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .builtin import CLASSES, GOOD, make_image_and_mask
+from .builtin import CLASSES, DEFAULT_MATERIALS, GOOD, make_image_and_mask, pick_material
 from .captions import write_metadata
 
-MATERIALS = {"metal": "brushed steel", "wood": "wood"}
+MATERIALS = {"metal": "brushed steel", "wood": "wood", "concrete": "concrete"}  # the words of each surface
+CLEAN = {"metal": "brushed steel", "wood": "wooden", "concrete": "concrete"}  # "a clean ... surface"
 POSITIONS = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
 ORIENTATIONS = ("horizontal", "vertical", "diagonal")
 SIZES = ("small", "medium", "large")
@@ -36,9 +37,9 @@ SIZE_TERCILES = {"scratch": (0.05, 0.065), "inclusion": (0.05, 0.077), "crack": 
 ELONGATED = 2.0  # principal-axis ratio above which a defect has an orientation
 
 
-def material_of(seed: int, class_index: int, index: int) -> str:
+def material_of(seed: int, class_index: int, index: int, materials=DEFAULT_MATERIALS) -> str:
     """The surface of built-in image ``index`` of class ``class_index``: _render's first draw."""
-    return "metal" if np.random.default_rng([seed, class_index, index]).random() < 0.5 else "wood"
+    return pick_material(np.random.default_rng([seed, class_index, index]).random(), tuple(materials))
 
 
 def _third(v: float) -> int:
@@ -69,17 +70,19 @@ def caption(attrs: Dict[str, str]) -> str:
     """The sentence of :func:`attributes`."""
     surface = MATERIALS[attrs["material"]]
     if attrs["defect"] == GOOD:
-        return f"a clean {'wooden' if attrs['material'] == 'wood' else 'brushed steel'} surface without defects"
+        return f"a clean {CLEAN[attrs['material']]} surface without defects"
     words = ["a", attrs["size"], attrs["orientation"], attrs["defect"]]
     where = "in the centre" if attrs["position"] == "centre" else f"at the {attrs['position']}"
     return " ".join(w for w in words if w) + f" {where} on {surface}"
 
 
-def captioned_image(class_index: int, index: int, size: int, seed: int, channels: int = 3) -> Tuple[np.ndarray, Dict[str, str]]:
+def captioned_image(class_index: int, index: int, size: int, seed: int, channels: int = 3,
+                    materials=DEFAULT_MATERIALS) -> Tuple[np.ndarray, Dict[str, str]]:
     """(uint8 image, attributes) of one built-in image; the image is bit for bit the set's."""
     names = (*CLASSES, GOOD)
-    image, _, clean = make_image_and_mask(class_index, size, np.random.default_rng([seed, class_index, index]), channels)
-    return image, attributes(core_mask(image, clean), names[class_index], material_of(seed, class_index, index))
+    rng = np.random.default_rng([seed, class_index, index])
+    image, _, clean = make_image_and_mask(class_index, size, rng, channels, materials)
+    return image, attributes(core_mask(image, clean), names[class_index], material_of(seed, class_index, index, materials))
 
 
 def core_mask(image: np.ndarray, clean: np.ndarray) -> np.ndarray:
@@ -88,20 +91,22 @@ def core_mask(image: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return (np.abs(image.astype(np.int16) - clean.astype(np.int16)) > 24).any(axis=-1)
 
 
-def generate_captioned(size: int = 32, per_class: int = 200, seed: int = 0, channels: int = 3, good: bool = False):
+def generate_captioned(size: int = 32, per_class: int = 200, seed: int = 0, channels: int = 3, good: bool = False,
+                       materials=DEFAULT_MATERIALS):
     """``(images uint8 (N, H, W, C), labels (N,), class names, captions, attributes)``, class by class,
     the same images as :func:`~difforge.data.builtin.generate_arrays` (plus ``good`` when asked)."""
     names = list(CLASSES) + ([GOOD] if good else [])
     images = np.empty((len(names) * per_class, size, size, channels), dtype=np.uint8)
     attrs: List[Dict[str, str]] = []
     for j, (c, i) in enumerate((c, i) for c in range(len(names)) for i in range(per_class)):
-        images[j], a = captioned_image(c, i, size, seed, channels)
+        images[j], a = captioned_image(c, i, size, seed, channels, materials)
         attrs.append(a)
     labels = np.repeat(np.arange(len(names), dtype=np.int64), per_class)
     return images, labels, names, [caption(a) for a in attrs], attrs
 
 
-def write_builtin_captions(out_dir, size: int, per_class: int, seed: int, channels: int = 3, masks: bool = False) -> Path:
+def write_builtin_captions(out_dir, size: int, per_class: int, seed: int, channels: int = 3, masks: bool = False,
+                           materials=DEFAULT_MATERIALS) -> Path:
     """``metadata.jsonl`` for a set written by :func:`~difforge.data.builtin.write_dataset` (same arguments):
     in ``out_dir`` (or ``out_dir/images`` with ``masks``), one record per image with its caption and attributes."""
     names = list(CLASSES) + ([GOOD] if masks else [])
@@ -109,7 +114,7 @@ def write_builtin_captions(out_dir, size: int, per_class: int, seed: int, channe
     records = []
     for c in range(len(names)):
         for i in range(per_class):
-            _, a = captioned_image(c, i, size, seed, channels)
+            _, a = captioned_image(c, i, size, seed, channels, materials)
             records.append({"file_name": f"{names[c]}/{names[c]}_{i:05d}.png", "text": caption(a), **a})
     return write_metadata(root, records)
 

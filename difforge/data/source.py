@@ -70,11 +70,15 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
     ``cfg.channels="auto"`` decides 1 or 3 channels from the images (:func:`settle_channels`)."""
     decode_channels = 3 if cfg.channels == "auto" else cfg.channels
     if cfg.data is None:
-        from .builtin import generate_arrays
+        from ..config import materials_of
+        from .builtin import DEFAULT_MATERIALS, generate_arrays
 
+        materials = materials_of(cfg.builtin_materials)
         arrays, labels, names = generate_arrays(
-            size=cfg.image_size, per_class=cfg.builtin_per_class, seed=cfg.builtin_seed, channels=decode_channels
+            size=cfg.image_size, per_class=cfg.builtin_per_class, seed=cfg.builtin_seed, channels=decode_channels,
+            materials=materials,
         )
+        on = "" if materials == DEFAULT_MATERIALS else f", on {', '.join(materials)}"
         images, note = settle_channels(torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(), cfg.channels)
         conditional = cfg.conditional is not False
         check_num_classes(cfg, len(names) if conditional else 0, "the built-in defect dataset")
@@ -82,7 +86,7 @@ def load_training_images(cfg: DataConfig, progress: bool = True) -> TrainingImag
             images=images,
             labels=torch.from_numpy(labels).long() if conditional else None,
             class_names=list(names) if conditional else [],
-            source=f"built-in defect dataset ({len(names)} classes x {cfg.builtin_per_class}, seed {cfg.builtin_seed}){note}",
+            source=f"built-in defect dataset ({len(names)} classes x {cfg.builtin_per_class}, seed {cfg.builtin_seed}{on}){note}",
         )
     from .folder import load_folder, scan_folder
     from .scan import printable

@@ -69,7 +69,7 @@ def _data_text(meta: Dict[str, Any], config: Dict[str, Any], log_lines: List[str
     source = dc.get("data")
     if config and not source:
         source_text = (f"the built-in procedural industrial-surface defect set ({dc.get('builtin_per_class', '?')} images per class, "
-                       f"seed {dc.get('builtin_seed', 0)}; `difforge data defects`)")
+                       f"seed {dc.get('builtin_seed', 0)}, surfaces {dc.get('builtin_materials', 'metal,wood')}; `difforge data defects`)")
     elif source:
         source_text = f"the image folder `{source}`"
     else:

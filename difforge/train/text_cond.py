@@ -47,9 +47,11 @@ def training_captions(config, data) -> List[str]:
     """One caption per training image: the built-in set's exact captions, or a folder's (data/captions.py)."""
     dc = config.data
     if dc.data is None:
+        from ..config import materials_of
         from ..data.builtin_captions import generate_captioned
 
-        *_, captions, _ = generate_captioned(dc.image_size, dc.builtin_per_class, dc.builtin_seed)
+        *_, captions, _ = generate_captioned(dc.image_size, dc.builtin_per_class, dc.builtin_seed,
+                                             materials=materials_of(dc.builtin_materials))
         if len(captions) != len(data.images):
             raise ConfigError("the built-in captions do not line up with the built-in images; use a folder with metadata.jsonl")
         return captions

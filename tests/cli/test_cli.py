@@ -161,3 +161,17 @@ def test_readme_alias_table_is_in_sync():
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert alias_table_markdown() in readme
+
+
+def test_data_defects_on_three_materials_with_captions(tmp_path, capsys):
+    import json
+
+    from difforge.cli.main import main
+
+    assert main(["data", "defects", str(tmp_path / "d"), "--size", "16", "--per-class", "6", "--seed", "2",
+                 "--materials", "metal,wood,concrete", "--captions"]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "d" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["material"] for r in recs} == {"metal", "wood", "concrete"}
+    assert all(r["text"].endswith("on concrete") == (r["material"] == "concrete") for r in recs)
+    assert main(["data", "defects", str(tmp_path / "e"), "--materials", "metal,glass"]) == 2
+    assert "--materials: materials must be distinct names of metal, wood, concrete" in capsys.readouterr().err

@@ -90,3 +90,45 @@ def test_write_builtin_captions_names_every_file(tmp_path):
     assert all(r["defect"] in r["text"] and ("wood" in r["text"]) == (r["material"] == "wood") for r in recs)
     paths = [tmp_path / r["file_name"] for r in recs]
     assert read_captions(tmp_path, paths) == [r["text"] for r in recs]
+
+
+def test_three_materials_each_drawn_and_told_apart_by_colour_and_grain():
+    """With metal, wood, concrete the first draw picks one of three in equal shares; wood stays
+    brown, concrete is grey like metal but without metal's one brushing direction (its fine
+    variation is about equal along x and y)."""
+    from difforge.data.builtin import make_image_and_mask
+
+    mats = ("metal", "wood", "concrete")
+    seen = set()
+    for c in range(len(CLASSES)):
+        for i in range(12):
+            m = material_of(5, c, i, mats)
+            seen.add(m)
+            _, _, clean = make_image_and_mask(c, 48, np.random.default_rng([5, c, i]), materials=mats)
+            r, _, b = clean.reshape(-1, 3).mean(0)
+            assert (m == "wood") == (r - b > 25), (c, i, m, r, b)
+            if m == "concrete":
+                g = clean.astype(np.float32).mean(-1)
+                dx, dy = np.abs(np.diff(g, axis=1)).mean(), np.abs(np.diff(g, axis=0)).mean()
+                assert 0.6 < dx / dy < 1.6, (c, i, dx, dy)
+    assert seen == set(mats)
+    assert caption(dict(material="concrete", defect="crack", position="top", orientation="", size="small")) == \
+        "a small crack at the top on concrete"
+
+
+def test_default_materials_keep_every_image_and_bad_ones_are_refused():
+    from difforge.config import Config
+    from difforge.data.builtin import check_materials, generate_arrays
+    from difforge.errors import ConfigError
+
+    a, _, _ = generate_arrays(16, 2, seed=4)
+    b, _, _ = generate_arrays(16, 2, seed=4, materials=("metal", "wood"))
+    assert np.array_equal(a, b)
+    assert [material_of(4, 0, i) for i in range(8)] == [material_of(4, 0, i, ("metal", "wood")) for i in range(8)]
+    c, _, _ = generate_arrays(16, 2, seed=4, materials=("concrete",))
+    assert not np.array_equal(a, c)
+    for bad in ((), ("metal", "metal"), ("glass",)):
+        with pytest.raises(ValueError, match="materials must be distinct names"):
+            check_materials(bad)
+    with pytest.raises(ConfigError, match="builtin_materials='metal,plastic'"):
+        Config().override(builtin_materials="metal,plastic").validate()
