@@ -32,10 +32,9 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write
+from .surfaces import DEFAULT_MATERIALS, MATERIALS, SURFACES, blend, check_materials, pick_material, smooth_noise, window
 
 CLASSES = ("scratch", "inclusion", "crack", "patch")
-MATERIALS = ("metal", "wood", "concrete")  # every surface the generator can draw
-DEFAULT_MATERIALS = ("metal", "wood")  # the built-in set's
 GOOD = "good"  # the defect-free class, written with masks (class index len(CLASSES))
 
 PathLike = Union[str, os.PathLike]
@@ -48,32 +47,6 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 
 def _supersample(size: int) -> int:
     return 3 if size <= 128 else 2
-
-
-def _smooth_noise(rng: np.random.Generator, n: int, cells: int) -> np.ndarray:
-    """Value noise in about [-1, 1]: a ``cells`` x ``cells`` random grid bicubically upsampled to n x n."""
-    grid = rng.standard_normal((cells, cells)).astype(np.float32)
-    out = Image.fromarray(grid, mode="F").resize((n, n), Image.BICUBIC)
-    return np.asarray(out, dtype=np.float32) * 0.7
-
-
-def _noise_1d(rng: np.random.Generator, length: int, smooth: int) -> np.ndarray:
-    """1-D noise with unit-ish variance, box-smoothed over ``smooth`` samples."""
-    x = rng.standard_normal(length + smooth).astype(np.float32)
-    k = np.ones(smooth, dtype=np.float32) / math.sqrt(smooth)
-    return np.convolve(x, k, mode="valid")[:length]
-
-
-def _sample_line(values: np.ndarray, coord: np.ndarray) -> np.ndarray:
-    """Read 1-D ``values`` at fractional indices ``coord`` (linear interpolation, clamped)."""
-    return np.interp(coord.ravel(), np.arange(values.size), values).reshape(coord.shape).astype(np.float32)
-
-
-def _window(lo, hi, n: int) -> tuple[slice, slice]:
-    """Pixel rows/columns covering the box [lo, hi] (image-fraction coordinates, (x, y) order)."""
-    x0, y0 = (max(0, min(n, int(math.floor(v * n)))) for v in lo)
-    x1, y1 = (max(0, min(n, int(math.ceil(v * n)) + 1)) for v in hi)
-    return slice(y0, y1), slice(x0, x1)
 
 
 def _stroke(xx, yy, points: np.ndarray, widths: np.ndarray, px: float, scales=(1.0,)) -> list[np.ndarray]:
@@ -89,7 +62,7 @@ def _stroke(xx, yy, points: np.ndarray, widths: np.ndarray, px: float, scales=(1
         (ax, ay), (bx, by) = (float(v) for v in points[i]), (float(v) for v in points[i + 1])
         wa, wb = float(widths[i]), float(widths[i + 1])
         m = 1.35 * max(wa, wb) * max(scales) + 2 * px
-        win = _window((min(ax, bx) - m, min(ay, by) - m), (max(ax, bx) + m, max(ay, by) + m), n)
+        win = window((min(ax, bx) - m, min(ay, by) - m), (max(ax, bx) + m, max(ay, by) + m), n)
         x, y = xx[win], yy[win]
         if x.size == 0:
             continue
@@ -102,111 +75,6 @@ def _stroke(xx, yy, points: np.ndarray, widths: np.ndarray, px: float, scales=(1
             c = (k * w - d) / (0.35 * k * w + px) + 0.5
             np.maximum(cov[win], np.clip(c, 0.0, 1.0, out=c), out=cov[win])
     return covs
-
-
-def _blend(img: np.ndarray, color, alpha: np.ndarray) -> None:
-    """In place: img = img * (1 - alpha) + color * alpha, touching only the box where alpha > 0.
-
-    ``color`` is a (3,) array, or an (H, W, 3) array / callable of the window (for colours that
-    depend on the image underneath).
-    """
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-    if rows.size == 0:
-        return
-    win = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    a = alpha[win][..., None]
-    sub = img[win]
-    if callable(color):
-        color = color(sub)
-    elif np.ndim(color) == 3:
-        color = color[win]
-    sub += (color - sub) * a
-
-
-# ----------------------------------------------------------------------------- surfaces
-
-
-def _lighting(rng, xx, yy) -> np.ndarray:
-    """A slight linear gradient times a soft vignette, around 1."""
-    ang = rng.uniform(0, 2 * math.pi)
-    grad = 1.0 + rng.uniform(0.04, 0.14) * ((xx - 0.5) * math.cos(ang) + (yy - 0.5) * math.sin(ang))
-    cx, cy = rng.uniform(0.3, 0.7, size=2)
-    vig = 1.0 - rng.uniform(0.05, 0.2) * ((xx - cx) ** 2 + (yy - cy) ** 2)
-    return (grad * vig).astype(np.float32)
-
-
-def _metal(rng, xx, yy, n) -> np.ndarray:
-    grey = rng.uniform(0.42, 0.72)
-    tint = np.array([0.0, 0.005, 0.02], dtype=np.float32) * rng.uniform(0, 2) + rng.normal(0, 0.012, 3)
-    color = (grey + tint).astype(np.float32)
-    theta = rng.choice([0.0, math.pi / 2]) + rng.normal(0, 0.12) if rng.random() < 0.75 else rng.uniform(0, math.pi)
-    # brushing: fine streaks that vary across the brushing direction only
-    across = (-math.sin(theta) * xx + math.cos(theta) * yy) * n + 2 * n
-    fine = _sample_line(_noise_1d(rng, 5 * n, max(1, n // 64)), across)
-    coarse = _sample_line(_noise_1d(rng, 5 * n, max(2, n // 10)), across)
-    along = _smooth_noise(rng, n, 4)
-    shade = 1.0 + rng.uniform(0.025, 0.05) * fine * (1.0 + 0.3 * along) + rng.uniform(0.01, 0.03) * coarse
-    shade = shade + 0.03 * along
-    return color * (shade * _lighting(rng, xx, yy))[..., None]
-
-
-def _wood(rng, xx, yy, n) -> np.ndarray:
-    warmth = rng.uniform(-1.0, 1.0)
-    light = (np.array([0.78, 0.58, 0.36]) + warmth * np.array([0.06, 0.0, -0.06])) * rng.uniform(0.75, 1.15)
-    light = light.astype(np.float32)
-    dark = light * np.array([0.68, 0.6, 0.54], dtype=np.float32) * rng.uniform(0.85, 1.0)
-    # growth rings around a centre far outside the image, warped by smooth noise; two ring
-    # frequencies make the spacing irregular, a power makes the dark late-wood lines narrow
-    ang = rng.uniform(0, 2 * math.pi)
-    dist = rng.uniform(1.2, 4.0)
-    cx, cy = 0.5 + dist * math.cos(ang), 0.5 + dist * math.sin(ang)
-    r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) + 0.04 * _smooth_noise(rng, n, 3)
-    freq = rng.uniform(5.0, 10.0)
-    phase = 2 * math.pi * freq * r + rng.uniform(0, 2 * math.pi)
-    phase += 0.8 * np.sin(phase * rng.uniform(0.3, 0.45) + rng.uniform(0, 2 * math.pi))
-    ring = (0.5 + 0.5 * np.sin(phase)) ** rng.uniform(2.0, 4.0)
-    # fine grain along the rings, and slow colour variation
-    grain = _sample_line(_noise_1d(rng, 20 * n, max(1, n // 64)), (r - r.min()) * (n * 3))
-    mix = np.clip(0.7 * ring + 0.12 * grain + 0.12 * _smooth_noise(rng, n, 5), 0.0, 1.0)[..., None]
-    img = light * (1.0 - mix) + dark * mix
-    return img * _lighting(rng, xx, yy)[..., None]
-
-
-def _concrete(rng, xx, yy, n) -> np.ndarray:
-    """Grey cast concrete: isotropic sand grain, lighter and darker aggregate, a few air pores and
-    slow mottling -- no direction (unlike brushed steel) and no rings or brown (unlike wood)."""
-    grey = rng.uniform(0.5, 0.72)
-    tint = np.array([0.015, 0.008, -0.012], dtype=np.float32) * rng.uniform(0.0, 2.0) + rng.normal(0, 0.008, 3)
-    color = (grey + tint).astype(np.float32)
-    sand = _smooth_noise(rng, n, max(8, n // 3))  # about one cell per output pixel at 3x supersampling
-    stones = _smooth_noise(rng, n, max(6, n // 10))
-    aggregate = np.clip((np.abs(stones) - 0.35) / 0.12, 0.0, 1.0) * np.sign(stones)
-    shade = 1.0 + rng.uniform(0.05, 0.09) * sand + rng.uniform(0.04, 0.08) * aggregate
-    shade = shade + 0.05 * _smooth_noise(rng, n, 4)
-    img = color * (shade * _lighting(rng, xx, yy))[..., None]
-    for _ in range(int(rng.integers(4, 12))):  # air pores: small dark round holes
-        r = rng.uniform(0.006, 0.016)
-        cx, cy = rng.uniform(0.0, 1.0, size=2).tolist()
-        win = _window((cx - 2 * r, cy - 2 * r), (cx + 2 * r, cy + 2 * r), n)
-        rho = np.hypot(xx[win] - cx, yy[win] - cy) * (1.0 / r)
-        _blend(img[win], lambda sub: sub * 0.45, np.clip((1.0 - rho) * 2.0 + 0.5, 0.0, 1.0))
-    return img
-
-
-_SURFACES: dict = {"metal": _metal, "wood": _wood, "concrete": _concrete}
-
-
-def pick_material(u: float, materials=DEFAULT_MATERIALS) -> str:
-    """The surface for the uniform draw ``u``: ``materials`` in equal shares (metal below 0.5 of two)."""
-    return materials[min(int(u * len(materials)), len(materials) - 1)]
-
-
-def check_materials(materials) -> tuple:
-    """``materials`` as a tuple of known surfaces, at least one, none twice (ValueError otherwise)."""
-    out = tuple(materials)
-    if not out or len(set(out)) != len(out) or any(m not in MATERIALS for m in out):
-        raise ValueError(f"materials must be distinct names of {', '.join(MATERIALS)}, got {', '.join(map(str, out)) or 'none'}")
-    return out
 
 
 # ----------------------------------------------------------------------------- defects
@@ -230,11 +98,11 @@ def _scratch(img, rng, xx, yy, n, surface) -> None:
     if rng.random() < 0.8:  # bright: the groove's wall reflects light
         lift = rng.uniform(0.3, 0.45)
         (shadow,) = _stroke(xx, yy, points + normal * hw * 1.6, widths * 0.8, px)
-        _blend(img, np.zeros(3, dtype=np.float32), (0.35 * strength) * shadow * (1 - cov))
-        _blend(img, lambda sub: np.clip(sub.mean(axis=-1, keepdims=True) + lift, 0.0, 1.0), strength * cov)
+        blend(img, np.zeros(3, dtype=np.float32), (0.35 * strength) * shadow * (1 - cov))
+        blend(img, lambda sub: np.clip(sub.mean(axis=-1, keepdims=True) + lift, 0.0, 1.0), strength * cov)
     else:
         k = rng.uniform(0.12, 0.25)
-        _blend(img, lambda sub: sub * k, strength * cov)
+        blend(img, lambda sub: sub * k, strength * cov)
 
 
 def _inclusion(img, rng, xx, yy, n, surface) -> None:
@@ -251,7 +119,7 @@ def _inclusion(img, rng, xx, yy, n, surface) -> None:
         ang = rng.uniform(0, math.pi)
         cx, cy = float(c[0]), float(c[1])
         m = 1.7 * r * aspect
-        win = _window((cx - m, cy - m), (cx + m, cy + m), n)
+        win = window((cx - m, cy - m), (cx + m, cy + m), n)
         dx, dy = xx[win] - cx, yy[win] - cy
         u = (dx * math.cos(ang) + dy * math.sin(ang)) * (1.0 / (r * aspect))
         v = (dy * math.cos(ang) - dx * math.sin(ang)) * (1.0 / r)
@@ -263,9 +131,9 @@ def _inclusion(img, rng, xx, yy, n, surface) -> None:
         hx, hy = cx - 0.35 * r, cy - 0.35 * r
         spec = np.clip(1.0 - np.hypot(xx[win] - hx, yy[win] - hy) * (1.0 / (0.25 * r)), 0.0, 1.0)
         sub = img[win]
-        _blend(sub, lambda s: s * 0.6, 0.35 * halo)
-        _blend(sub, np.array([0.25, 0.23, 0.22], dtype=np.float32) * (darkness / 0.25), 0.95 * core)
-        _blend(sub, np.full(3, 0.7, dtype=np.float32), 0.35 * spec * core)
+        blend(sub, lambda s: s * 0.6, 0.35 * halo)
+        blend(sub, np.array([0.25, 0.23, 0.22], dtype=np.float32) * (darkness / 0.25), 0.95 * core)
+        blend(sub, np.full(3, 0.7, dtype=np.float32), 0.35 * spec * core)
 
 
 def _crack(img, rng, xx, yy, n, surface) -> None:
@@ -292,9 +160,9 @@ def _crack(img, rng, xx, yy, n, surface) -> None:
     branch_heading = heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.1)
     branch = walk(main[k], branch_heading, int(rng.integers(4, 8)), step_len * 0.8, 0.5)
     np.maximum(cov, _stroke(xx, yy, branch, hw * np.linspace(0.9, 0.35, len(branch)), px)[0], out=cov)
-    _blend(img, lambda s: s * 0.75, 0.4 * halo)
+    blend(img, lambda s: s * 0.75, 0.4 * halo)
     darkness = rng.uniform(0.05, 0.2)
-    _blend(img, lambda s: s * darkness, 0.97 * cov)
+    blend(img, lambda s: s * darkness, 0.97 * cov)
 
 
 def _patch(img, rng, xx, yy, n, surface) -> None:
@@ -303,10 +171,10 @@ def _patch(img, rng, xx, yy, n, surface) -> None:
     ang = rng.uniform(0, math.pi)
     p = float(rng.choice([2.0, 3.0, 5.0]))  # ellipse-like .. rectangle-like (superellipse exponent)
     harmonics = [(k, rng.uniform(0.03, 0.09), rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5)]
-    edge_noise = _smooth_noise(rng, n, 6)
-    mottle = _smooth_noise(rng, n, 10) + 0.5 * _smooth_noise(rng, n, 24)
+    edge_noise = smooth_noise(rng, n, 6)
+    mottle = smooth_noise(rng, n, 10) + 0.5 * smooth_noise(rng, n, 24)
     m = 1.45 * max(rx, ry)
-    win = _window((cx - m, cy - m), (cx + m, cy + m), n)
+    win = window((cx - m, cy - m), (cx + m, cy + m), n)
     dx, dy = xx[win] - cx, yy[win] - cy
     u = (dx * math.cos(ang) + dy * math.sin(ang)) * (1.0 / rx)
     v = (dy * math.cos(ang) - dx * math.sin(ang)) * (1.0 / ry)
@@ -331,7 +199,7 @@ def _patch(img, rng, xx, yy, n, surface) -> None:
     speck = rng.standard_normal(alpha.shape).astype(np.float32)
     tex = 1.0 + 0.22 * mottle[win] + 0.06 * speck
     color = np.clip(base * tex[..., None], 0.0, 1.0)
-    _blend(img[win], color, rng.uniform(0.8, 0.95) * alpha)
+    blend(img[win], color, rng.uniform(0.8, 0.95) * alpha)
 
 
 _DEFECTS: tuple[Callable, ...] = (_scratch, _inclusion, _crack, _patch)
@@ -373,7 +241,7 @@ def _render(class_index: int, size: int, rng: np.random.Generator, channels: int
     coords = (np.arange(n, dtype=np.float32) + 0.5) / n
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
     surface = pick_material(rng.random(), check_materials(materials))
-    img = _SURFACES[surface](rng, xx, yy, n).astype(np.float32)
+    img = SURFACES[surface](rng, xx, yy, n).astype(np.float32)
     plain = img.copy() if clean else None
     if class_index < len(CLASSES):
         _DEFECTS[class_index](img, rng, xx, yy, n, surface)
