@@ -25,11 +25,12 @@ from ..config import Config
 from ..data.source import TrainingImages, load_training_images
 from ..errors import CheckpointError, ConfigError, UserError
 from ..runtime import autocast_factory, resolve_device, resolve_precision, set_threads
-from ..modelfile import load_model_file, load_weights_into, save_model_file
+from ..modelfile import load_weights_into, save_model_file
 from . import checkpoint as ckpt, guards
 from .compiling import before_step, compile_network
 from .distributed import DistInfo, all_reduce_mean, device_for, init_from_env, shutdown, wrap_ddp
 from .ema import EMA
+from .finetune import load_pretrained
 from .logging import MetricsCSV, announce, attach_run_log, detach, get_logger, progress_bar
 from .optim import build_optimizer, set_lr
 from .batches import BatchPlan
@@ -189,10 +190,9 @@ class Trainer:
         return int(state["loop"]["step"])
 
     def _load_pretrained(self) -> None:
-        tensors, meta = load_model_file(self.pretrain)
-        load_weights_into(self.net, tensors, self.pretrain)
+        meta, note = load_pretrained(self.net, self.pretrain)
         self.ema.load_state_dict(self.net.state_dict(), self.ema.updates)  # every tracked EMA starts there
-        self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})")
+        self.log.info(f"fine-tuning from {self.pretrain} (step {meta.get('train', {}).get('step', '?')})" + (f"; {note}" if note else ""))
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainResult:
