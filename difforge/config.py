@@ -316,9 +316,14 @@ def _check_augment(text) -> None:
 BUILTIN_MATERIALS = ("metal", "wood", "concrete")  # the built-in set's possible surfaces (data/surfaces.py draws them)
 
 
+def known_materials(names) -> bool:
+    """True when ``names`` are surfaces of the built-in set, at least one and none twice."""
+    names = tuple(names)
+    return bool(names) and len(set(names)) == len(names) and all(m in BUILTIN_MATERIALS for m in names)
+
+
 def _check_materials(text) -> None:
-    names = materials_of(text) if isinstance(text, str) else ()
-    if not names or len(set(names)) != len(names) or any(m not in BUILTIN_MATERIALS for m in names):
+    if not known_materials(materials_of(text) if isinstance(text, str) else ()):
         raise ConfigError(f"builtin_materials={text!r} is not allowed; give a comma-separated list of distinct "
                           f"{', '.join(BUILTIN_MATERIALS)}")
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import BUILTIN_MATERIALS as MATERIALS  # every surface the generator can draw (the config checks names)
+from ..config import known_materials
 
 DEFAULT_MATERIALS = ("metal", "wood")  # the built-in set's
 
@@ -145,7 +146,7 @@ def pick_material(u: float, materials=DEFAULT_MATERIALS) -> str:
 def check_materials(materials) -> tuple:
     """``materials`` as a tuple of known surfaces, at least one, none twice (ValueError otherwise)."""
     out = tuple(materials)
-    if not out or len(set(out)) != len(out) or any(m not in MATERIALS for m in out):
+    if not known_materials(out):
         raise ValueError(f"materials must be distinct names of {', '.join(MATERIALS)}, got {', '.join(map(str, out)) or 'none'}")
     return out
 
