@@ -24,7 +24,19 @@ from typing import Tuple
 
 import torch
 
+from .augment import AUG_DIM
+
 CROP_DIM = 3
+LABEL_LAYOUT = (("augment", AUG_DIM), ("crop", CROP_DIM))  # the network's label vector: the parts a run has, in this order
+
+
+def label_parts(augment: bool, crop: bool) -> dict:
+    """{part: (start, width)} of the label vector of a run with augmentation and / or crops."""
+    on, out, start = {"augment": augment, "crop": crop}, {}, 0
+    for part, width in LABEL_LAYOUT:
+        if on[part]:
+            out[part], start = (start, width), start + width
+    return out
 
 
 def default_size(image_size: int) -> int:
@@ -49,4 +61,4 @@ def random_crops(x: torch.Tensor, gate: float, where: torch.Tensor, p: float, si
     return out, labels
 
 
-__all__ = ["CROP_DIM", "default_size", "random_crops"]
+__all__ = ["CROP_DIM", "LABEL_LAYOUT", "default_size", "label_parts", "random_crops"]

@@ -9,8 +9,9 @@ the fine-tune's compute the same function whenever the labels a side lacks are z
   would in a new run -- the fine-tune starts exactly at the file's network;
 - a file trained with them, fine-tuned without: its embedding is left out (at sampling it never
   added anything);
-- both, in another mix: the label vector is ``[augment (6) | crop (3)]`` (train/tasks/diffusion.py),
-  so its width says which parts a side has, and each part's columns move to their place.
+- both, in another mix: the label vector's parts come in :data:`difforge.data.crops.LABEL_LAYOUT`'s
+  order (augment 6, crop 3), so its width says which parts a side has, and each part's columns
+  move to their place.
 
 Anything else that differs stays an error naming the layers (:func:`difforge.modelfile.check_fit`).
 """
@@ -21,13 +22,12 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ..data.augment import AUG_DIM
-from ..data.crops import CROP_DIM
+from ..data.crops import label_parts
 from ..modelfile import load_model_file, load_weights_into
 
 KEY = "aug_embed.weight"
-PARTS = {AUG_DIM: {"augment": 0}, CROP_DIM: {"crop": 0}, AUG_DIM + CROP_DIM: {"augment": 0, "crop": AUG_DIM}}
-WIDTH = {"augment": AUG_DIM, "crop": CROP_DIM}
+# the label vector's width -> {part: (start, width)}, for every mix a run can have
+PARTS = {sum(w for _, w in p.values()): p for p in (label_parts(a, c) for a, c in ((True, False), (False, True), (True, True)))}
 
 
 def fit_label_embedding(own: Dict[str, torch.Tensor], tensors: Dict[str, torch.Tensor]) -> Optional[str]:
@@ -44,10 +44,10 @@ def fit_label_embedding(own: Dict[str, torch.Tensor], tensors: Dict[str, torch.T
         return None  # not a layout this knows: check_fit names the mismatch
     fitted = torch.zeros_like(mine)
     kept = []
-    for part, start in PARTS.get(width, {}).items():
+    for part, (start, size) in PARTS.get(width, {}).items():
         if part in PARTS[mine.shape[1]]:
-            to = PARTS[mine.shape[1]][part]
-            fitted[:, to:to + WIDTH[part]] = theirs[:, start:start + WIDTH[part]]
+            to = PARTS[mine.shape[1]][part][0]
+            fitted[:, to:to + size] = theirs[:, start:start + size]
             kept.append(part)
     tensors[KEY] = fitted
     return (f"its augmentation-label embedding fitted to this run: {', '.join(kept) or 'nothing'} kept, "

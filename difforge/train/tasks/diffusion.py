@@ -59,9 +59,9 @@ class DiffusionTask(Task):
                 raise ConfigError("--crop-p would cut away what a caption says (a position, a defect); drop it for a text run")
             if not 8 <= self.crop_size < dc.image_size:
                 raise ConfigError(f"crop_size={self.crop_size} must be at least 8 and below the image size {dc.image_size}")
-        aug_dim = (augment.AUG_DIM if self.augment else 0) + (crops.CROP_DIM if self.crop_size else 0)
-        if aug_dim:
-            options["aug_dim"] = aug_dim
+        parts = crops.label_parts(bool(self.augment), bool(self.crop_size))
+        if parts:
+            options["aug_dim"] = sum(width for _, width in parts.values())
         self.text = None
         if mc.text_encoder:  # captions -> the network's cross-attention context (train/text_cond.py)
             from ..text_cond import TextConditioning
@@ -109,7 +109,7 @@ class DiffusionTask(Task):
         x = batch.x
         if self.latents is not None:  # a fresh posterior sample s * z per step
             x = self.latents.sample(x, rng.generator, rng.mine, rng.global_batch)
-        aug_labels = []  # [augment | crop] labels, drawn first, over the global batch, from the step's generator
+        aug_labels = []  # crops.LABEL_LAYOUT's parts, drawn first, over the global batch, from the step's generator
         if self.crop_size:  # one gate for the whole batch (one tensor), then each image's offset
             gate = float(torch.rand((), generator=rng.generator))
             x, crop_labels = crops.random_crops(x, gate, rng.rand((2,)), self.config.data.crop_p, self.crop_size)
