@@ -87,6 +87,24 @@ def write_folder(root: Path, images, attrs, captions) -> Path:
     return root
 
 
+def painted_masks(size: int, per_class: int, seed: int, materials):
+    """The exact masks of the built-in images (difforge.data.builtin.make_image_and_mask), in generate_captioned's order."""
+    from difforge.data.builtin import CLASSES, make_image_and_mask
+
+    return [make_image_and_mask(c, size, np.random.default_rng([seed, c, i]), materials=materials)[1]
+            for c in range(len(CLASSES)) for i in range(per_class)]
+
+
+def write_masks(root: Path, attrs, masks) -> Path:
+    """``root/<defect>/<defect>_<i>.png`` beside :func:`write_folder`'s images (same names: --masks finds them)."""
+    from PIL import Image
+
+    for i, (a, m) in enumerate(zip(attrs, masks)):
+        (root / a["defect"]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m.astype(np.uint8) * 255).save(root / a["defect"] / f"{a['defect']}_{i:05d}.png")
+    return root
+
+
 @torch.no_grad()
 def judged(net, images_nhwc) -> np.ndarray:
     if isinstance(net, Segmenter):
@@ -111,6 +129,8 @@ def main():
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
     ap.add_argument("--phrase-dropout", type=float, default=0.0, help="the text model's --phrase-dropout")
+    ap.add_argument("--mask-weight", type=float, default=0.0,
+                    help="the text model's --mask-weight (a defect pixel's loss weighs 1 + W; the built-in set's exact masks)")
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--network", default=None, help="the text model's network (default: the trainer's, auto)")
@@ -136,8 +156,11 @@ def main():
 
     # -- data: training (seed 0, hold-out removed), judges (seed 1), test captions (seed 2)
     imgs, _, _, caps, attrs = generate_captioned(args.size, args.per_class, seed=0, materials=materials)
+    train_masks = painted_masks(args.size, args.per_class, seed=0, materials=materials) if args.mask_weight else None
     keep = [i for i, a in enumerate(attrs) if (a["defect"], a["material"]) not in held]
     data_dir = write_folder(runs / "data", imgs[keep], [attrs[i] for i in keep], [caps[i] for i in keep])
+    if args.mask_weight:  # the masks `difforge data defects --masks` writes, in the same layout as the images
+        write_masks(runs / "masks", [attrs[i] for i in keep], [train_masks[i] for i in keep])
     print(f"# training images: {len(keep)} of {len(imgs)} on {', '.join(materials)} "
           f"(held out: {', '.join(f'{d} on {m}' for d, m in sorted(held))})")
     j_imgs, _, _, _, j_attrs = generate_captioned(args.size, args.judge_per_class, seed=1, materials=materials)
@@ -164,7 +187,7 @@ def main():
                   ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
     for runs, kind in ((r, k) for r in all_runs for k in args.models):
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
-        extra = (dict(text_encoder="builtin", conditional=False, word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
+        extra = (dict(text_encoder="builtin", conditional=False, **({"masks": str(runs / "masks"), "mask_weight": args.mask_weight} if args.mask_weight else {}), word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
                       **({"network": args.network} if args.network else {}))
                  if kind == "text" else dict(conditional=True))
         t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"

@@ -45,6 +45,7 @@ class DataConfig:
     augment_p: float = 0.0  # probability that an image is augmented (0 = off; see difforge/data/augment.py)
     crop_p: float = 0.0  # probability that a micro-batch trains on random crops, the network told where (difforge/data/crops.py)
     crop_size: int = 0  # side of those crops in pixels; 0 = half the image size
+    mask_weight: float = 0.0  # diffusion: a defect-mask pixel's loss weighs 1 + mask_weight (difforge/train/loss_masks.py)
     skip_bad_images: bool = False
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200
@@ -285,6 +286,11 @@ class Config:
         _choice("compile", tc.compile, (True, False, "auto"))
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
+        if dc.mask_weight and (tc.task != "diffusion" or self.latent.latent):
+            raise ConfigError(f"mask_weight weighs the loss of a pixel-space diffusion run, not "
+                              f"{'a latent run' if self.latent.latent else f'task={tc.task!r}'}; drop --mask-weight")
+        if dc.mask_weight and fc.use_kl:
+            raise ConfigError("mask_weight weighs L_simple, which use_kl=true does not train; drop --mask-weight or use_kl")
         self._validate_latent()
 
     def _validate_latent(self) -> None:

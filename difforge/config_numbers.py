@@ -39,6 +39,7 @@ NUMBERS: Dict[str, tuple] = {
     "ema_decay": (False, 0.0, 1.0, False, True, "1 would never update the EMA weights"),
     "augment_p": (False, 0.0, 1.0, False, False, "a probability"),
     "crop_p": (False, 0.0, 1.0, False, True, "a probability; 1 would never train on whole images"),
+    "mask_weight": (False, 0.0, 1000.0, False, False, "0 = off; 10 makes a 5% defect weigh half the loss"),
     "crop_size": (True, 0, MAX_IMAGE_SIZE, False, False, "0 = half the image size"),
     "grad_accum": (True, 1, 4096, False, False, ""),
     "grad_clip": (False, 0.0, 1e9, True, False, "omit it to disable clipping"),

@@ -103,13 +103,16 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--crop-p", dest="crop_p", type=float,
         help="probability that a batch trains on random crops, the network told where (Patch Diffusion; none in samples; default 0 = off)")
     add(g, "--crop-size", dest="crop_size", type=int, help="side of those crops in pixels (default: half the image size)")
+    add(g, "--mask-weight", dest="mask_weight", type=float, metavar="W",
+        help="the loss of a pixel inside its image's defect mask weighs 1 + W (masks: --masks, ROOT/images + ROOT/masks, "
+             "or the built-in set's own; default 0 = off)")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
     add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")
     add(g, "--mask-conditioning", dest="mask_conditioning", action="store_const", const=True,
         help="train an inpainting model: it sees (noisy image, mask, masked clean image); --data ROOT/images with masks in ROOT/masks")
     add(g, "--masks", dest="masks", metavar="MDIR",
-        help="mask folder for --joint-mask / --mask-conditioning: one mask per image, same relative path and stem as in --data")
+        help="mask folder for --joint-mask / --mask-conditioning / --mask-weight: one mask per image, same relative path and stem as in --data")
     add(g, "--joint-mask", dest="joint_mask", action="store_const", const=True,
         help="the mask is one more channel the model generates: every sample comes with its pixel mask (needs --masks or ROOT/images + ROOT/masks)")
     add(g, "--builtin-per-class", dest="builtin_per_class", type=int, help="built-in set: images per class")

@@ -29,6 +29,7 @@ class TrainingImages:
     warnings: List[str] = field(default_factory=list)
     bad: List[Tuple[Path, str]] = field(default_factory=list)
     paths: List[Path] = field(default_factory=list)  # the file of each row (a folder's data; captions are read by path)
+    masks: Optional[torch.Tensor] = None  # (N, 1, H, W) bool defect masks, when the loss weighs them (train/loss_masks.py)
 
     @property
     def num_classes(self) -> int:

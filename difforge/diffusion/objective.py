@@ -165,8 +165,11 @@ class Objective:
         log_var = extract_log_variance(self.schedule, t, x0.ndim, None if v is None else (v + 1.0) / 2.0)
         return vlb_terms_bits(self.schedule, x0, x_t, t, mean, log_var)
 
-    def __call__(self, net: Callable, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y=None) -> Dict[str, torch.Tensor]:
-        """Per-sample loss terms for a batch; ``terms['loss']`` is what the trainer minimises."""
+    def __call__(self, net: Callable, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, y=None,
+                 weight: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Per-sample loss terms for a batch; ``terms['loss']`` is what the trainer minimises.
+        ``weight``: per-pixel weights of L_simple, broadcast to the prediction (e.g. (B, 1, H, W),
+        train/loss_masks.py); the logged regression term stays the unweighted mean, comparable across runs."""
         x_t = q_sample(self.schedule, x0, t, noise)
         out = net(x_t, t, y).float()
         c = x0.shape[1]
@@ -183,8 +186,11 @@ class Objective:
             return {"loss": vb * self.vb_scale, "vb": vb.detach()}
         a, s = extract_vp_coefs(self.schedule, t, x0.ndim, torch.float32)
         target = training_target(self.target, x0.float(), noise.float(), a, s)
-        per_sample = mean_flat(elementwise_loss(self.loss, pred, target))
+        elementwise = elementwise_loss(self.loss, pred, target)
+        per_sample = mean_flat(elementwise)
         terms = {self.loss: per_sample.detach()}
+        if weight is not None:
+            per_sample = mean_flat(elementwise * weight)
         loss = per_sample if self.weighting == "none" else per_sample * self.simple_weight(t)
         if self.learn_sigma:
             vb = self.vb_term(pred.detach(), v, x0.float(), x_t, t)  # trains the variance only

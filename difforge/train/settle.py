@@ -1,5 +1,5 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
-images), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
+images), the defect masks a ``mask_weight`` run weighs (:mod:`difforge.train.loss_masks`), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
 ``network: auto``, a UNet's patch size, a built-in text run's layout map and
 ``channels_last: auto`` (:mod:`difforge.train.autonet`); ``compile``: a forced compile's toolchain
 is checked, ``auto`` becomes a timed trial or off (:mod:`difforge.train.compiling`). The decisions go into the config, so
@@ -15,6 +15,7 @@ import torch
 
 from ..config import Config
 from ..data.source import TrainingImages
+from .loss_masks import with_loss_masks
 from .validation import hold_out
 
 
@@ -27,6 +28,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
         if config.latent.latent and config.latent.vae:  # the VAE's channels decide a latent run
             data = _to_channels(data, _vae_channels(config.latent.vae, data.channels))
         config = config.override(channels=data.channels)
+    data = with_loss_masks(config, data)  # before the hold-out, which slices them with the images
     val = None
     # text runs keep every image: the held-out loss (validation.py) is computed without captions
     if config.train.ema_select and config.train.task == "diffusion" and not config.latent.latent and not config.model.text_encoder:

@@ -57,7 +57,8 @@ def hold_out(data: TrainingImages, seed: int) -> Tuple[TrainingImages, Optional[
 
     def part(idx, source):
         return dataclasses.replace(data, images=data.images[idx].contiguous(), source=source,
-                                   labels=None if data.labels is None else data.labels[idx])
+                                   labels=None if data.labels is None else data.labels[idx],
+                                   masks=None if data.masks is None else data.masks[idx])
 
     train = part(mask, f"{data.source} ({len(chosen)} more held out to choose the EMA)")
     return train, part(val_idx, "held out")

@@ -27,6 +27,7 @@ from ...pipeline import Pipeline, SampleConfig
 from ..batches import Batch
 from ..distributed import all_gather_cat
 from ..logging import get_logger
+from ..loss_masks import pixel_weight
 from ..rng import StepRNG
 from .base import Snapshot, Task
 
@@ -62,6 +63,9 @@ class DiffusionTask(Task):
         parts = crops.label_parts(bool(self.augment), bool(self.crop_size))
         if parts:
             options["aug_dim"] = sum(width for _, width in parts.values())
+        self.mask_weight = dc.mask_weight  # the config allows it for pixel-space diffusion only
+        if self.mask_weight and data.masks is None:
+            raise ConfigError("--mask-weight needs the defect masks: --masks MDIR, or --data ROOT/images with ROOT/masks")
         self.text = None
         if mc.text_encoder:  # captions -> the network's cross-attention context (train/text_cond.py)
             from ..text_cond import TextConditioning
@@ -99,10 +103,18 @@ class DiffusionTask(Task):
         return net
 
     def inputs(self, data, idx, flip, device):
-        """Pixels in [-1, 1]; for a latent run the cached posterior (mean, std) stacked on channels."""
-        if self.latents is None:
-            return super().inputs(data, idx, flip, device)
-        return self.latents.inputs(idx, flip, device)
+        """Pixels in [-1, 1]; for a latent run the cached posterior (mean, std) stacked on channels; with
+        ``mask_weight`` the defect mask (0 / 1) as one more channel, mirrored with its image (split off in :meth:`loss`)."""
+        if self.latents is not None:
+            return self.latents.inputs(idx, flip, device)
+        x = super().inputs(data, idx, flip, device)
+        if not getattr(self, "mask_weight", 0.0):
+            return x
+        m = data.masks[idx].to(device).float()
+        if self.config.data.hflip:
+            f = flip.to(device)
+            m[f] = m[f].flip(-1)
+        return torch.cat([x, m], dim=1)
 
     def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
         fc = self.config.diffusion
@@ -120,6 +132,9 @@ class DiffusionTask(Task):
             aug_labels.append(crop_labels)
         if aug_labels:
             net = functools.partial(net, aug_labels=torch.cat(aug_labels, dim=1))
+        weight = None
+        if self.mask_weight:  # the mask rode along through crops and augmentations (inputs)
+            x, weight = x[:, :-1], pixel_weight(x[:, -1:], self.mask_weight)
         y = None
         if self.text is not None:  # caption and class dropped together: the unconditional branch of CFG
             from ..text_cond import condition
@@ -132,7 +147,7 @@ class DiffusionTask(Task):
         t_all, w_all = self.timestep_sampler.sample(rng.global_batch, rng.generator)
         t, weights = rng.local(t_all, x.device), rng.local(w_all, x.device)
         noise = rng.randn(x.shape[1:], x.device)
-        terms = self.objective(net, x, t, noise, y)
+        terms = self.objective(net, x, t, noise, y, weight=weight)
         # the importance sampler learns from every rank's unweighted losses (float64 on the CPU)
         per_sample = all_gather_cat(terms["loss"].detach().float(), self.dist)
         self.timestep_sampler.update(all_gather_cat(t, self.dist), per_sample)
@@ -154,6 +169,8 @@ class DiffusionTask(Task):
         if getattr(self, "crop_size", 0):
             text += (f"; {self.crop_size} px crops in {c.data.crop_p:.0%} of the batches "
                      "(network-conditioned, whole images in samples)")
+        if getattr(self, "mask_weight", 0.0):
+            text += f"; defect-mask pixels weigh {1 + self.mask_weight:g}x in the loss"
         if getattr(self, "text", None) is not None:
             text += f"; text: {self.text.describe()}"
         if self.latents is not None:
