@@ -41,7 +41,8 @@ def test_augment_needs_a_conditioned_network(tmp_path):
                                                  augment_p=0.5)).fit()
 
 
-@pytest.mark.parametrize("over", [dict(augment="flips,rot90,translate", augment_p=0.5), dict(crop_p=0.5)], ids=["augment", "crops"])
+@pytest.mark.parametrize("over", [dict(augment="flips,rot90,translate", augment_p=0.5), dict(crop_p=0.5),
+                                  dict(mask_weight=3.0, crop_p=0.5)], ids=["augment", "crops", "mask-weight"])
 def test_augmented_run_resumes_bit_exactly(tmp_path, over):
     from safetensors.torch import load_file
 
