@@ -1,6 +1,7 @@
 """Does a caption-conditioned model give what the caption asks, also for combinations it never saw?
 
-Protocol (issue 21): the built-in defect set with its exact captions at 32 px. Some (defect,
+Protocol (issue 21): the built-in defect set with its exact captions (and masks, as `difforge data
+defects --masks --captions` writes them: a text run weighs the defect pixels, train/loss_masks.py) at 32 px. Some (defect,
 material) combinations are held out of training (default: crack on wood, inclusion on metal).
 ``--materials`` chooses the surfaces (default metal,wood: the built-in set). With two, a held-out
 defect was only ever trained on the *other* material, so the word and that material are one thing
@@ -129,8 +130,8 @@ def main():
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
     ap.add_argument("--phrase-dropout", type=float, default=0.0, help="the text model's --phrase-dropout")
-    ap.add_argument("--mask-weight", type=float, default=0.0,
-                    help="the text model's --mask-weight (a defect pixel's loss weighs 1 + W; the built-in set's exact masks)")
+    ap.add_argument("--mask-weight", type=float, default=None,
+                    help="the text model's --mask-weight (a defect pixel's loss weighs 1 + W; default: the trainer's auto)")
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--network", default=None, help="the text model's network (default: the trainer's, auto)")
@@ -156,11 +157,11 @@ def main():
 
     # -- data: training (seed 0, hold-out removed), judges (seed 1), test captions (seed 2)
     imgs, _, _, caps, attrs = generate_captioned(args.size, args.per_class, seed=0, materials=materials)
-    train_masks = painted_masks(args.size, args.per_class, seed=0, materials=materials) if args.mask_weight else None
+    train_masks = painted_masks(args.size, args.per_class, seed=0, materials=materials)
     keep = [i for i, a in enumerate(attrs) if (a["defect"], a["material"]) not in held]
     data_dir = write_folder(runs / "data", imgs[keep], [attrs[i] for i in keep], [caps[i] for i in keep])
-    if args.mask_weight:  # the masks `difforge data defects --masks` writes, in the same layout as the images
-        write_masks(runs / "masks", [attrs[i] for i in keep], [train_masks[i] for i in keep])
+    # the exact masks, as `difforge data defects --masks` writes them (--masks: same relative paths as the images)
+    write_masks(runs / "masks", [attrs[i] for i in keep], [train_masks[i] for i in keep])
     print(f"# training images: {len(keep)} of {len(imgs)} on {', '.join(materials)} "
           f"(held out: {', '.join(f'{d} on {m}' for d, m in sorted(held))})")
     j_imgs, _, _, _, j_attrs = generate_captioned(args.size, args.judge_per_class, seed=1, materials=materials)
@@ -183,11 +184,11 @@ def main():
                     labels_of([t_attrs[i] for i in ix], k)).mean()) for k in ATTRS}, s_per_image="-", steps="-"))
 
     clock = cpu_clock()
-    common = dict(data=str(data_dir), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=16,
+    common = dict(data=str(data_dir), masks=str(runs / "masks"), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=16,
                   ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
     for runs, kind in ((r, k) for r in all_runs for k in args.models):
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
-        extra = (dict(text_encoder="builtin", conditional=False, **({"masks": str(runs / "masks"), "mask_weight": args.mask_weight} if args.mask_weight else {}), word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
+        extra = (dict(text_encoder="builtin", conditional=False, **({} if args.mask_weight is None else {"mask_weight": args.mask_weight}), word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
                       **({"network": args.network} if args.network else {}))
                  if kind == "text" else dict(conditional=True))
         t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from .config_numbers import MAX_IMAGE_SIZE, NUMBERS, OPTIONAL_NUMBERS, check_number  # noqa: F401 (re-exported)
+from .config_numbers import AUTO_NUMBERS, MAX_IMAGE_SIZE, NUMBERS, OPTIONAL_NUMBERS, check_number  # noqa: F401 (re-exported)
 from .errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "sqrt_linear", "sqrt")
@@ -45,7 +45,7 @@ class DataConfig:
     augment_p: float = 0.0  # probability that an image is augmented (0 = off; see difforge/data/augment.py)
     crop_p: float = 0.0  # probability that a micro-batch trains on random crops, the network told where (difforge/data/crops.py)
     crop_size: int = 0  # side of those crops in pixels; 0 = half the image size
-    mask_weight: float = 0.0  # diffusion: a defect-mask pixel's loss weighs 1 + mask_weight (difforge/train/loss_masks.py)
+    mask_weight: Any = "auto"  # diffusion: a defect-mask pixel's loss weighs 1 + mask_weight; auto: train/loss_masks.py
     skip_bad_images: bool = False
     drop_empty_classes: bool = False  # with skip_bad_images: train without a class whose images are all unreadable
     builtin_per_class: int = 200
@@ -181,7 +181,7 @@ def _check_numbers(cfg: "Config") -> None:
     where = field_sections()
     for name, (integer, lo, hi, lo_open, hi_open, why) in NUMBERS.items():
         value = getattr(getattr(cfg, where[name]), name)
-        if value is None and name in OPTIONAL_NUMBERS:
+        if value is None and name in OPTIONAL_NUMBERS or value == "auto" and name in AUTO_NUMBERS:
             continue
         check_number(name, value, lo, hi, lo_open, hi_open, integer, why)
     for name, section in where.items():  # every setting declared `bool` takes true or false only (a YAML "yes" is a text)
@@ -286,10 +286,10 @@ class Config:
         _choice("compile", tc.compile, (True, False, "auto"))
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
-        if dc.mask_weight and (tc.task != "diffusion" or self.latent.latent):
+        if dc.mask_weight not in (0, "auto") and (tc.task != "diffusion" or self.latent.latent):
             raise ConfigError(f"mask_weight weighs the loss of a pixel-space diffusion run, not "
                               f"{'a latent run' if self.latent.latent else f'task={tc.task!r}'}; drop --mask-weight")
-        if dc.mask_weight and fc.use_kl:
+        if dc.mask_weight not in (0, "auto") and fc.use_kl:
             raise ConfigError("mask_weight weighs L_simple, which use_kl=true does not train; drop --mask-weight or use_kl")
         self._validate_latent()
 

@@ -39,7 +39,7 @@ NUMBERS: Dict[str, tuple] = {
     "ema_decay": (False, 0.0, 1.0, False, True, "1 would never update the EMA weights"),
     "augment_p": (False, 0.0, 1.0, False, False, "a probability"),
     "crop_p": (False, 0.0, 1.0, False, True, "a probability; 1 would never train on whole images"),
-    "mask_weight": (False, 0.0, 1000.0, False, False, "0 = off; 10 makes a 5% defect weigh half the loss"),
+    "mask_weight": (False, 0.0, 1000.0, False, False, "0 = off, or auto"),
     "crop_size": (True, 0, MAX_IMAGE_SIZE, False, False, "0 = half the image size"),
     "grad_accum": (True, 1, 4096, False, False, ""),
     "grad_clip": (False, 0.0, 1e9, True, False, "omit it to disable clipping"),
@@ -66,6 +66,7 @@ NUMBERS: Dict[str, tuple] = {
 
 
 OPTIONAL_NUMBERS = ("epochs", "max_steps", "max_minutes", "grad_clip", "num_classes")  # None: not set
+AUTO_NUMBERS = ("mask_weight",)  # "auto": the run decides (difforge/train/settle.py)
 
 
 def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
@@ -89,4 +90,4 @@ def check_number(name: str, value, lo, hi, lo_open: bool = False, hi_open: bool 
         raise ConfigError(f"{name}={value!r} must be {allowed}")
 
 
-__all__ = ["MAX_IMAGE_SIZE", "NUMBERS", "OPTIONAL_NUMBERS", "check_number"]
+__all__ = ["AUTO_NUMBERS", "MAX_IMAGE_SIZE", "NUMBERS", "OPTIONAL_NUMBERS", "check_number"]

@@ -40,6 +40,15 @@ def bool_flag(p, flag: str, dest: str, help: str, auto: bool = False):
     p.add_argument("--no-" + flag[2:], dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
+def _number_or_auto(text: str):
+    if str(text).lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 def _auto_or_bool(text: str):
     return "auto" if str(text).lower() == "auto" else parse_bool(text)
 
@@ -103,9 +112,9 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--crop-p", dest="crop_p", type=float,
         help="probability that a batch trains on random crops, the network told where (Patch Diffusion; none in samples; default 0 = off)")
     add(g, "--crop-size", dest="crop_size", type=int, help="side of those crops in pixels (default: half the image size)")
-    add(g, "--mask-weight", dest="mask_weight", type=float, metavar="W",
+    add(g, "--mask-weight", dest="mask_weight", type=_number_or_auto, metavar="W|auto",
         help="the loss of a pixel inside its image's defect mask weighs 1 + W (masks: --masks, ROOT/images + ROOT/masks, "
-             "or the built-in set's own; default 0 = off)")
+             "or the built-in set's own). auto (default): W = 4 for a new text run that has masks, else 0 = off")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
     add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")

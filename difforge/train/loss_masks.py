@@ -5,7 +5,8 @@ spends nearly all it learns on the surface around the defect, and draws the text
 defect -- its shape, its type, where it sits -- loosely. Weighting the masked pixels moves the
 network's effort to the part of the image the user collected the data for. Images without a mask
 (a ``good`` class) weigh 1 everywhere. Sampling is unchanged: the weight only says which errors
-cost more in training.
+cost more in training. ``auto`` (the default) turns it on for new text runs that have masks
+(:func:`choose_mask_weight`), where it was measured; class-conditional runs keep the plain mean.
 
 The masks come from ``--masks MDIR``, the pairs layout (``--data ROOT/images`` with ``ROOT/masks``)
 or, for the built-in set, from its generator (the exact painted mask of each image). They are
@@ -17,11 +18,41 @@ the loss, so every flip, crop and augmentation moves a mask with its image.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.source import TrainingImages
+
+
+TEXT_MASK_WEIGHT = 4.0
+"""``mask_weight: auto`` for a new text run with masks (README "Text conditioning": measured)."""
+
+
+def has_masks(dc) -> bool:
+    """True when the run's images come with defect masks: the built-in set, ``--masks`` or ROOT/images + ROOT/masks."""
+    if dc.data is None or dc.masks:
+        return True
+    return Path(dc.data).name == "images" and (Path(dc.data).parent / "masks").is_dir()
+
+
+def choose_mask_weight(config, new: bool = True):
+    """``config`` with ``mask_weight: auto`` settled: :data:`TEXT_MASK_WEIGHT` for a new pixel-space
+    text run whose images have masks (a caption asks for a defect of a kind, at a place: weighting the
+    defect's pixels is what made held-out combinations follow the caption), else 0. A resumed run
+    whose config.yaml predates the setting was built without it: 0."""
+    dc, mc = config.data, config.model
+    if dc.mask_weight != "auto":
+        return config
+    on = (new and config.train.task == "diffusion" and bool(mc.text_encoder) and not config.latent.latent
+          and not config.diffusion.use_kl and has_masks(dc))
+    if on:
+        from .logging import get_logger
+
+        get_logger().info(f"mask weight auto: {TEXT_MASK_WEIGHT:g} (a defect pixel's loss weighs {1 + TEXT_MASK_WEIGHT:g}x in "
+                          "this text run; --mask-weight 0 turns it off)")
+    return config.override(mask_weight=TEXT_MASK_WEIGHT if on else 0.0)
 
 
 def with_loss_masks(config, data: TrainingImages) -> TrainingImages:
@@ -60,4 +91,4 @@ def pixel_weight(masks: torch.Tensor, weight: float) -> torch.Tensor:
     return masks.mul(weight).add_(1.0)
 
 
-__all__ = ["builtin_masks", "pixel_weight", "with_loss_masks"]
+__all__ = ["TEXT_MASK_WEIGHT", "builtin_masks", "choose_mask_weight", "has_masks", "pixel_weight", "with_loss_masks"]

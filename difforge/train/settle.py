@@ -15,7 +15,7 @@ import torch
 
 from ..config import Config
 from ..data.source import TrainingImages
-from .loss_masks import with_loss_masks
+from .loss_masks import choose_mask_weight, with_loss_masks
 from .validation import hold_out
 
 
@@ -28,6 +28,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
         if config.latent.latent and config.latent.vae:  # the VAE's channels decide a latent run
             data = _to_channels(data, _vae_channels(config.latent.vae, data.channels))
         config = config.override(channels=data.channels)
+    config = choose_mask_weight(config, new)
     data = with_loss_masks(config, data)  # before the hold-out, which slices them with the images
     val = None
     # text runs keep every image: the held-out loss (validation.py) is computed without captions

@@ -110,3 +110,25 @@ def test_a_folder_without_masks_is_refused(tmp_path):
     shutil.rmtree(data / "masks")
     with pytest.raises(ConfigError, match="mask"):
         Trainer(progress=False, **tiny_overrides(tmp_path, data=str(data / "images"), mask_weight=2.0, max_steps=1)).fit()
+
+
+@pytest.mark.parametrize("over, new, want", [
+    (dict(text_encoder="builtin"), True, 4.0),  # the built-in set has masks
+    (dict(text_encoder="builtin"), False, 0.0),  # a resumed run whose config.yaml predates the setting
+    (dict(), True, 0.0),  # class-conditional: unmeasured, the plain mean
+    (dict(text_encoder="builtin", data="NOMASKS"), True, 0.0),  # a folder without masks
+    (dict(text_encoder="builtin", data="PAIRS"), True, 4.0),  # ROOT/images beside ROOT/masks
+    (dict(text_encoder="builtin", mask_weight=0.0), True, 0.0),  # what the user says is kept
+    (dict(mask_weight=2.5), True, 2.5),
+])
+def test_auto_weighs_masks_of_new_text_runs(tmp_path, over, new, want):
+    from difforge.train.loss_masks import choose_mask_weight
+
+    if over.get("data") == "NOMASKS":
+        (tmp_path / "flat").mkdir()
+        over = dict(over, data=str(tmp_path / "flat"))
+    elif over.get("data") == "PAIRS":
+        over = dict(over, data=str(_pairs(tmp_path / "set", n_per_class=1)))
+    config = Config().override(**over)
+    assert config.data.mask_weight == over.get("mask_weight", "auto")
+    assert choose_mask_weight(config, new).data.mask_weight == want

@@ -63,7 +63,7 @@ class DiffusionTask(Task):
         parts = crops.label_parts(bool(self.augment), bool(self.crop_size))
         if parts:
             options["aug_dim"] = sum(width for _, width in parts.values())
-        self.mask_weight = dc.mask_weight  # the config allows it for pixel-space diffusion only
+        self.mask_weight = 0.0 if dc.mask_weight == "auto" else dc.mask_weight  # auto is settled before (train/settle.py)
         if self.mask_weight and data.masks is None:
             raise ConfigError("--mask-weight needs the defect masks: --masks MDIR, or --data ROOT/images with ROOT/masks")
         self.text = None
