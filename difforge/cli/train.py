@@ -114,7 +114,7 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--crop-size", dest="crop_size", type=int, help="side of those crops in pixels (default: half the image size)")
     add(g, "--mask-weight", dest="mask_weight", type=_number_or_auto, metavar="W|auto",
         help="the loss of a pixel inside its image's defect mask weighs 1 + W (masks: --masks, ROOT/images + ROOT/masks, "
-             "or the built-in set's own). auto (default): W = 4 for a new text run that has masks, else 0 = off")
+             "or the built-in set's own). auto (default): W = 10 for a new text run that has masks, else 0 = off")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
     add(g, "--drop-empty-classes", dest="drop_empty_classes", action="store_const", const=True,
         help="with --skip-bad-images: train without a class folder whose images are all unreadable (default: stop)")

@@ -26,7 +26,7 @@ import torch
 from ..data.source import TrainingImages
 
 
-TEXT_MASK_WEIGHT = 4.0
+TEXT_MASK_WEIGHT = 10.0
 """``mask_weight: auto`` for a new text run with masks (README "Text conditioning": measured)."""
 
 

@@ -9,7 +9,7 @@ from difforge.config import Config, DataConfig
 from difforge.diffusion.objective import Objective
 from difforge.diffusion.schedule import Schedule
 from difforge.errors import ConfigError
-from difforge.train.loss_masks import builtin_masks
+from difforge.train.loss_masks import TEXT_MASK_WEIGHT, builtin_masks
 from difforge.train.trainer import Trainer
 
 from ..conftest import tiny_overrides
@@ -113,11 +113,11 @@ def test_a_folder_without_masks_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("over, new, want", [
-    (dict(text_encoder="builtin"), True, 4.0),  # the built-in set has masks
+    (dict(text_encoder="builtin"), True, TEXT_MASK_WEIGHT),  # the built-in set has masks
     (dict(text_encoder="builtin"), False, 0.0),  # a resumed run whose config.yaml predates the setting
     (dict(), True, 0.0),  # class-conditional: unmeasured, the plain mean
     (dict(text_encoder="builtin", data="NOMASKS"), True, 0.0),  # a folder without masks
-    (dict(text_encoder="builtin", data="PAIRS"), True, 4.0),  # ROOT/images beside ROOT/masks
+    (dict(text_encoder="builtin", data="PAIRS"), True, TEXT_MASK_WEIGHT),  # ROOT/images beside ROOT/masks
     (dict(text_encoder="builtin", mask_weight=0.0), True, 0.0),  # what the user says is kept
     (dict(mask_weight=2.5), True, 2.5),
 ])
