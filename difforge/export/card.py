@@ -80,7 +80,7 @@ def _data_text(meta: Dict[str, Any], config: Dict[str, Any], log_lines: List[str
     if seen:
         lines.append(f"- As loaded: {seen[0]}")
     if dc:
-        lines.append(f"- Augmentation: {'random horizontal flips' if dc.get('hflip', True) else 'none'}")
+        lines.append(f"- Augmentation: {_augmentation(dc)}")
     classes = data.get("class_names") or []
     lines.append("")
     lines.append("## Classes\n")
@@ -94,6 +94,16 @@ def _data_text(meta: Dict[str, Any], config: Dict[str, Any], log_lines: List[str
     return lines
 
 
+def _augmentation(dc: Dict[str, Any]) -> str:
+    """What the run did to its images: plain flips (they reach the samples), and the network-conditioned kinds (they do not)."""
+    done = ["random horizontal flips"] if dc.get("hflip", True) else []
+    if dc.get("augment") and dc.get("augment_p"):
+        done.append(f"{dc['augment']} with p = {dc['augment_p']} (the network is told; none in samples)")
+    if dc.get("crop_p"):
+        done.append(f"crop batches with p = {dc['crop_p']} (the network is told; whole images in samples)")
+    return "; ".join(done) or "none"
+
+
 def _recipe(meta: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     tc = config.get("train", {})
     d = meta.get("diffusion", {})
@@ -102,6 +112,9 @@ def _recipe(meta: Dict[str, Any], config: Dict[str, Any]) -> List[str]:
     if d:
         lines.append(f"- Diffusion: {schedule_name(d)}, T = {d.get('diffusion_steps')}, the network predicts "
                      f"`{d.get('target')}`, loss `{d.get('loss')}`" + (", learned variance" if d.get("learn_sigma") else ""))
+        weight = config.get("data", {}).get("mask_weight")
+        if isinstance(weight, (int, float)) and weight > 0:
+            lines.append(f"- Defect-weighted loss: pixels inside a defect mask weigh {1 + weight:g}x (`--mask-weight {weight:g}`)")
         if d.get("label_dropout") and meta.get("data", {}).get("class_names"):
             lines.append(f"- Label dropout {d['label_dropout']} (for classifier-free guidance)")
     if tc:

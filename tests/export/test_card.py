@@ -44,3 +44,16 @@ def test_unconditional_card(tmp_path):
     head, body = front_matter(model_card(model))
     assert "unconditional" in head["tags"] and "None: the model is unconditional." in body
     assert "--class" not in body
+
+
+def test_card_names_the_defect_weighted_loss_and_every_augmentation():
+    from difforge.export.card import _augmentation, _recipe
+
+    meta = {"diffusion": {"noise_schedule": "cosine", "diffusion_steps": 1000, "target": "v", "loss": "mse"}}
+    assert any("pixels inside a defect mask weigh 11x (`--mask-weight 10`)" in ln for ln in _recipe(meta, {"data": {"mask_weight": 10.0}}))
+    for off in ({"mask_weight": 0.0}, {"mask_weight": "auto"}, {}):
+        assert not any("defect mask" in ln for ln in _recipe(meta, {"data": off}))
+    assert _augmentation({"hflip": False}) == "none"
+    assert _augmentation({"hflip": True}) == "random horizontal flips"
+    both = _augmentation({"hflip": False, "augment": "flips,rot90", "augment_p": 0.3, "crop_p": 0.5})
+    assert "flips,rot90 with p = 0.3" in both and "crop batches with p = 0.5" in both
