@@ -1,9 +1,12 @@
 """A defect-weighted diffusion loss (``--mask-weight W``): a pixel inside its image's defect mask weighs 1 + W.
 
-Why: a defect is a few percent of its image's pixels. With the plain per-pixel mean a short run
+Why: a defect is a small part of its image (a built-in one 17-41% of a 32 px image with its mask's fringe,
+a real one often a few percent). With the plain per-pixel mean a short run
 spends nearly all it learns on the surface around the defect, and draws the texture well and the
 defect -- its shape, its type, where it sits -- loosely. Weighting the masked pixels moves the
-network's effort to the part of the image the user collected the data for. Images without a mask
+network's effort to the part of the image the user collected the data for. For a text model it is what
+made a caption's defect word mean the defect's shape rather than "what goes on this surface": the
+defect type of combinations never trained on went from 0.26 to 0.65 (README "Text conditioning"). Images without a mask
 (a ``good`` class) weigh 1 everywhere. Sampling is unchanged: the weight only says which errors
 cost more in training. ``auto`` (the default) turns it on for new text runs that have masks
 (:func:`choose_mask_weight`), where it was measured; class-conditional runs keep the plain mean.
