@@ -78,10 +78,10 @@ def test_the_text_defaults_are_for_new_builtin_runs_only(tmp_path):
     assert layout(text.override(text_encoder=str(tmp_path))) is None  # CLIP: not measured
     assert layout(text.override(network="dit")) is None
     assert layout(Config()) is None
-    data = TrainingImages(torch.zeros(24, 3, 8, 8, dtype=torch.uint8), None, [], "x")
+    data = TrainingImages(torch.zeros(24, 3, 8, 8, dtype=torch.uint8), None, [], "x")  # a stand-in (mask_weight=0: no built-in masks)
     ns = types.SimpleNamespace()
-    assert settle_run(text.override(channels=3, image_size=8), data, ns)[0].model.network_options.get("text_layout") == 4
-    resumed = settle_run(text.override(channels=3, image_size=8), data, ns, new=False)[0].model.network_options
+    assert settle_run(text.override(channels=3, image_size=8, mask_weight=0), data, ns)[0].model.network_options.get("text_layout") == 4
+    resumed = settle_run(text.override(channels=3, image_size=8, mask_weight=0), data, ns, new=False)[0].model.network_options
     assert "text_layout" not in resumed and "text_encoder" not in resumed  # a resume builds what config.yaml says
     old = Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=1,
                                                    network_options={**TINY_NET, "text_layout": 0, "text_encoder": {"depth": 0}},
@@ -126,7 +126,7 @@ def test_text_runs_keep_every_image_for_training():
     data = TrainingImages(torch.zeros(400, 3, 8, 8, dtype=torch.uint8), None, [], "x")
     cfg = Config().override(channels=3)
     assert settle_run(cfg, data, types.SimpleNamespace())[2] is not None  # the check can fail: plain runs hold out
-    kept, val = settle_run(cfg.override(text_encoder="builtin"), data, types.SimpleNamespace())[1:]
+    kept, val = settle_run(cfg.override(text_encoder="builtin", mask_weight=0), data, types.SimpleNamespace())[1:]  # a stand-in: no built-in masks
     assert val is None and len(kept.images) == 400
 
 
