@@ -89,9 +89,4 @@ def builtin_masks(dc, n: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def pixel_weight(masks: torch.Tensor, weight: float) -> torch.Tensor:
-    """Per-pixel loss weights 1 + ``weight`` * mask for float masks (B, 1, H, W) in {0, 1}."""
-    return masks.mul(weight).add_(1.0)
-
-
-__all__ = ["TEXT_MASK_WEIGHT", "builtin_masks", "choose_mask_weight", "has_masks", "pixel_weight", "with_loss_masks"]
+__all__ = ["TEXT_MASK_WEIGHT", "builtin_masks", "choose_mask_weight", "has_masks", "with_loss_masks"]

@@ -27,7 +27,6 @@ from ...pipeline import Pipeline, SampleConfig
 from ..batches import Batch
 from ..distributed import all_gather_cat
 from ..logging import get_logger
-from ..loss_masks import pixel_weight
 from ..rng import StepRNG
 from .base import Snapshot, Task
 
@@ -134,7 +133,7 @@ class DiffusionTask(Task):
             net = functools.partial(net, aug_labels=torch.cat(aug_labels, dim=1))
         weight = None
         if self.mask_weight:  # the mask rode along through crops and augmentations (inputs)
-            x, weight = x[:, :-1], pixel_weight(x[:, -1:], self.mask_weight)
+            x, weight = x[:, :-1], x[:, -1:] * self.mask_weight + 1.0  # 1 + W inside a defect, 1 elsewhere
         y = None
         if self.text is not None:  # caption and class dropped together: the unconditional branch of CFG
             from ..text_cond import condition
