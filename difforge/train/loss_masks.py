@@ -78,10 +78,11 @@ def builtin_masks(dc, n: int) -> torch.Tensor:
     from ..data.builtin import CLASSES, make_image_and_mask
 
     size, per_class = dc.image_size, dc.builtin_per_class
+    channels = dc.channels if dc.channels in (1, 3) else 3  # drawn as the images were (data/source.py)
     out = np.zeros((len(CLASSES) * per_class, 1, size, size), dtype=bool)
     for j, (c, i) in enumerate((c, i) for c in range(len(CLASSES)) for i in range(per_class)):
         rng = np.random.default_rng([dc.builtin_seed, c, i])
-        out[j, 0] = make_image_and_mask(c, size, rng, materials=materials_of(dc.builtin_materials))[1]
+        out[j, 0] = make_image_and_mask(c, size, rng, channels, materials_of(dc.builtin_materials))[1]
     if len(out) != n:
         from ..errors import ConfigError
 
