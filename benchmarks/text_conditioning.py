@@ -44,7 +44,7 @@ from demo_quality import to_float, train_classifier  # noqa: E402
 from quality_budget import cpu_clock, loadavg, machine  # noqa: E402
 from segment_judge import Segmenter, judged_positions, real_masks, train_segmenter  # noqa: E402
 
-from difforge.config import materials_of  # noqa: E402
+from difforge.config import DataConfig, materials_of  # noqa: E402
 from difforge.data.builtin import check_materials  # noqa: E402
 from difforge.data.builtin_captions import MATERIALS as SURFACES  # noqa: E402
 from difforge.data.builtin_captions import POSITIONS, generate_captioned  # noqa: E402
@@ -52,6 +52,7 @@ from difforge.data.captions import write_metadata  # noqa: E402
 from difforge.data.io import to_uint8  # noqa: E402
 from difforge.models.text_encoder import phrases  # noqa: E402
 from difforge.pipeline import Pipeline  # noqa: E402
+from difforge.train.loss_masks import builtin_masks  # noqa: E402
 from difforge.train.trainer import Trainer  # noqa: E402
 
 DEFECTS = ("scratch", "inclusion", "crack", "patch")
@@ -86,14 +87,6 @@ def write_folder(root: Path, images, attrs, captions) -> Path:
         records.append({"file_name": name, "text": cap})
     write_metadata(root, records)
     return root
-
-
-def painted_masks(size: int, per_class: int, seed: int, materials):
-    """The exact masks of the built-in images (difforge.data.builtin.make_image_and_mask), in generate_captioned's order."""
-    from difforge.data.builtin import CLASSES, make_image_and_mask
-
-    return [make_image_and_mask(c, size, np.random.default_rng([seed, c, i]), materials=materials)[1]
-            for c in range(len(CLASSES)) for i in range(per_class)]
 
 
 def write_masks(root: Path, attrs, masks) -> Path:
@@ -157,7 +150,8 @@ def main():
 
     # -- data: training (seed 0, hold-out removed), judges (seed 1), test captions (seed 2)
     imgs, _, _, caps, attrs = generate_captioned(args.size, args.per_class, seed=0, materials=materials)
-    train_masks = painted_masks(args.size, args.per_class, seed=0, materials=materials)
+    train_masks = builtin_masks(DataConfig(image_size=args.size, builtin_per_class=args.per_class, builtin_materials=",".join(materials)),
+                                len(imgs))[:, 0].numpy()  # the exact masks of those images, in the same order
     keep = [i for i, a in enumerate(attrs) if (a["defect"], a["material"]) not in held]
     data_dir = write_folder(runs / "data", imgs[keep], [attrs[i] for i in keep], [caps[i] for i in keep])
     # the exact masks, as `difforge data defects --masks` writes them (--masks: same relative paths as the images)
