@@ -123,9 +123,18 @@ class Task(abc.ABC):
         """The network to train, on ``device``; also sets ``self.meta``."""
 
     def inputs(self, data, idx: torch.Tensor, flip: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x = data.images[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        return self.mirror(data.images[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1.0), flip)
+
+    def inputs_with_mask(self, data, masks: torch.Tensor, idx: torch.Tensor, flip: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Pixels in [-1, 1] with their bool ``masks`` rows (0 / 1) as one more channel, mirrored together."""
+        x = data.images[idx].to(device).float().div_(127.5).sub_(1.0)
+        return self.mirror(torch.cat([x, masks[idx].to(device).float()], dim=1), flip)
+
+    def mirror(self, x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """``x`` with the rows ``flip`` marks mirrored left-right when ``hflip`` is on (in place): one
+        call for an image and whatever channels ride with it (a mask), so they stay aligned."""
         if self.config.data.hflip:
-            f = flip.to(device)
+            f = flip.to(x.device)
             x[f] = x[f].flip(-1)
         return x
 

@@ -106,14 +106,9 @@ class DiffusionTask(Task):
         ``mask_weight`` the defect mask (0 / 1) as one more channel, mirrored with its image (split off in :meth:`loss`)."""
         if self.latents is not None:
             return self.latents.inputs(idx, flip, device)
-        x = super().inputs(data, idx, flip, device)
         if not getattr(self, "mask_weight", 0.0):
-            return x
-        m = data.masks[idx].to(device).float()
-        if self.config.data.hflip:
-            f = flip.to(device)
-            m[f] = m[f].flip(-1)
-        return torch.cat([x, m], dim=1)
+            return super().inputs(data, idx, flip, device)
+        return self.inputs_with_mask(data, data.masks, idx, flip, device)
 
     def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
         fc = self.config.diffusion

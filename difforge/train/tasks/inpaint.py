@@ -64,12 +64,7 @@ class InpaintTask(DiffusionTask):
 
     def inputs(self, data, idx, flip, device):
         """Pixels in [-1, 1] with the mask (0 / 1) as one more channel, mirrored together."""
-        x = data.images[idx].to(device).float().div_(127.5).sub_(1.0)
-        x = torch.cat([x, self.masks[idx].to(device).float()], dim=1)
-        if self.config.data.hflip:
-            f = flip.to(device)
-            x[f] = x[f].flip(-1)
-        return x
+        return self.inputs_with_mask(data, self.masks, idx, flip, device)
 
     def loss(self, net, batch: Batch, rng: StepRNG) -> Dict[str, torch.Tensor]:
         c = self.channels

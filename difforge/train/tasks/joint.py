@@ -50,11 +50,7 @@ class JointMaskTask(DiffusionTask):
         """Pixels in [-1, 1] with the mask as one more channel (-1 background, +1 defect), mirrored together."""
         x = data.images[idx].to(device).float().div_(127.5).sub_(1.0)
         m = self.masks[idx].to(device).float().mul_(2.0).sub_(1.0)
-        x = torch.cat([x, m], dim=1)
-        if self.config.data.hflip:
-            f = flip.to(device)
-            x[f] = x[f].flip(-1)
-        return x
+        return self.mirror(torch.cat([x, m], dim=1), flip)
 
     def preview(self, snapshot: Snapshot, step: int, data) -> Optional[Path]:
         """Samples (top rows) over their generated masks in red (bottom rows)."""
