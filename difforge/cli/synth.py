@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", default=None, help=f"network evaluations per pass (default {DEFAULTS.steps})")
     p.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale (default: the model's, {cfg_defaults_text()})")
     p.add_argument("--cfg-interval", dest="cfg_interval", type=parse_interval, default=DEFAULTS.cfg_interval, metavar="LO,HI",
-                   help="guide only where the noise level sigma is in (LO, HI] ('all' = every step; default "
+                   help="guide only where the noise level sigma is in (LO, HI] ('all' = every step; default auto, the model's: "
                    f"{cfg_interval_text()}, as `difforge sample`)")
     p.add_argument("--mask-jitter", action="store_true",
                    help="also scale each --masks mask by 0.7-1.4 and turn it by any angle (more shapes from few real masks)")

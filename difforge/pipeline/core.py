@@ -36,7 +36,7 @@ from ..models.layers import sampling_memory_format
 from ..modelfile import build_network, check_meta, load_model_file
 from ..runtime import autocast_factory, resolve_device, resolve_precision
 from .classes import ClassLabel, labels_for, resolve_class
-from .config import SampleConfig, check_sampler_options, default_cfg
+from .config import SampleConfig, check_sampler_options, default_cfg, default_cfg_interval, interval_json
 from .results import Generated
 
 GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model", "guide_model")
@@ -149,6 +149,7 @@ class Pipeline:
             "classes": self.class_names,
             "diffusion": self.meta["diffusion"],
             "default_cfg": self.default_cfg,  # the guidance scale a request without --cfg gets
+            "default_cfg_interval": interval_json(self.default_cfg_interval),  # and its interval ([lo, null]: no upper end)
             "network_config": self.meta["network"]["config"],
             "trained": self.meta.get("train", {}),
             "weights": self.meta.get("weights", "?"),
@@ -249,8 +250,19 @@ class Pipeline:
         its w = s - 1; with a weak model (autoguidance) its measured w; a text model's own."""
         return default_cfg(self.image_size, None if self.guide is None else self.guide.second_model, text=bool(self.meta.get("text")))
 
+    @property
+    def default_cfg_interval(self):
+        """The guidance interval of a request that leaves it ``"auto"`` (pipeline/config.py
+        :func:`default_cfg_interval`: a text model guides its noisiest steps too)."""
+        return default_cfg_interval(bool(self.meta.get("text")))
+
     def with_default_cfg(self, config: SampleConfig) -> SampleConfig:
-        return config if config.cfg is not None else config.replace(cfg=self.default_cfg)
+        """``config`` with the model's guidance scale and interval where it leaves them to the model."""
+        if config.cfg is None:
+            config = config.replace(cfg=self.default_cfg)
+        if config.cfg_interval == "auto":
+            config = config.replace(cfg_interval=self.default_cfg_interval)
+        return config
 
     def timesteps(self, config: SampleConfig) -> list:
         """The sampler's timesteps from T - 1 (a respacing string in ``steps`` decides by itself)."""

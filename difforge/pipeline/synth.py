@@ -235,7 +235,7 @@ def item_line(pipe, *, index: int, seed: int, class_name, background: Path, plac
                      class_name=class_name, model=model_name, model_sha256=model_sha256, sampler=settings.config.sampler,
                      steps=len(pipe.timesteps(settings.config)), cfg=float(pipe.with_default_cfg(settings.config).cfg), background=str(background),
                      placement=placement, seconds=seconds, resample=settings.resample, jump=settings.jump,
-                     sample_steps=settings.config.steps, cfg_interval=interval_json(settings.config.cfg_interval))
+                     sample_steps=settings.config.steps, cfg_interval=interval_json(pipe.with_default_cfg(settings.config).cfg_interval))
 
 
 def settings_of(line: Dict[str, Any]) -> SynthSettings:

@@ -16,7 +16,8 @@ from difforge.diffusion.samplers import get_sampler
 from difforge.diffusion.schedule import Schedule, alpha_bar_at, sigma_of
 from difforge.diffusion.timesteps import default_spacing, sampling_timesteps
 from difforge.errors import UserError
-from difforge.pipeline.config import CFG_INTERVAL, SampleConfig, interval_from_json, interval_json
+from difforge.pipeline.config import (CFG_INTERVAL, TEXT_CFG_INTERVAL, SampleConfig, default_cfg_interval, interval_from_json,
+                                      interval_json)
 
 SCHEDULE = Schedule.named("linear", 1000)
 FULL = (0.0, math.inf)
@@ -147,11 +148,14 @@ def test_sampler_calls_per_step(sampler):
 
 
 def test_sample_config_and_cli_flag():
-    assert SampleConfig().cfg_interval == CFG_INTERVAL == (0.1, 3.0)  # the measured default (pipeline/config.py)
+    assert SampleConfig().cfg_interval == "auto"  # the model's measured one (pipeline/config.py)
+    assert CFG_INTERVAL == (0.1, 3.0) and TEXT_CFG_INTERVAL == (0.1, math.inf)
+    assert default_cfg_interval() == CFG_INTERVAL and default_cfg_interval(text=True) == TEXT_CFG_INTERVAL
+    SampleConfig().check()
     SampleConfig(cfg_interval=None).check()  # every step
     SampleConfig(cfg_interval=(0.28, 5.42)).check()
     SampleConfig(cfg_interval=(0.0, math.inf)).check()
-    for bad in ((2.0, 1.0), (-1.0, 1.0), (float("nan"), 1.0), (1.0,)):
+    for bad in ((2.0, 1.0), (-1.0, 1.0), (float("nan"), 1.0), (1.0,), "sometimes"):
         with pytest.raises(UserError, match="cfg_interval"):
             SampleConfig(cfg_interval=bad).check()
     import argparse
@@ -160,7 +164,8 @@ def test_sample_config_and_cli_flag():
 
     p = argparse.ArgumentParser()
     add_sampling_flags(p)
-    assert sample_config(p.parse_args([])).cfg_interval == CFG_INTERVAL
+    assert sample_config(p.parse_args([])).cfg_interval == "auto"
+    assert sample_config(p.parse_args(["--cfg-interval", "AUTO"])).cfg_interval == "auto"
     assert sample_config(p.parse_args(["--cfg-interval", "all"])).cfg_interval is None
     assert sample_config(p.parse_args(["--cfg-interval", "0.28,inf"])).cfg_interval == (0.28, math.inf)
     with pytest.raises(SystemExit):
@@ -176,7 +181,8 @@ def test_pipeline_denoiser_takes_the_interval_from_sample_config():
             "diffusion": {"noise_schedule": "linear", "diffusion_steps": 100, "target": "eps"},
             "data": {"image_size": 16, "channels": 3, "class_names": ["a", "b"]}}
     pipe = Pipeline(net, meta, torch.device("cpu"), "fp32")
-    assert pipe.denoiser(SampleConfig()).cfg_interval == CFG_INTERVAL
+    assert pipe.denoiser(SampleConfig()).cfg_interval == CFG_INTERVAL  # "auto" on a class model
+    assert pipe.describe()["default_cfg_interval"] == [0.1, 3.0]
     assert pipe.denoiser(SampleConfig(cfg_interval=None)).cfg_interval is None
     assert pipe.denoiser(SampleConfig(cfg_interval=(0.5, 2.0))).cfg_interval == (0.5, 2.0)
 

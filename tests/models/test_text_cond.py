@@ -151,6 +151,37 @@ def test_cfg_with_text_is_one_forward_and_the_empty_caption_is_the_unconditional
     assert torch.equal(neg.prompts.context[-1], tok.encode(["a small crack"])[0])
 
 
+def test_a_text_model_guides_its_noisiest_steps_by_default():
+    """cfg_interval "auto" on a text model is TEXT_CFG_INTERVAL (0.1, inf): a prompt request runs the
+    unconditional half at every step whose sigma is above 0.1, the noisiest ones too (where a class
+    model's CFG_INTERVAL stops at 3), and the same rows as an explicit (0.1, inf)."""
+    import math
+
+    from difforge.diffusion.denoiser import in_cfg_interval
+    from difforge.pipeline import SampleConfig
+    from difforge.pipeline.config import CFG_INTERVAL, TEXT_CFG_INTERVAL
+
+    pipe, _ = _text_pipeline()
+    view = pipe.with_prompts(["a large scratch"], None, 2, None)
+    assert view.denoiser(SampleConfig()).cfg_interval == TEXT_CFG_INTERVAL == (0.1, math.inf)
+    assert pipe.describe()["default_cfg_interval"] == [0.1, None]
+    ts = pipe.timesteps(SampleConfig(steps=8))
+    sig = torch.as_tensor([float(t) for t in ts])
+    noisy = in_cfg_interval(pipe.schedule, sig, TEXT_CFG_INTERVAL)
+    assert noisy[0] and not in_cfg_interval(pipe.schedule, sig, CFG_INTERVAL)[0]  # the first step: only the text default guides it
+
+    def rows(**kw):
+        seen = []
+        hook = pipe.net.register_forward_pre_hook(lambda _m, a: seen.append(a[0].shape[0]))
+        try:
+            pipe.generate(num=2, prompt="a large scratch", seed=0, steps=8, cfg=3.0, **kw)
+        finally:
+            hook.remove()
+        return seen
+
+    assert rows() == [4 if i else 2 for i in noisy.tolist()] == rows(cfg_interval=(0.1, math.inf))
+
+
 def test_caption_dropout_gives_the_empty_caption():
     from difforge.train.text_cond import TextConditioning
 
