@@ -110,16 +110,13 @@ class Pipeline:
     @property
     def sample_shape(self) -> tuple:
         """(C, H, W) of what the sampler draws: pixels (C + 1 with a joint mask), or a latent model's latents."""
-        if self.codec is not None:
-            return self.codec.latent_shape(self.image_size)
-        return (self.channels + int(self.joint_mask), self.image_size, self.image_size)
+        return self.codec.latent_shape(self.image_size) if self.codec is not None else (
+            self.channels + int(self.joint_mask), self.image_size, self.image_size)
 
     def split_mask(self, x: torch.Tensor):
         """(images (N, C, H, W), masks bool (N, H, W) or None) of sampled pixels: a joint-mask model's
         last channel is its mask, defect where > 0."""
-        if not self.joint_mask:
-            return x, None
-        return x[:, : self.channels], x[:, self.channels] > 0
+        return (x[:, : self.channels], x[:, self.channels] > 0) if self.joint_mask else (x, None)
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Sampler space -> float pixels in [-1, 1] (the VAE decodes a latent model's latents)."""
@@ -252,17 +249,13 @@ class Pipeline:
 
     @property
     def default_cfg_interval(self):
-        """The guidance interval of a request that leaves it ``"auto"`` (pipeline/config.py
-        :func:`default_cfg_interval`: a text model guides its noisiest steps too)."""
+        """The guidance interval a request left ``"auto"`` gets (config.py :func:`default_cfg_interval`)."""
         return default_cfg_interval(bool(self.meta.get("text")))
 
     def with_default_cfg(self, config: SampleConfig) -> SampleConfig:
-        """``config`` with the model's guidance scale and interval where it leaves them to the model."""
-        if config.cfg is None:
-            config = config.replace(cfg=self.default_cfg)
-        if config.cfg_interval == "auto":
-            config = config.replace(cfg_interval=self.default_cfg_interval)
-        return config
+        """``config`` with the model's guidance scale (``cfg`` None) and interval (``"auto"``)."""
+        config = config if config.cfg is not None else config.replace(cfg=self.default_cfg)
+        return config if config.cfg_interval != "auto" else config.replace(cfg_interval=self.default_cfg_interval)
 
     def timesteps(self, config: SampleConfig) -> list:
         """The sampler's timesteps from T - 1 (a respacing string in ``steps`` decides by itself)."""

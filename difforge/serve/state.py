@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any, Dict, List
 
 from ..errors import ConfigError, UserError
+from ..pipeline.config import interval_json
 from .errors import ApiError
 from .jobs import GenerateArgs, Job, JobStore, ModelWorker, QueueFull, summary
 from .models import is_model_name
@@ -80,7 +81,9 @@ class ServeState:
         """What a request leaves out becomes; ``pipe``: a model's own (its guidance scale is measured per image size)."""
         s = self.settings
         return {"num": s.default_num, "class": None, "sampler": self.default_sampler, "steps": s.default_steps,
-                "cfg": pipe.default_cfg if pipe is not None else None, "eta": SAMPLING.eta, "seed": 0, "format": "png-base64"}
+                "cfg": pipe.default_cfg if pipe is not None else None,
+                "cfg_interval": interval_json(pipe.default_cfg_interval) if pipe is not None else "auto",  # the model's (not a request field)
+                "eta": SAMPLING.eta, "seed": 0, "format": "png-base64"}
 
     def model_info(self, name: str) -> Dict[str, Any]:
         pipe = self.models[name]

@@ -47,6 +47,7 @@ def test_health_and_models(make_client):
     assert m["classes"] == ["scratch", "inclusion", "crack", "patch"] and m["conditional"]
     assert "ddim" in m["samplers"] and "dpm++2m" in m["samplers"]
     assert m["defaults"]["steps"] == SampleConfig().steps and m["defaults"]["sampler"] == SampleConfig().sampler
+    assert m["defaults"]["cfg_interval"] == [0.1, 3.0]  # a class model's (pipeline/config.py CFG_INTERVAL)
     assert "file" not in m  # the server's paths are not the client's business
 
 
