@@ -44,6 +44,7 @@ from demo_quality import to_float, train_classifier  # noqa: E402
 from quality_budget import cpu_clock, loadavg, machine  # noqa: E402
 from segment_judge import Segmenter, judged_positions, real_masks, train_segmenter  # noqa: E402
 
+from difforge.cli.sample import parse_interval  # noqa: E402
 from difforge.config import DataConfig, materials_of  # noqa: E402
 from difforge.data.builtin import check_materials  # noqa: E402
 from difforge.data.builtin_captions import MATERIALS as SURFACES  # noqa: E402
@@ -52,6 +53,7 @@ from difforge.data.captions import write_metadata  # noqa: E402
 from difforge.data.io import to_uint8  # noqa: E402
 from difforge.models.text_encoder import phrases  # noqa: E402
 from difforge.pipeline import Pipeline  # noqa: E402
+from difforge.pipeline.config import interval_json  # noqa: E402
 from difforge.train.loss_masks import builtin_masks  # noqa: E402
 from difforge.train.trainer import Trainer  # noqa: E402
 
@@ -120,6 +122,8 @@ def main():
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, pipeline/config.py: 4 for text, 1.5 at 32 px)")
+    ap.add_argument("--cfg-interval", type=parse_interval, default="auto", metavar="LO,HI",
+                    help="guidance interval (default auto: the model's, pipeline/config.py: 0.1,inf for text, 0.1,3 for classes; 'all' = every step)")
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
     ap.add_argument("--phrase-dropout", type=float, default=0.0, help="the text model's --phrase-dropout")
@@ -201,11 +205,12 @@ def main():
             t0 = time.perf_counter()
             if kind == "text":
                 prompts = [composed_caption(t_caps[i], t_attrs[i], args.compose_by) if composed else t_caps[i] for i in ix]
-                out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg).images
+                out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg, cfg_interval=args.cfg_interval).images
             else:
                 names = pipe.class_names
                 y = torch.tensor([names.index(a["defect"]) for a in want])
-                out = to_uint8(pipe.sample(list(range(10_000, 10_000 + len(ix))), y, steps=args.steps, cfg=args.cfg))
+                out = to_uint8(pipe.sample(list(range(10_000, 10_000 + len(ix))), y, steps=args.steps, cfg=args.cfg,
+                                           cfg_interval=args.cfg_interval))
             per_image = (time.perf_counter() - t0) / len(ix)
             acc = {k: float((judged(judges[k], out.numpy()) == labels_of(want, k)).mean()) for k in ATTRS}
             how = ", composed prompt" if composed else ""
@@ -213,7 +218,8 @@ def main():
             rows.append(dict(model=f"{where}{kind}{how} ({steps} steps, {trained})", group=g, n=len(ix),
                              **acc, s_per_image=f"{per_image:.3f}", steps=steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
-          f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, batch 16, 1 image per caption")
+          f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, "
+          f"interval {'the model default' if args.cfg_interval == 'auto' else interval_json(args.cfg_interval)}, batch 16, 1 image per caption")
     print("| model | combinations | n | defect | material | position | s/image |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
