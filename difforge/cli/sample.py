@@ -105,8 +105,11 @@ def parse_interval(text):
     'auto' -> 'auto' (the model's, pipeline/config.py :func:`default_cfg_interval`)."""
     import argparse
 
-    if str(text).strip().lower() in ("all", "auto"):
-        return None if str(text).strip().lower() == "all" else "auto"
+    word = str(text).strip().lower()
+    if word == "all":
+        return None
+    if word == "auto":
+        return "auto"
     try:
         lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:

@@ -50,7 +50,8 @@ CFG_INTERVAL = (0.1, 3.0)
 # faint scratches either side of the asked place, a pit too many). Measured with benchmarks/text_conditioning.py's
 # judges on four 12-minute built-in text models (32 px, --mask-weight 10, UniPC 25, guidance 4, 100 seen / 100
 # held-out captions): seen defect / material / position 0.99 / 0.99 / 0.77 -> 0.98 / 0.99 / 0.84 (every model's
-# position rose: 0.75 -> 0.88, 0.75 -> 0.84, 0.78 -> 0.81, 0.78 -> 0.82); guidance at every step, 0.1 included,
+# position rose: 0.75 -> 0.88, 0.75 -> 0.84, 0.78 -> 0.81, 0.78 -> 0.82), held-out position 0.70 -> 0.74, at a cost
+# to the held-out defect type, 0.62 -> 0.57 (README "Text conditioning"); guidance at every step, 0.1 included,
 # scored the same as (0.1, inf); scale 3 / 5 in (0.1, inf): position 0.81 / 0.85.
 TEXT_CFG_INTERVAL = (0.1, math.inf)
 
