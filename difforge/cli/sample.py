@@ -182,7 +182,7 @@ def manifest_fields(model, pipe, config, seed: int, second_model: Optional[str] 
     return dict(model=Path(model).name, model_sha256=file_sha256(model), method="joint" if pipe.joint_mask else "sample",
                 sampler=config.sampler, steps=len(pipe.timesteps(config)), seed=seed,
                 cfg=float(config.cfg if config.cfg is not None else default_cfg(pipe.image_size, second_model, text=bool(pipe.meta.get("text")))),
-                cfg_interval=interval_json(pipe.default_cfg_interval if config.cfg_interval == "auto" else config.cfg_interval))
+                cfg_interval=interval_json(pipe.with_default_cfg(config).cfg_interval))
 
 
 def run(args) -> int:

@@ -36,7 +36,9 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
 
     from difforge.pipeline.config import TEXT_CFG
 
-    assert TEXT_CFG != 1.5 and {json.loads(line)["cfg"] for line in (out / "manifest.jsonl").read_text().splitlines()} == {TEXT_CFG}
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert TEXT_CFG != 1.5 and {line["cfg"] for line in lines} == {TEXT_CFG}
+    assert all(line["cfg_interval"] == [0.1, None] for line in lines)  # the text model's own interval, resolved (config.py)
 
     from PIL import Image
 
