@@ -6,6 +6,21 @@
 
 One step = forward + MSE loss + backward + Adam step on random data, like the trainer's inner loop.
 Prints images per wall second and per CPU second (the steadier number on a shared machine).
+
+Measured on the AVX2 CPU this project first targeted (difforge/models/unet.py says what follows from it)
+with ``--threads 1`` (torch 2.13, fp32, one Adam training step at batch 16, images per CPU-second;
+the 2-core box was shared, so wall-clock 2-thread figures were not reproducible, while 1-thread CPU time is):
+
+    ==========  ===  ==========  ======  =============  ========
+    net         px   fwd GF/img  NCHW    channels_last  CL/NCHW
+    ==========  ===  ==========  ======  =============  ========
+    unet-tiny   32   0.50        30.8    30.5           0.99
+    unet-tiny   64   1.97        7.7     6.9            0.90
+    unet-small  32   1.85        8.2     7.9            0.97
+    unet-small  64   6.63        2.6     2.3            0.88
+    unet        32   3.25        5.2     4.8            0.92
+    unet        64   11.8        1.4     1.4            0.94
+    ==========  ===  ==========  ======  =============  ========
 """
 
 from __future__ import annotations
