@@ -21,22 +21,7 @@ Layout, per level ``i`` of ``channel_mult`` (feature maps of ``image_size / 2**i
 
 Memory layout: the network runs in the layout of its input and weights (one layout from the
 first conv to the last) and returns its input's layout; both layouts give the same numbers.
-channels_last does NOT pay on the AVX2 CPU this project targets. Measured with
-``benchmarks/unet_layout.py --threads 1`` (torch 2.13, fp32, one Adam training step at batch 16,
-images per CPU-second; the 2-core box was shared, so wall-clock 2-thread figures were not
-reproducible, while 1-thread CPU time is):
-
-    ==========  ===  ==========  ======  =============  ========
-    net         px   fwd GF/img  NCHW    channels_last  CL/NCHW
-    ==========  ===  ==========  ======  =============  ========
-    unet-tiny   32   0.50        30.8    30.5           0.99
-    unet-tiny   64   1.97        7.7     6.9            0.90
-    unet-small  32   1.85        8.2     7.9            0.97
-    unet-small  64   6.63        2.6     2.3            0.88
-    unet        32   3.25        5.2     4.8            0.92
-    unet        64   11.8        1.4     1.4            0.94
-    ==========  ===  ==========  ======  =============  ========
-
+channels_last does NOT pay on an AVX2 CPU in fp32 (``benchmarks/unet_layout.py``'s docstring has the table).
 The profile says why: convolutions are ~80% of a step and oneDNN's NHWC backward is 5-25%
 slower than its NCHW one at these channel counts, and GroupNorm's channels_last CPU kernels are
 4-8x slower than its NCHW ones. So keep NCHW on those CPUs in fp32. In bf16 on a CPU with AMX the
@@ -200,6 +185,8 @@ class UNet(nn.Module):
             to the time embedding, so an absent ``aug_labels`` (sampling) is the zero vector.
         context_dim: width of text tokens; > 0 adds cross-attention (:class:`CrossAttention2d`) after
             every self-attention block, fed by ``net(..., context=, context_mask=)``; 0 = no text.
+        cross_resolutions: feature-map widths that get cross-attention (default: ``attention_resolutions``;
+            the middle block always has it): a finer map can say where without paying for self-attention there.
         text_encoder: options of the network's own :class:`~difforge.models.text_encoder.BuiltinTextEncoder`
             (then ``context`` may be token ids), or None.
         patch_size: p > 1 folds each p x p pixel block into channels before the first conv
@@ -219,6 +206,8 @@ class UNet(nn.Module):
             output (:class:`~difforge.models.text_encoder.TextLayout`): a place for position words;
             ``layout_rank`` r > 0: r maps spread over the channels instead (where, not what). Off by
             default: in the text benchmark position rose 0.18 -> 0.68 but defect type fell 0.90 -> 0.71.
+        layout_decoder: with ``text_layout``, each decoder level also gets its own map, added to its input
+            (the place said again at every scale, not only to the first features). Off by default (README).
         norm: ``group`` (GroupNorm) or ``channel`` (:class:`~difforge.models.layers.ChannelNorm`: per
             pixel, so no pixel can set the others' scale -- no "droplet" specks). GroupNorm by default:
             at 64 px ChannelNorm gave defects distance 23.7 / 11.9 against 19.1 / 16.4, glyphs 0.84 accuracy against 0.945 (README).
@@ -234,6 +223,7 @@ class UNet(nn.Module):
         channel_mult: Sequence[int] = (1, 2, 2, 2),
         num_res_blocks: int = 2,
         attention_resolutions: Sequence[int] = (16, 8),
+        cross_resolutions: Optional[Sequence[int]] = None,
         head_channels: int = 32,
         dropout: float = 0.0,
         act: str = "silu",
@@ -249,11 +239,13 @@ class UNet(nn.Module):
         input_coords: bool = False,
         text_layout: int = 0,
         layout_rank: int = 0,
+        layout_decoder: bool = False,
         norm: str = "group",
     ):
         super().__init__()
         channel_mult = _ints("channel_mult", channel_mult, 1, nonempty=True)
         attention_resolutions = _ints("attention_resolutions", attention_resolutions, 1, nonempty=False)
+        cross_resolutions = None if cross_resolutions is None else _ints("cross_resolutions", cross_resolutions, 1, nonempty=False)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             _fail("dropout", "a number in [0, 1)", dropout)
         if act not in ACTIVATIONS:
@@ -265,6 +257,7 @@ class UNet(nn.Module):
             channel_mult=channel_mult,
             num_res_blocks=_int("num_res_blocks", num_res_blocks, 1),
             attention_resolutions=attention_resolutions,
+            cross_resolutions=cross_resolutions,
             head_channels=_int("head_channels", head_channels, 1),
             dropout=float(dropout),
             act=act,
@@ -280,6 +273,7 @@ class UNet(nn.Module):
             input_coords=_bool("input_coords", input_coords),
             text_layout=_int("text_layout", text_layout, 0),
             layout_rank=_int("layout_rank", layout_rank, 0),
+            layout_decoder=_bool("layout_decoder", layout_decoder),
             norm=norm if norm in NORMS else _fail("norm", f"one of {', '.join(NORMS)}", norm),
         )
         error = _size_error(len(channel_mult), image_size, patch_size)
@@ -308,13 +302,13 @@ class UNet(nn.Module):
         self.text_layout = TextLayout(context_dim, base_channels, text_layout, layout_rank) if context_dim and text_layout else None
 
         ch, res, skips = base_channels, image_size // patch_size, [base_channels]
+        crossing = attention_resolutions if cross_resolutions is None else cross_resolutions
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 layers = [ResBlock(ch, base_channels * mult, emb_dim, **block)]
                 ch = base_channels * mult
-                if res in attention_resolutions:
-                    layers += [Attention2d(ch, **attn), *cross(ch)]
+                layers += ([Attention2d(ch, **attn)] if res in attention_resolutions else []) + (cross(ch) if res in crossing else [])
                 self.down.append(_Stage(layers))
                 skips.append(ch)
             if level < len(channel_mult) - 1:
@@ -326,12 +320,15 @@ class UNet(nn.Module):
                               ResBlock(ch, ch, emb_dim, **block)])
 
         self.up = nn.ModuleList()
+        layouts = context_dim and text_layout and layout_decoder  # one map per decoder level, keyed by its first stage
+        self.decoder_layouts = nn.ModuleDict() if layouts else None
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
+                if layouts and i == 0:
+                    self.decoder_layouts[str(len(self.up))] = TextLayout(context_dim, ch, text_layout, layout_rank)
                 layers = [ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, **block)]
                 ch = base_channels * mult
-                if res in attention_resolutions:
-                    layers += [Attention2d(ch, **attn), *cross(ch)]
+                layers += ([Attention2d(ch, **attn)] if res in attention_resolutions else []) + (cross(ch) if res in crossing else [])
                 if level > 0 and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     res *= 2
@@ -372,14 +369,17 @@ class UNet(nn.Module):
 
         hs = F.pixel_unshuffle(x, self.patch_size) if self.patch_size > 1 else x
         hs = self.input_conv(torch.cat([hs, coordinate_planes(hs)], dim=1) if self.input_coords else hs)
-        if self.text_layout is not None and ctx is not None:
-            hs = hs + self.text_layout(pooled_text(self, context, ctx, reduce="sum").to(hs.dtype), hs.shape[-2:])
+        pooled = pooled_text(self, context, ctx, reduce="sum").to(hs.dtype) if self.text_layout is not None and ctx is not None else None
+        if pooled is not None:
+            hs = hs + self.text_layout(pooled, hs.shape[-2:])
         skips = [hs]
         for stage in self.down:
             hs = stage(hs, emb, ctx)
             skips.append(hs)
         hs = self.middle(hs, emb, ctx)
-        for stage in self.up:
+        for i, stage in enumerate(self.up):
+            if pooled is not None and self.decoder_layouts is not None and str(i) in self.decoder_layouts:
+                hs = hs + self.decoder_layouts[str(i)](pooled, hs.shape[-2:])
             hs = stage(torch.cat([hs, skips.pop()], dim=1), emb, ctx)
         out = self.out(hs)
         return same_layout(F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out, x)

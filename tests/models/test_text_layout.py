@@ -90,3 +90,31 @@ def test_a_low_rank_layout_draws_r_maps_and_spreads_them_over_the_channels():
     out = layout(pooled, (8, 8))
     one = torch.nn.functional.interpolate(layout.proj(pooled).reshape(2, 1, 4, 4), size=(8, 8), mode="bilinear", align_corners=False)
     assert torch.allclose(out, one * layout.spread.weight.reshape(1, 16, 1, 1), atol=1e-6)  # every channel a multiple of one map
+
+
+def test_decoder_layouts_add_their_map_to_each_decoder_level_and_start_at_zero():
+    tok = WordTokenizer.build(["a crack at the top left"], max_length=8)
+    build = lambda **k: registry.build("unet-tiny", image_size=16, in_channels=3, context_dim=16, text_layout=4,  # noqa: E731
+                                       text_encoder=dict(TEXT, vocab_size=len(tok.vocab), pool="words"), **FAMILIES["unet-tiny"], **k)
+    torch.manual_seed(0)
+    plain = build()
+    net = build(layout_decoder=True)
+    missing, unexpected = net.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("decoder_layouts.") for k in missing)
+    levels = len(net.config["channel_mult"])
+    firsts = [i for i in range(len(net.up)) if i % (net.config["num_res_blocks"] + 1) == 0]
+    assert sorted(map(int, net.decoder_layouts)) == firsts and len(firsts) == levels  # one map per decoder level, at its first stage
+    x, t, ids = torch.randn(2, 3, 16, 16), torch.tensor([300.0, 600.0]), tok.encode(["a crack at the top left"] * 2)
+    with torch.no_grad():
+        assert torch.allclose(net(x, t, context=ids), plain(x, t, context=ids), atol=1e-6)  # zero-initialised: the same function
+    for key in net.decoder_layouts:
+        seen = []
+        hook = net.up[int(key)].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+        with torch.no_grad():
+            net(x, t, context=ids)
+            net.decoder_layouts[key].proj.bias.view(-1, 4, 4)[0, 0, 0] = 1.0  # light the top-left cell of channel 0
+            net(x, t, context=ids)
+            net.decoder_layouts[key].proj.bias.zero_()
+        hook.remove()
+        diff = (seen[1] - seen[0]).abs()
+        assert diff[:, 1:].max() == 0 and diff[:, 0, 0, 0].min() > 0.5  # channel 0 of the decoder input, at the top left
