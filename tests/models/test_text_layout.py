@@ -118,3 +118,42 @@ def test_decoder_layouts_add_their_map_to_each_decoder_level_and_start_at_zero()
         hook.remove()
         diff = (seen[1] - seen[0]).abs()
         assert diff[:, 1:].max() == 0 and diff[:, 0, 0, 0].min() > 0.5  # channel 0 of the decoder input, at the top left
+
+
+
+def test_cross_resolutions_place_cross_attention_apart_from_self_attention():
+    """``cross_resolutions`` puts cross-attention where the caption should act (here at 16 and 8 px) without
+    self-attention there; by default it follows ``attention_resolutions`` (here none but the middle block's)."""
+    from difforge.models.layers import Attention2d, CrossAttention2d
+
+    tok = WordTokenizer.build(["a crack at the top left", "a scratch"], max_length=8)
+
+    def build(**k):
+        torch.manual_seed(0)
+        return registry.build("unet-tiny", image_size=16, in_channels=3, context_dim=16,
+                              text_encoder=dict(TEXT, vocab_size=len(tok.vocab), pool="words"), **FAMILIES["unet-tiny"], **k)
+
+    def kinds(stages):
+        return [[type(m).__name__ for m in stage.modules() if isinstance(m, (Attention2d, CrossAttention2d))] for stage in stages]
+
+    plain, crossed = build(), build(cross_resolutions=[16, 8])
+    assert kinds(plain.down) == [[], [], []] and kinds(plain.up) == [[]] * 4
+    assert kinds(crossed.down) == [["CrossAttention2d"], [], ["CrossAttention2d"]]  # 16 px, the downsampling, 8 px
+    assert kinds(crossed.up) == [["CrossAttention2d"]] * 4
+    assert crossed.config["cross_resolutions"] == [16, 8] and plain.config["cross_resolutions"] is None
+    rebuilt = registry.build("unet-tiny", **crossed.config)  # the model file's config rebuilds it
+    assert kinds(rebuilt.down) == kinds(crossed.down)
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([300.0])
+    for net in (plain, crossed):  # the output of the first (16 px) stage: only a cross-attention there reads the caption
+        for m in net.modules():
+            if isinstance(m, CrossAttention2d):
+                torch.nn.init.normal_(m.attn.proj.weight)  # the zero-initialised output projection, made to act
+        seen = []
+        hook = net.down[0].register_forward_hook(lambda m, args, out: seen.append(out.detach().clone()))
+        with torch.no_grad():
+            net(x, t, context=tok.encode(["a crack at the top left"]))
+            net(x, t, context=tok.encode(["a scratch"]))
+        hook.remove()
+        assert torch.equal(seen[0], seen[1]) == (net is plain)
+    with pytest.raises(ConfigError, match="cross_resolutions"):
+        build(cross_resolutions=[0])
