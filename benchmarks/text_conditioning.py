@@ -138,6 +138,7 @@ def main():
                     help="also ask the text model with composed prompts: rest AND defect AND surface (see composed_caption)")
     ap.add_argument("--compose-by", choices=("attributes", "phrases"), default="attributes",
                     help="how --compose splits a caption: rest / defect / surface, or its phrases (see composed_caption)")
+    ap.add_argument("--batch-size", type=int, default=16, help="the models' training batch (default 16, the trainer's)")
     ap.add_argument("--seed", type=int, default=0, help="the models' training seed (run-to-run spread)")
     ap.add_argument("--reuse", action="store_true", help="score a model already in --runs-dir instead of training it again")
     args = ap.parse_args()
@@ -182,7 +183,7 @@ def main():
                     labels_of([t_attrs[i] for i in ix], k)).mean()) for k in ATTRS}, s_per_image="-", steps="-"))
 
     clock = cpu_clock()
-    common = dict(data=str(data_dir), masks=str(runs / "masks"), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=16,
+    common = dict(data=str(data_dir), masks=str(runs / "masks"), image_size=args.size, runs_dir=str(runs), max_minutes=args.minutes, batch_size=args.batch_size,
                   ema_select=False, preview_num=4, preview_steps=5, progress=False, seed=args.seed)
     for runs, kind in ((r, k) for r in all_runs for k in args.models):
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
