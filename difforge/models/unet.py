@@ -303,12 +303,13 @@ class UNet(nn.Module):
 
         ch, res, skips = base_channels, image_size // patch_size, [base_channels]
         crossing = attention_resolutions if cross_resolutions is None else cross_resolutions
+        attending = lambda c, r: ([Attention2d(c, **attn)] if r in attention_resolutions else []) + (cross(c) if r in crossing else [])  # noqa: E731
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 layers = [ResBlock(ch, base_channels * mult, emb_dim, **block)]
                 ch = base_channels * mult
-                layers += ([Attention2d(ch, **attn)] if res in attention_resolutions else []) + (cross(ch) if res in crossing else [])
+                layers += attending(ch, res)
                 self.down.append(_Stage(layers))
                 skips.append(ch)
             if level < len(channel_mult) - 1:
@@ -320,15 +321,14 @@ class UNet(nn.Module):
                               ResBlock(ch, ch, emb_dim, **block)])
 
         self.up = nn.ModuleList()
-        layouts = context_dim and text_layout and layout_decoder  # one map per decoder level, keyed by its first stage
-        self.decoder_layouts = nn.ModuleDict() if layouts else None
+        self.decoder_layouts = nn.ModuleDict() if context_dim and text_layout and layout_decoder else None  # keyed by level's first stage
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
-                if layouts and i == 0:
+                if self.decoder_layouts is not None and i == 0:
                     self.decoder_layouts[str(len(self.up))] = TextLayout(context_dim, ch, text_layout, layout_rank)
                 layers = [ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, **block)]
                 ch = base_channels * mult
-                layers += ([Attention2d(ch, **attn)] if res in attention_resolutions else []) + (cross(ch) if res in crossing else [])
+                layers += attending(ch, res)
                 if level > 0 and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     res *= 2
