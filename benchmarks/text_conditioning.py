@@ -132,6 +132,8 @@ def main():
     ap.add_argument("--network-option", action="append", default=[], metavar="KEY=JSON",
                     help="a network option of the text model, e.g. input_coords=true (repeatable)")
     ap.add_argument("--network", default=None, help="the text model's network (default: the trainer's, auto)")
+    ap.add_argument("--joint-mask", action="store_true",
+                    help="train the text model to generate each image's defect mask as one more channel (task joint)")
     ap.add_argument("--runs-dir", nargs="+", default=None,
                     help="where the runs go (default: a temporary folder); with --reuse several, each scored by the same judges")
     ap.add_argument("--compose", action="store_true",
@@ -188,7 +190,7 @@ def main():
     for runs, kind in ((r, k) for r in all_runs for k in args.models):
         options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.network_option)}
         extra = (dict(text_encoder="builtin", conditional=False, **({} if args.mask_weight is None else {"mask_weight": args.mask_weight}), word_dropout=args.word_dropout, phrase_dropout=args.phrase_dropout, **({"network_options": options} if options else {}),
-                      **({"network": args.network} if args.network else {}))
+                      **({"network": args.network} if args.network else {}), **({"task": "joint"} if args.joint_mask else {}))
                  if kind == "text" else dict(conditional=True))
         t0, run = time.perf_counter(), f"{kind}-{args.minutes:g}min"
         model_file = runs / run / "checkpoints" / "ema.safetensors"
