@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, pipeline/config.py: 4 for text, 1.5 at 32 px)")
     ap.add_argument("--cfg-interval", type=parse_interval, default="auto", metavar="LO,HI",
                     help="guidance interval (default auto: the model's, pipeline/config.py: 0.1,inf for text, 0.1,3 for classes; 'all' = every step)")
+    ap.add_argument("--place-contrast", type=float, default=None, metavar="A",
+                    help="the text model's place contrast (default: the pipeline's, pipeline/config.py PLACE_CONTRAST; 0: off)")
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
     ap.add_argument("--phrase-dropout", type=float, default=0.0, help="the text model's --phrase-dropout")
@@ -208,7 +210,8 @@ def main():
             t0 = time.perf_counter()
             if kind == "text":
                 prompts = [composed_caption(t_caps[i], t_attrs[i], args.compose_by) if composed else t_caps[i] for i in ix]
-                out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg, cfg_interval=args.cfg_interval).images
+                out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg, cfg_interval=args.cfg_interval,
+                                    place_contrast=args.place_contrast).images
             else:
                 names = pipe.class_names
                 y = torch.tensor([names.index(a["defect"]) for a in want])
@@ -222,7 +225,8 @@ def main():
                              **acc, s_per_image=f"{per_image:.3f}", steps=steps))
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
           f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, "
-          f"interval {'the model default' if args.cfg_interval == 'auto' else interval_json(args.cfg_interval)}, batch 16, 1 image per caption")
+          f"interval {'the model default' if args.cfg_interval == 'auto' else interval_json(args.cfg_interval)}, "
+          f"place contrast {'the default' if args.place_contrast is None else f'{args.place_contrast:g}'}, batch 16, 1 image per caption")
     print("| model | combinations | n | defect | material | position | s/image |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

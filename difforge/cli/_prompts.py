@@ -5,6 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..pipeline.config import PLACE_CONTRAST
+
+
+def _contrast(text: str):
+    """--place-contrast: auto or a number >= 0 (checked again by the pipeline)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: off) or auto, got {text!r}")
+    return value
 
 
 def add_prompt_flags(p) -> None:
@@ -17,6 +33,10 @@ def add_prompt_flags(p) -> None:
     g.add_argument("--prompts", dest="prompts_file", default=None, metavar="FILE", help="a UTF-8 file with one prompt per line")
     g.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default=None, metavar="TEXT",
                    help="what guidance steers away from (default: the empty caption, the unconditional branch)")
+    g.add_argument("--place-contrast", dest="place_contrast", type=_contrast, default="auto", metavar="A",
+                   help="a prompt that names a place ('at the top left', 'in the centre', ...) is also steered away from the "
+                   f"places beside it, with strength A (default auto = {PLACE_CONTRAST:g}; 0 turns it off; each neighbour costs one "
+                   "more network row per step; README \"Text conditioning\")")
     g.add_argument("--mode", default=None, choices=("text", "class", "uncond"),
                    help="IDDM: text needs --prompt/--prompts and a text model; class and uncond are what the model file decides")
 
@@ -30,7 +50,8 @@ def add_text_train_flags(g) -> None:
 
 
 def prompt_kwargs(args) -> dict:
-    """``prompt`` / ``negative_prompt`` for Pipeline.generate from --prompt, --prompts and --negative-prompt."""
+    """``prompt`` / ``negative_prompt`` / ``place_contrast`` for Pipeline.generate from --prompt, --prompts,
+    --negative-prompt and --place-contrast."""
     prompts = list(args.prompt or [])
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -48,4 +69,6 @@ def prompt_kwargs(args) -> dict:
         out["prompt"] = prompts
     if args.negative_prompt is not None:
         out["negative_prompt"] = args.negative_prompt
+    if getattr(args, "place_contrast", "auto") != "auto":
+        out["place_contrast"] = args.place_contrast
     return out

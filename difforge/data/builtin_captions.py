@@ -72,8 +72,12 @@ def caption(attrs: Dict[str, str]) -> str:
     if attrs["defect"] == GOOD:
         return f"a clean {CLEAN[attrs['material']]} surface without defects"
     words = ["a", attrs["size"], attrs["orientation"], attrs["defect"]]
-    where = "in the centre" if attrs["position"] == "centre" else f"at the {attrs['position']}"
-    return " ".join(w for w in words if w) + f" {where} on {surface}"
+    return " ".join(w for w in words if w) + f" {place_phrase(attrs['position'])} on {surface}"
+
+
+def place_phrase(position: str) -> str:
+    """How a caption says one of :data:`POSITIONS`: "at the top left", "in the centre"."""
+    return "in the centre" if position == "centre" else f"at the {position}"
 
 
 def captioned_image(class_index: int, index: int, size: int, seed: int, channels: int = 3,
@@ -120,4 +124,4 @@ def write_builtin_captions(out_dir, size: int, per_class: int, seed: int, channe
 
 
 __all__ = ["MATERIALS", "ORIENTATIONS", "POSITIONS", "SIZES", "attributes", "caption", "captioned_image",
-           "generate_captioned", "material_of", "write_builtin_captions"]
+           "generate_captioned", "material_of", "place_phrase", "write_builtin_captions"]

@@ -55,6 +55,10 @@ CFG_INTERVAL = (0.1, 3.0)
 # scored the same as (0.1, inf); scale 3 / 5 in (0.1, inf): position 0.81 / 0.85.
 TEXT_CFG_INTERVAL = (0.1, math.inf)
 
+# The place contrast of a text model's prompt that names a place (pipeline/places.py): a = 1 steers the step away from
+# the neighbouring places' predictions by once the guided difference. MEASUREMENT: filled in below.
+PLACE_CONTRAST = 1.0
+
 # Autoguidance's w (eps = (1 + w) eps - w eps_weak, ``--guide-model``), measured with benchmarks/autoguidance.py on an
 # unconditional 64 px defect model (12 CPU-minutes) guided by a 3-minute run of the same data, 100 images, UniPC 20,
 # inside the default interval: judge distance 309 unguided, 141 / 107 / 110 / 123 at w = 1 / 2 / 3 / 4 (recall 0.58 ->
@@ -205,6 +209,6 @@ def check_sampler_options(name: str, opts: Dict[str, Any]) -> None:
         raise UserError(f"sampler {name} does not take {given}; it takes {takes}")
 
 
-__all__ = ["AUTOGUIDANCE_W", "CFG_BY_SIZE", "CFG_INTERVAL", "SampleConfig", "TEXT_CFG", "TEXT_CFG_INTERVAL", "cfg_defaults_text", "cfg_interval_text", "check_sampler_options", "default_cfg",
+__all__ = ["AUTOGUIDANCE_W", "CFG_BY_SIZE", "CFG_INTERVAL", "PLACE_CONTRAST", "SampleConfig", "TEXT_CFG", "TEXT_CFG_INTERVAL", "cfg_defaults_text", "cfg_interval_text", "check_sampler_options", "default_cfg",
            "default_cfg_interval",
            "interval_from_json", "interval_json", "sampler_options"]

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import UserError
 from .compose import mixing_rows, prompt_parts
+from .places import contrast_parts
 
 Prompts = Union[None, str, Sequence[str]]
 
@@ -45,6 +46,10 @@ class BuiltinText:
             raise UserError(f"the model's text encoder never saw the word(s) {', '.join(unknown[:10])} in its captions; "
                             f"use its words: {known}{' ...' if len(self.tokenizer.vocab) > 43 else ''}")
         return self.tokenizer.encode(texts), None
+
+    def knows(self, text: str) -> bool:
+        """True when every word of ``text`` is in the vocabulary (:meth:`encode` refuses the others)."""
+        return not self.tokenizer.unknown(text)
 
 
 def load_text(meta: Dict[str, Any], source: str = "", override=None, device: str = "cpu"):
@@ -99,15 +104,18 @@ def prompt_list(prompt: Prompts) -> Optional[List[str]]:
     return items
 
 
-def with_prompts(pipe, prompt: Prompts, negative_prompt: Optional[str], num: int, class_label) -> Any:
+def with_prompts(pipe, prompt: Prompts, negative_prompt: Optional[str], num: int, class_label,
+                 place_contrast: Union[float, str, None] = "auto") -> Any:
     """``pipe`` unchanged for a model without text and no prompt; else its prompt view for a request
-    of ``num`` images per prompt (and per class with ``class_label="all"``)."""
+    of ``num`` images per prompt (and per class with ``class_label="all"``). ``place_contrast``: the
+    strength a of :mod:`difforge.pipeline.places` for prompts that name a place ("auto" or None:
+    :data:`~difforge.pipeline.config.PLACE_CONTRAST`; 0: off)."""
     prompts = prompt_list(prompt)
     has_text = bool(pipe.meta.get("text"))
     if not has_text:
-        if prompts is not None or negative_prompt is not None:
+        if prompts is not None or negative_prompt is not None or place_contrast not in ("auto", None):
             raise UserError(f"{pipe.source or 'this model'} has no text encoder (it was trained without --text-encoder); "
-                            f"leave out --prompt/--negative-prompt, or train with --text-encoder builtin")
+                            f"leave out --prompt/--negative-prompt/--place-contrast, or train with --text-encoder builtin")
         return pipe
     if pipe.guide is not None:
         raise UserError("prompts do not combine with --classifier / --uncond-model guidance; leave one out")
@@ -123,22 +131,35 @@ def with_prompts(pipe, prompt: Prompts, negative_prompt: Optional[str], num: int
     tag = (lambda c, p: f"p{p}") if base is None else (lambda c, p: f"{pipe.class_names[c]}_p{p}")
     names = [tag(c, p) for c, p in keys] if len(prompts) > 1 or base is not None else ["prompt"]
     view, rows_y = rows_view(pipe, [prompts[p] for _, p in keys], None if base is None else [c for c, _ in keys], negative_prompt,
-                             names, torch.tensor(y, dtype=torch.long))
+                             names, torch.tensor(y, dtype=torch.long), place_contrast=check_place_contrast(place_contrast))
     view.prompt_texts = prompts
     return view
 
 
+def check_place_contrast(value: Union[float, str, None]) -> float:
+    """The place contrast a request asked for as a number >= 0 ("auto" / None: the measured default)."""
+    from .config import PLACE_CONTRAST
+
+    if value in ("auto", None):
+        return PLACE_CONTRAST
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < float("inf"):
+        raise UserError(f"place_contrast (--place-contrast) must be a number >= 0 (0: off) or auto, got {value!r}")
+    return float(value)
+
+
 def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], negative_prompt: Optional[str] = None,
-              names: Optional[List[str]] = None, y: Optional[torch.Tensor] = None):
+              names: Optional[List[str]] = None, y: Optional[torch.Tensor] = None, place_contrast: float = 0.0):
     """(prompt view, row labels) with one row per (text, class) given; ``y`` the labels its
-    ``labels_for`` returns (default: every row once). The trainer's previews use it directly."""
+    ``labels_for`` returns (default: every row once); ``place_contrast`` > 0 steers a prompt that names
+    a place away from its neighbours (:mod:`difforge.pipeline.places`). The trainer's previews use it directly."""
     if pipe.text is None:
         pipe.text = load_text(pipe.meta, pipe.source, device=str(pipe.device))
     n_classes = len(pipe.meta["data"].get("class_names") or [])
     neg = negative_prompt if negative_prompt is not None else ""
     n_rows, weights = len(texts), None
     entry_classes = list(classes) if classes is not None else [None] * n_rows
-    parts = [prompt_parts(t) for t in texts]
+    known = getattr(pipe.text, "knows", lambda _text: True)
+    parts = [contrast_parts(prompt_parts(t), place_contrast, known) for t in texts]
     if any(p != [(t, 1.0)] for p, t in zip(parts, texts)):  # a composed prompt: rows mix entries
         texts, entry_classes, weights = mixing_rows(parts, entry_classes)
     context, mask = pipe.text.encode(list(texts) + [neg])
@@ -151,4 +172,4 @@ def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], nega
     return view, rows
 
 
-__all__ = ["BuiltinText", "PromptTable", "load_text", "prompt_list", "rows_view", "with_prompts"]
+__all__ = ["BuiltinText", "PromptTable", "check_place_contrast", "load_text", "prompt_list", "rows_view", "with_prompts"]

@@ -42,6 +42,7 @@ class GenerateArgs:
     total: int  # images the request makes (num x classes for class "all")
     prompt: Optional[str] = None  # text models (pipeline/text.py)
     negative_prompt: Optional[str] = None
+    place_contrast: Optional[float] = None  # None: the default (pipeline/places.py)
 
 
 @dataclass
@@ -182,6 +183,7 @@ class ModelWorker:
                 seed=a.seed,
                 prompt=a.prompt,
                 negative_prompt=a.negative_prompt,
+                place_contrast=a.place_contrast,
                 batch_size=self.batch_size,
                 callback=lambda d, t, s, n: job.on_progress(d, t, s, n, self.batch_size),
             )

@@ -36,6 +36,9 @@ def request_model(settings: ServeSettings, samplers: Sequence[str], names: Seque
         prompt: Optional[str] = Field(None, max_length=1000, description="text models (\"text\": true in GET /v1/models): describe the images; parts joined "
                                       "by AND (each with an optional :weight) compose a combination the captions never had")
         negative_prompt: Optional[str] = Field(None, max_length=1000, description="text models: what guidance steers away from (default: the empty caption)")
+        place_contrast: Optional[float] = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                                description="text models: how strongly a prompt that names a place ('at the top left') is steered "
+                                                "away from the places beside it (0: off); null: the default")
 
         @field_validator("model")
         @classmethod

@@ -109,10 +109,10 @@ def test_every_family_takes_text_with_the_same_contract(name):
     assert torch.allclose(out, twin(x, t, y, context=ids), atol=1e-6)
 
 
-def _text_pipeline(num_classes=0):
+def _text_pipeline(num_classes=0, captions=("a large scratch", "a small crack on wood")):
     from difforge.pipeline import Pipeline
 
-    tok = WordTokenizer.build(["a large scratch", "a small crack on wood"], max_length=8)
+    tok = WordTokenizer.build(list(captions), max_length=8)
     text = dict(TEXT, vocab_size=len(tok.vocab))
     torch.manual_seed(1)
     net = perturb(registry.build("unet-tiny", image_size=8, in_channels=3, num_classes=num_classes, context_dim=16, text_encoder=text,

@@ -77,3 +77,23 @@ def test_cli_sample_takes_a_composed_prompt_and_names_an_empty_part(text_model, 
     assert len(list((tmp_path / "c").rglob("*.png"))) >= 1
     r = cli("sample", text_model, "--prompt", f"{A} AND :2", "--num", "1", "--steps", "2", "--out", tmp_path / "e", "--quiet")
     assert r.returncode != 0 and "empty part" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_place_contrast_changes_a_placed_prompt_and_is_recorded(text_model, tmp_path):
+    import json
+
+    def sample(out, *flags):
+        r = cli("sample", text_model, "--prompt", B, "--num", "1", "--steps", "2", "--seed", "4", "--out", tmp_path / out, "--quiet", *flags)
+        assert r.returncode == 0, r.stderr
+        lines = [json.loads(line) for line in (tmp_path / out / "manifest.jsonl").read_text().splitlines()]
+        return np.asarray(Image.open(next((tmp_path / out).glob("*.png")))), lines[0]["place_contrast"]
+
+    from PIL import Image
+
+    from difforge.pipeline.config import PLACE_CONTRAST
+
+    (auto, a_auto), (off, a_off), (strong, a_strong) = sample("auto"), sample("off", "--place-contrast", "0"), sample("x", "--place-contrast", "3")
+    assert (a_auto, a_off, a_strong) == (PLACE_CONTRAST, 0.0, 3.0)
+    assert not np.array_equal(auto, off) and not np.array_equal(strong, auto)  # B names a place: the contrast acts
+    r = cli("sample", text_model, "--prompt", B, "--num", "1", "--steps", "2", "--out", tmp_path / "bad", "--place-contrast", "-1")
+    assert r.returncode != 0 and "--place-contrast" in r.stderr and "Traceback" not in r.stderr

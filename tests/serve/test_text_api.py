@@ -24,3 +24,18 @@ def test_prompt_through_the_api(make_client, tiny_pipe):
     assert no_text.status_code == 422 and "no text encoder" in no_text.text
     page = c.get("/").text
     assert 'id="prompt-row" hidden' in page and "prompt-row" in c.get("/static/app.js").text
+
+
+def test_place_contrast_through_the_api(make_client, tiny_pipe):
+    from tests.pipeline.test_places import CAPTIONS
+
+    pipe, _ = _text_pipeline(captions=CAPTIONS)
+    c = make_client(models={"txt": pipe, "tiny": tiny_pipe})
+    body = {**SMALL, "model": "txt", "prompt": "a scratch at the top left on wood", "seed": 3}
+    images = {a: c.post("/v1/generate", json={**body, "place_contrast": a}).json()["images"] for a in (0.0, 2.0)}
+    assert len(images[2.0]) == 2 and images[0.0] != images[2.0]  # the contrast changes what is drawn
+    assert c.post("/v1/generate", json={**body, "place_contrast": None}).status_code == 200  # null: the default
+    negative = c.post("/v1/generate", json={**body, "place_contrast": -1})
+    assert negative.status_code == 422 and "place_contrast" in negative.text
+    no_text = c.post("/v1/generate", json={**SMALL, "model": "tiny", "place_contrast": 1.0})
+    assert no_text.status_code == 422 and "no text encoder" in no_text.text

@@ -39,6 +39,9 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert TEXT_CFG != 1.5 and {line["cfg"] for line in lines} == {TEXT_CFG}
     assert all(line["cfg_interval"] == [0.1, None] for line in lines)  # the text model's own interval, resolved (config.py)
+    from difforge.pipeline.config import PLACE_CONTRAST
+
+    assert all(line["place_contrast"] == PLACE_CONTRAST for line in lines)  # recorded: pipeline/places.py
 
     from PIL import Image
 
