@@ -18,6 +18,15 @@ neighbours, the rest of the caption held fixed. The contrast is a different capt
 different network, so every sampler, the guidance interval and composed prompts work unchanged.
 Each neighbour is one more network row per step (a corner's request: 4 rows instead of 1).
 
+Only for a combination the captions had: sharpening the place costs a little of what the rest of
+the caption asks for (a crack that would reach into the next cell is drawn shorter), which a caption
+the model learnt has to spare and a combination it never saw does not (measured: the defect type
+of held-out combinations fell from 0.57 to 0.42 with the contrast, README "Text conditioning"). A
+model file lists the word sets of its training captions without their places
+(:func:`seen_combinations`, ``meta["text"]["combinations"]``); a prompt gets the contrast when
+some training caption held every word it has outside its place. A file without the list (made
+before it, or from over :data:`MAX_COMBINATIONS` distinct captions) contrasts every placed prompt.
+
 Places are the built-in captions' phrases (:func:`difforge.data.builtin_captions.place_phrase`:
 "at the top left", "in the centre", ...), which a user's own captions can use too. A prompt
 without one, a composed prompt (the user's own mix) and a prompt whose neighbour captions hold a
@@ -27,10 +36,14 @@ word the model never saw are left as they are.
 from __future__ import annotations
 
 import re
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence
 
 from ..data.builtin_captions import POSITIONS, place_phrase
+from ..models.text_encoder import words
 from .compose import Part
+
+MAX_COMBINATIONS = 20_000
+"""More distinct training captions than this: the model file lists none (every placed prompt is contrasted)."""
 
 # longest first: "at the top left" is not "at the top" followed by "left"
 _PHRASES = sorted(((place_phrase(p), p) for p in POSITIONS), key=lambda pair: -len(pair[0]))
@@ -51,15 +64,38 @@ def find_place(prompt: str) -> Optional[re.Match]:
     return found[0] if len(found) == 1 else None
 
 
-def contrast_parts(parts: List[Part], amount: float, known: Callable[[str], bool] = lambda _text: True) -> List[Part]:
+def combination(text: str) -> frozenset:
+    """The words of ``text`` outside its place phrases: what it asks for apart from where."""
+    return frozenset(words(_FIND.sub(" ", text)))
+
+
+def seen_combinations(captions: Iterable[str]) -> Optional[List[str]]:
+    """The distinct :func:`combination` of the training ``captions`` as sorted words joined by spaces
+    (a model file's ``meta["text"]["combinations"]``); None for over :data:`MAX_COMBINATIONS`."""
+    found = {" ".join(sorted(combination(c))) for c in captions}
+    return sorted(found) if len(found) <= MAX_COMBINATIONS else None
+
+
+def was_seen(combinations: Optional[Sequence[str]]) -> Callable[[str], bool]:
+    """``prompt -> bool``: some training caption held every word of the prompt outside its place (always
+    True without the list)."""
+    if combinations is None:
+        return lambda _text: True
+    sets = [frozenset(c.split()) for c in combinations]
+    return lambda text: any(combination(text) <= s for s in sets)
+
+
+def contrast_parts(parts: List[Part], amount: float, known: Callable[[str], bool] = lambda _text: True,
+                   seen: Callable[[str], bool] = lambda _text: True) -> List[Part]:
     """``parts`` of one prompt (:func:`~difforge.pipeline.compose.prompt_parts`) with the place contrast
     of strength ``amount`` (see the module docstring); unchanged for ``amount`` 0, a composed prompt,
-    a prompt that names no place (or several), or a neighbour caption that ``known`` refuses."""
+    a prompt that names no place (or several), a combination that ``seen`` refuses, or a neighbour
+    caption that ``known`` refuses."""
     if amount == 0 or len(parts) != 1 or parts[0][1] != 1.0:
         return parts
     text = parts[0][0]
     match = find_place(text)
-    if match is None:
+    if match is None or not seen(text):
         return parts
     others = [text[:match.start()] + place_phrase(q) + text[match.end():] for q in neighbours(_PLACE_OF[match.group(0)])]
     if not all(known(t) for t in others):
@@ -67,4 +103,4 @@ def contrast_parts(parts: List[Part], amount: float, known: Callable[[str], bool
     return [(text, 1.0 + amount)] + [(t, -amount / len(others)) for t in others]
 
 
-__all__ = ["contrast_parts", "find_place", "neighbours"]
+__all__ = ["MAX_COMBINATIONS", "combination", "contrast_parts", "find_place", "neighbours", "seen_combinations", "was_seen"]

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import UserError
 from .compose import mixing_rows, prompt_parts
-from .places import contrast_parts
+from .places import contrast_parts, was_seen
 
 Prompts = Union[None, str, Sequence[str]]
 
@@ -158,8 +158,8 @@ def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], nega
     neg = negative_prompt if negative_prompt is not None else ""
     n_rows, weights = len(texts), None
     entry_classes = list(classes) if classes is not None else [None] * n_rows
-    known = getattr(pipe.text, "knows", lambda _text: True)
-    parts = [contrast_parts(prompt_parts(t), place_contrast, known) for t in texts]
+    known, seen = getattr(pipe.text, "knows", lambda _text: True), was_seen(pipe.meta["text"].get("combinations"))
+    parts = [contrast_parts(prompt_parts(t), place_contrast, known, seen) for t in texts]
     if any(p != [(t, 1.0)] for p, t in zip(parts, texts)):  # a composed prompt: rows mix entries
         texts, entry_classes, weights = mixing_rows(parts, entry_classes)
     context, mask = pipe.text.encode(list(texts) + [neg])

@@ -115,10 +115,15 @@ class TextConditioning:
         return {"context_dim": self.clip.dim, "text_encoder": None}
 
     def link(self, model_dir: Path) -> Dict[str, Any]:
-        """The model file's ``text`` entry."""
+        """The model file's ``text`` entry, with the combinations its captions had (the place contrast's
+        rule, :mod:`difforge.pipeline.places`)."""
+        from ..pipeline.places import seen_combinations
+
+        combinations = seen_combinations(self.captions)
+        seen = {} if combinations is None else {"combinations": combinations}
         if self.kind == "builtin":
-            return {"encoder": "builtin", "vocab": self.tokenizer.vocab, "max_length": self.tokenizer.max_length}
-        return self.clip.link(model_dir)
+            return {"encoder": "builtin", "vocab": self.tokenizer.vocab, "max_length": self.tokenizer.max_length, **seen}
+        return {**self.clip.link(model_dir), **seen}
 
     def context(self, index: torch.Tensor, drop: torch.Tensor, device) -> Dict[str, Optional[torch.Tensor]]:
         """``context`` / ``context_mask`` keywords for dataset rows ``index``; ``drop`` rows get "" (CFG)."""

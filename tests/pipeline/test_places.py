@@ -86,3 +86,25 @@ def test_a_model_without_text_refuses_an_explicit_strength():
     assert pipe.with_prompts(None, None, 1, None) is pipe  # auto: nothing asked, nothing refused
     with pytest.raises(UserError, match="has no text encoder.*--place-contrast"):
         pipe.with_prompts(None, None, 1, None, place_contrast=1.0)
+
+
+def test_the_combinations_a_model_saw_are_its_captions_without_their_places(monkeypatch):
+    from difforge.pipeline import places
+
+    captions = ["a scratch at the top on wood", "A scratch in the centre on wood.", "a crack at the left on steel"]
+    assert places.seen_combinations(captions) == ["a crack on steel", "a on scratch wood"]
+    seen = places.was_seen(places.seen_combinations(captions))
+    assert seen("a scratch at the bottom right on wood")  # the same combination at another place
+    assert seen("a scratch at the top")  # fewer words: some caption had them all
+    assert not seen("a crack at the top on wood")  # crack and wood never in one caption
+    assert places.was_seen(None)("a crack at the top on wood")  # no list: every prompt counts as seen
+    monkeypatch.setattr(places, "MAX_COMBINATIONS", 1)
+    assert places.seen_combinations(captions) is None
+
+
+def test_a_combination_the_model_never_saw_is_not_contrasted():
+    pipe, _ = _text_pipeline(captions=CAPTIONS + ["a crack at the top on steel"])
+    pipe.meta["text"]["combinations"] = ["a on scratch wood", "a crack on steel"]
+    seen = pipe.with_prompts(["a scratch at the top on wood", "a crack at the top on wood"], None, 1, None, place_contrast=1.0)
+    w = seen.prompts.weights.abs() > 1e-9  # row 0 mixes its caption and the five cells beside "top"; row 1 is its caption alone
+    assert w[0].sum() == 6 and w[1].sum() == 1 and seen.prompts.weights[1].max() == 1.0

@@ -21,6 +21,8 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     assert meta["text"]["encoder"] == "builtin" and "scratch" in meta["text"]["vocab"]
     assert meta["network"]["config"]["context_dim"] == 128 and not meta["data"]["class_names"]
     assert meta["network"]["config"]["text_layout"] == 4  # a new built-in text run draws the layout map (TEXT_LAYOUT)
+    combos = meta["text"]["combinations"]  # its captions without their places (pipeline/places.py)
+    assert combos and all(c.split() == sorted(set(c.split())) and not {"top", "centre", "left"} & set(c.split()) for c in combos)
     assert "text_layout: 4" in (result.run_dir / "config.yaml").read_text()  # recorded: a resume builds the same network
     assert meta["network"]["config"]["text_encoder"]["depth"] == 1  # TEXT_DEPTH, and recorded as well:
     from difforge.config import Config
