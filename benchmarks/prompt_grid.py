@@ -2,7 +2,7 @@
 
 Rows are (defect, surface) prompts in the built-in captions' words, the last two the combinations that
 benchmarks/text_conditioning.py holds out of training (marked "never trained"); columns are the 3 x 3
-positions. One sample per cell (the model's default sampler and guidance), enlarged 3x. The README's
+positions. One sample per cell (the model's default sampler, guidance and place contrast), enlarged 3x. The README's
 text section shows one (benchmarks/results/text_positions_grid.jpg).
 
     python benchmarks/prompt_grid.py runs/text-12min/checkpoints/ema.safetensors --out grid.jpg
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from difforge.data.builtin_captions import POSITIONS
+from difforge.data.builtin_captions import POSITIONS, place_phrase
 from difforge.data.io import make_grid
 from difforge.pipeline import Pipeline
 
@@ -27,8 +27,7 @@ ZOOM, PAD, LABEL_W = 3, 4, 210
 
 
 def prompt(what: str, position: str, surface: str) -> str:
-    where = "in the centre" if position == "centre" else f"at the {position}"
-    return f"{what} {where} on {surface}"
+    return f"{what} {place_phrase(position)} on {surface}"
 
 
 def main(argv=None):
