@@ -9,18 +9,15 @@ from ..pipeline.config import PLACE_CONTRAST
 
 
 def _contrast(text: str):
-    """--place-contrast: auto or a number >= 0 (checked again by the pipeline)."""
+    """--place-contrast: auto or a number (its range is checked by pipeline/text.py check_place_contrast)."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value < float("inf"):
         import argparse
 
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: off) or auto, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: off) or auto, got {text!r}") from None
 
 
 def add_prompt_flags(p) -> None:
