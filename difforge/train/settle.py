@@ -39,7 +39,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
 
     if new and config.train.task in INPUT_WIDTH:
         config = choose_patch(config, data, pretrain)
-    if new and config.train.task == "diffusion":
+    if new and config.train.task in ("diffusion", "joint"):  # a joint image+mask text model places as a plain one does
         config = choose_text_defaults(config, pretrain)
     if config.model.network == "auto":
         config = choose_network(config, data, task, dist)

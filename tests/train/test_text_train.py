@@ -88,6 +88,9 @@ def test_the_text_defaults_are_for_new_builtin_runs_only(tmp_path):
     data = TrainingImages(torch.zeros(24, 3, 8, 8, dtype=torch.uint8), None, [], "x")  # a stand-in (mask_weight=0: no built-in masks)
     ns = types.SimpleNamespace()
     assert settle_run(text.override(channels=3, image_size=8, mask_weight=0), data, ns)[0].model.network_options.get("text_layout") == 4
+    # a joint image+mask text run too (without them it placed nothing: seen position 0.25 against 0.88, README)
+    assert settle_run(text.override(channels=3, image_size=8, mask_weight=0, task="joint"), data, ns)[0].model.network_options == \
+        {"text_layout": TEXT_LAYOUT, "text_encoder": {"depth": TEXT_DEPTH}}
     resumed = settle_run(text.override(channels=3, image_size=8, mask_weight=0), data, ns, new=False)[0].model.network_options
     assert "text_layout" not in resumed and "text_encoder" not in resumed  # a resume builds what config.yaml says
     old = Trainer(progress=False, **tiny_overrides(tmp_path, text_encoder="builtin", conditional=False, max_steps=1,
