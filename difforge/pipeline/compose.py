@@ -26,6 +26,7 @@ unchanged, whatever colons it holds.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import List, Sequence, Tuple
 
@@ -71,7 +72,8 @@ def mixing_rows(parts_per_row: Sequence[Sequence[Part]], classes: Sequence) -> T
     for r, (parts, c) in enumerate(zip(parts_per_row, classes)):
         for text, w in parts:
             weights[r, index[(c, text)]] += w
-        weights[r, null] += 1.0 - sum(w for _, w in parts)
+        rest = 1.0 - math.fsum(w for _, w in parts)
+        weights[r, null] += rest if abs(rest) > 1e-12 else 0.0  # parts that sum to one (a place contrast) need no null row
     weights[-1, null] = 1.0
     return [t for _, t in index], [c for c, _ in index], weights
 

@@ -108,3 +108,4 @@ def test_a_combination_the_model_never_saw_is_not_contrasted():
     seen = pipe.with_prompts(["a scratch at the top on wood", "a crack at the top on wood"], None, 1, None, place_contrast=1.0)
     w = seen.prompts.weights.abs() > 1e-9  # row 0 mixes its caption and the five cells beside "top"; row 1 is its caption alone
     assert w[0].sum() == 6 and w[1].sum() == 1 and seen.prompts.weights[1].max() == 1.0
+    assert seen.prompts.weights[0, -1] == 0  # parts summing to one: no forward of the null entry for that row
