@@ -54,6 +54,7 @@ from difforge.data.io import to_uint8  # noqa: E402
 from difforge.models.text_encoder import phrases  # noqa: E402
 from difforge.pipeline import Pipeline  # noqa: E402
 from difforge.pipeline.config import interval_json  # noqa: E402
+from difforge.pipeline.places import caption_templates  # noqa: E402
 from difforge.train.loss_masks import builtin_masks  # noqa: E402
 from difforge.train.trainer import Trainer  # noqa: E402
 
@@ -126,6 +127,9 @@ def main():
                     help="guidance interval (default auto: the model's, pipeline/config.py: 0.1,inf for text, 0.1,3 for classes; 'all' = every step)")
     ap.add_argument("--place-contrast", type=float, default=None, metavar="A",
                     help="the text model's place contrast (default: the pipeline's, pipeline/config.py PLACE_CONTRAST; 0: off)")
+    ap.add_argument("--analogy", type=float, default=None, metavar="S",
+                    help="the text model's analogy strength for held-out combinations (default: the pipeline's, 1; 0: off; "
+                    "difforge/pipeline/analogy.py)")
     ap.add_argument("--models", nargs="+", choices=["text", "class"], default=["text", "class"], help="which models to train and score")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="the text model's --word-dropout")
     ap.add_argument("--phrase-dropout", type=float, default=0.0, help="the text model's --phrase-dropout")
@@ -203,6 +207,8 @@ def main():
             model_file = Trainer(clock=clock, run=run, **common, **extra).fit().model_file
             trained = f"train {(time.perf_counter() - t0) / 60:.1f} wall-min"
         pipe = Pipeline.from_checkpoint(model_file, device="cpu", precision="fp32")
+        if kind == "text" and "templates" not in pipe.meta["text"]:  # a file of before they were listed: the captions it was trained on
+            pipe.meta["text"]["templates"] = caption_templates([caps[i] for i in keep])
         steps = pipe.meta["train"]["step"]
         asks = [(kind, False)] + ([(kind, True)] if kind == "text" and args.compose else [])
         for (kind, composed), (g, ix) in ((a, gi) for a in asks for gi in groups.items()):
@@ -211,7 +217,7 @@ def main():
             if kind == "text":
                 prompts = [composed_caption(t_caps[i], t_attrs[i], args.compose_by) if composed else t_caps[i] for i in ix]
                 out = pipe.generate(num=1, prompt=prompts, seed=10_000, steps=args.steps, cfg=args.cfg, cfg_interval=args.cfg_interval,
-                                    place_contrast=args.place_contrast).images
+                                    place_contrast=args.place_contrast, analogy=args.analogy).images
             else:
                 names = pipe.class_names
                 y = torch.tensor([names.index(a["defect"]) for a in want])
@@ -226,7 +232,8 @@ def main():
     print(f"# loadavg after {loadavg()}; total wall {(time.perf_counter() - wall0) / 60:.1f} min; "
           f"sampling: the default sampler (SampleConfig), {args.steps} steps, cfg {args.cfg or 'the model default'}, "
           f"interval {'the model default' if args.cfg_interval == 'auto' else interval_json(args.cfg_interval)}, "
-          f"place contrast {'the default' if args.place_contrast is None else f'{args.place_contrast:g}'}, batch 16, 1 image per caption")
+          f"place contrast {'the default' if args.place_contrast is None else f'{args.place_contrast:g}'}, "
+          f"analogy {'the default' if args.analogy is None else f'{args.analogy:g}'}, batch 16, 1 image per caption")
     print("| model | combinations | n | defect | material | position | s/image |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

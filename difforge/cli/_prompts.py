@@ -5,19 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..pipeline.config import PLACE_CONTRAST
+from ..pipeline.config import ANALOGY, PLACE_CONTRAST
 
 
-def _contrast(text: str):
-    """--place-contrast: auto or a number (its range is checked by pipeline/text.py check_place_contrast)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        import argparse
+def _strength(what: str):
+    """A flag's parser for auto or a number (its range is checked by pipeline/text.py check_place_contrast / check_analogy)."""
+    def parse(text: str):
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            return float(text)
+        except ValueError:
+            import argparse
 
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: off) or auto, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {what} or auto, got {text!r}") from None
+    return parse
+
+
+_contrast = _strength("a number >= 0 (0: off)")
 
 
 def add_prompt_flags(p) -> None:
@@ -34,6 +39,11 @@ def add_prompt_flags(p) -> None:
                    help="a prompt that names a place ('at the top left', 'in the centre', ...) is also steered away from the "
                    f"places beside it, with strength A (default auto = {PLACE_CONTRAST:g}; 0 turns it off; each neighbour costs one "
                    "more network row per step; README \"Text conditioning\")")
+    g.add_argument("--analogy", dest="analogy", type=_strength("a number from 0 (off) to 1"), default="auto", metavar="S",
+                   help="a prompt whose combination the captions never had (a crack on wood when every crack was on steel) "
+                   "is composed from three they had: crack on steel + scratch on wood - scratch on steel; S is how much of "
+                   f"its prediction comes from that (default auto = {ANALOGY:g}; 0 off; each of its up to 4 parallelograms is up to 3 network rows per step; "
+                   "README \"Text conditioning\")")
     g.add_argument("--mode", default=None, choices=("text", "class", "uncond"),
                    help="IDDM: text needs --prompt/--prompts and a text model; class and uncond are what the model file decides")
 
@@ -47,8 +57,8 @@ def add_text_train_flags(g) -> None:
 
 
 def prompt_kwargs(args) -> dict:
-    """``prompt`` / ``negative_prompt`` / ``place_contrast`` for Pipeline.generate from --prompt, --prompts,
-    --negative-prompt and --place-contrast."""
+    """``prompt`` / ``negative_prompt`` / ``place_contrast`` / ``analogy`` for Pipeline.generate from --prompt,
+    --prompts, --negative-prompt, --place-contrast and --analogy."""
     prompts = list(args.prompt or [])
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -66,6 +76,7 @@ def prompt_kwargs(args) -> dict:
         out["prompt"] = prompts
     if args.negative_prompt is not None:
         out["negative_prompt"] = args.negative_prompt
-    if getattr(args, "place_contrast", "auto") != "auto":
-        out["place_contrast"] = args.place_contrast
+    for key in ("place_contrast", "analogy"):
+        if getattr(args, key, "auto") != "auto":
+            out[key] = getattr(args, key)
     return out

@@ -175,13 +175,13 @@ def second_model(kwargs) -> Optional[str]:
     return "uncond" if kwargs.get("uncond_model") is not None else ("weak" if kwargs.get("guide_model") is not None else None)
 
 
-def manifest_fields(model, pipe, config, seed: int, second_model: Optional[str] = None, place_contrast="auto") -> dict:
+def manifest_fields(model, pipe, config, seed: int, second_model: Optional[str] = None, place_contrast="auto", analogy="auto") -> dict:
     """What every manifest.jsonl line of a sample folder shares (difforge/data/manifest.py); a text
-    model's lines also say the place contrast of its prompts (pipeline/places.py)."""
+    model's lines also say the place contrast and the analogy strength of its prompts (pipeline/places.py, analogy.py)."""
     from ..modelfile import file_sha256
-    from ..pipeline.text import check_place_contrast
+    from ..pipeline.text import check_analogy, check_place_contrast
 
-    text = {"place_contrast": check_place_contrast(place_contrast)} if pipe.meta.get("text") else {}
+    text = {"place_contrast": check_place_contrast(place_contrast), "analogy": check_analogy(analogy)} if pipe.meta.get("text") else {}
     return dict(**text, model=Path(model).name, model_sha256=file_sha256(model), method="joint" if pipe.joint_mask else "sample",
                 sampler=config.sampler, steps=len(pipe.timesteps(config)), seed=seed,
                 cfg=float(config.cfg if config.cfg is not None else default_cfg(pipe.image_size, second_model, text=bool(pipe.meta.get("text")))),
@@ -226,7 +226,7 @@ def run(args) -> int:
         raise UserError("--upscale does not apply to --trajectory/--gif; leave one out")
     traj = None
     writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz, manifest=manifest_fields(model, pipe, kwargs["config"], args.seed,
-                                                                                                    second_model(kwargs), args.place_contrast))
+                                                                                                    second_model(kwargs), args.place_contrast, args.analogy))
     if args.trajectory or args.gif:
         traj = pipe.trajectory(num=args.num, class_label=args.class_label, frames=args.trajectory_frames, **kwargs)
         writer.add(traj.final)

@@ -64,6 +64,13 @@ TEXT_CFG_INTERVAL = (0.1, math.inf)
 # a combination the captions had is contrasted (places.was_seen). Each neighbour is one more network row per step.
 PLACE_CONTRAST = 1.0
 
+# The analogy strength of a text model's prompt whose combination no training caption had (pipeline/analogy.py): the
+# share of its prediction composed from three captions it had (crack on steel + scratch on wood - scratch on steel).
+# Measured with benchmarks/text_conditioning.py's judges on eight 12-minute built-in text models (README "Text
+# conditioning"): see the README's analogy table; 1 replaces the prompt's own prediction, which had learnt the
+# surface's usual defect.
+ANALOGY = 1.0
+
 # Autoguidance's w (eps = (1 + w) eps - w eps_weak, ``--guide-model``), measured with benchmarks/autoguidance.py on an
 # unconditional 64 px defect model (12 CPU-minutes) guided by a 3-minute run of the same data, 100 images, UniPC 20,
 # inside the default interval: judge distance 309 unguided, 141 / 107 / 110 / 123 at w = 1 / 2 / 3 / 4 (recall 0.58 ->

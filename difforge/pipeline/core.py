@@ -200,19 +200,19 @@ class Pipeline:
         """:meth:`with_guidance` (``sampler`` is accepted for older callers; the mode now follows each request's sampler)."""
         return self.with_guidance(classifier, classifier_scale, uncond_model)
 
-    def with_prompts(self, prompt=None, negative_prompt: Optional[str] = None, num: int = 1, class_label: ClassLabel = None, place_contrast="auto"):
+    def with_prompts(self, prompt=None, negative_prompt: Optional[str] = None, num: int = 1, class_label: ClassLabel = None, place_contrast="auto", analogy="auto"):
         """A prompt view for ``num`` images per prompt (a text model; "" when no prompt: unconditional
         text), or self for a model without text and no prompt (see :mod:`difforge.pipeline.text`)."""
         from .text import with_prompts
-        return with_prompts(self, prompt, negative_prompt, num, class_label, place_contrast)
+        return with_prompts(self, prompt, negative_prompt, num, class_label, place_contrast, analogy)
 
     def _for_request(self, options: Dict[str, Any], num: int = 1, class_label: ClassLabel = None) -> "Pipeline":
         """The pipeline a request runs on: guided when ``options`` name a classifier or an unconditional
         model, a prompt view for a text model (:meth:`with_prompts`); those keys are popped."""
         guidance = {k: options.pop(k) for k in GUIDANCE_ARGS if k in options}
         pipe = self if all(guidance.get(k) is None for k in ("classifier", "uncond_model", "guide_model")) else self.with_guidance(**guidance)
-        prompt, negative, contrast = (options.pop(k, d) for k, d in (("prompt", None), ("negative_prompt", None), ("place_contrast", "auto")))
-        return pipe.with_prompts(prompt, negative, num, class_label, contrast)
+        asked = [options.pop(k, d) for k, d in (("prompt", None), ("negative_prompt", None), ("place_contrast", "auto"), ("analogy", "auto"))]
+        return pipe.with_prompts(asked[0], asked[1], num, class_label, *asked[2:])
 
     # -- the batch core -------------------------------------------------------------------
     def request(self, num: int, class_label: ClassLabel, seed: int, seeds: Optional[Sequence[int]]):
@@ -358,7 +358,7 @@ class Pipeline:
         training step) and sampler options (``variance``, ``s_churn``, ...). ``classifier``,
         ``classifier_scale``, ``uncond_model``: guidance from other files, see :meth:`with_guidance`.
         ``upscale``: a super-resolution model file or Upscaler: the cascade (:mod:`difforge.pipeline.upscale`).
-        ``prompt`` (a text or a list: ``num`` images each), ``negative_prompt``, ``place_contrast``: a text model's request (:meth:`with_prompts`).
+        ``prompt`` (a text or a list: ``num`` images each), ``negative_prompt``, ``place_contrast``, ``analogy``: a text model's request (:meth:`with_prompts`).
         """
         from .upscale import cascade, prepare_cascade
         upscale = prepare_cascade(self, options.pop("upscale", None))  # checked before any work; None: no cascade

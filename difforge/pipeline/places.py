@@ -18,15 +18,17 @@ neighbours, the rest of the caption held fixed. The contrast is a different capt
 different network, so every sampler, the guidance interval and composed prompts work unchanged.
 Each neighbour is one more network row per step (a corner's request: 4 rows instead of 1).
 
-Only for a combination the captions had: sharpening the place costs some of what the rest of the
+Only for a combination the captions had (one they never had is composed by analogy instead,
+:mod:`difforge.pipeline.analogy`): sharpening the place costs some of what the rest of the
 caption asks for, which a caption the model learnt has to spare and a combination it never saw
 does not (measured on six models: seen position 0.845 -> 0.92 and seen defect type 0.985 -> 0.94,
 but the defect type of held-out combinations 0.53 -> 0.41; pipeline/config.py PLACE_CONTRAST,
-README "Text conditioning"). A model file lists the word sets of its training captions without
-their places (:func:`seen_combinations`, ``meta["text"]["combinations"]``); a prompt gets the
-contrast when some training caption held every word it has outside its place. A file without the
-list (made before it, or from over :data:`MAX_COMBINATIONS` distinct captions) contrasts every
-placed prompt.
+README "Text conditioning"). A model file lists its distinct training captions with their place
+phrase replaced by a mark (:func:`caption_templates`, ``meta["text"]["templates"]``; files of
+before listed their word sets, ``"combinations"``, which :func:`was_seen` reads too); a prompt gets
+the contrast when some training caption held every word it has outside its place. A file without
+either list (made before them, or from over :data:`MAX_COMBINATIONS` distinct captions) contrasts
+every placed prompt.
 
 Places are the built-in captions' phrases (:func:`difforge.data.builtin_captions.place_phrase`:
 "at the top left", "in the centre", ...), which a user's own captions can use too. A prompt
@@ -45,6 +47,8 @@ from .compose import Part
 
 MAX_COMBINATIONS = 20_000
 """More distinct training captions than this: the model file lists none (every placed prompt is contrasted)."""
+PLACE_MARK = "{place}"
+"""Where a caption template's place phrase was."""
 
 # longest first: "at the top left" is not "at the top" followed by "left"
 _PHRASES = sorted(((place_phrase(p), p) for p in POSITIONS), key=lambda pair: -len(pair[0]))
@@ -66,23 +70,29 @@ def find_place(prompt: str) -> Optional[re.Match]:
 
 
 def combination(text: str) -> frozenset:
-    """The words of ``text`` outside its place phrases: what it asks for apart from where."""
-    return frozenset(words(_FIND.sub(" ", text)))
+    """The words of ``text`` (a caption or a template) outside its place phrases: what it asks for apart from where."""
+    return frozenset(words(_FIND.sub(" ", text.replace(PLACE_MARK, " "))))
 
 
-def seen_combinations(captions: Iterable[str]) -> Optional[List[str]]:
-    """The distinct :func:`combination` of the training ``captions`` as sorted words joined by spaces
-    (a model file's ``meta["text"]["combinations"]``); None for over :data:`MAX_COMBINATIONS`."""
-    found = {" ".join(sorted(combination(c))) for c in captions}
-    return sorted(found) if len(found) <= MAX_COMBINATIONS else None
+def caption_templates(captions: Iterable[str]) -> Optional[List[str]]:
+    """The distinct training ``captions`` with their one place phrase replaced by :data:`PLACE_MARK`
+    (a caption naming none or several stays as it is), sorted: a model file's ``meta["text"]["templates"]``;
+    None for over :data:`MAX_COMBINATIONS`."""
+    found = set()
+    for c in captions:
+        match = find_place(c)
+        found.add(" ".join(c.split()) if match is None else c[:match.start()] + PLACE_MARK + c[match.end():])
+        if len(found) > MAX_COMBINATIONS:
+            return None
+    return sorted(found)
 
 
 def was_seen(combinations: Optional[Sequence[str]]) -> Callable[[str], bool]:
     """``prompt -> bool``: some training caption held every word of the prompt outside its place (always
-    True without the list)."""
+    True without the list). ``combinations``: templates (:func:`caption_templates`) or the word sets of older files."""
     if combinations is None:
         return lambda _text: True
-    sets = [frozenset(c.split()) for c in combinations]
+    sets = list({combination(c) for c in combinations})
     return lambda text: any(combination(text) <= s for s in sets)
 
 
@@ -104,4 +114,5 @@ def contrast_parts(parts: List[Part], amount: float, known: Callable[[str], bool
     return [(text, 1.0 + amount)] + [(t, -amount / len(others)) for t in others]
 
 
-__all__ = ["MAX_COMBINATIONS", "combination", "contrast_parts", "find_place", "neighbours", "seen_combinations", "was_seen"]
+__all__ = ["MAX_COMBINATIONS", "PLACE_MARK", "caption_templates", "combination", "contrast_parts", "find_place", "neighbours",
+           "was_seen"]

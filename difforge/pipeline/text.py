@@ -26,6 +26,7 @@ import torch
 
 from ..errors import UserError
 from .compose import mixing_rows, prompt_parts
+from .analogy import Analogies
 from .places import contrast_parts, was_seen
 
 Prompts = Union[None, str, Sequence[str]]
@@ -105,17 +106,18 @@ def prompt_list(prompt: Prompts) -> Optional[List[str]]:
 
 
 def with_prompts(pipe, prompt: Prompts, negative_prompt: Optional[str], num: int, class_label,
-                 place_contrast: Union[float, str, None] = "auto") -> Any:
+                 place_contrast: Union[float, str, None] = "auto", analogy: Union[float, str, None] = "auto") -> Any:
     """``pipe`` unchanged for a model without text and no prompt; else its prompt view for a request
     of ``num`` images per prompt (and per class with ``class_label="all"``). ``place_contrast``: the
     strength a of :mod:`difforge.pipeline.places` for prompts that name a place ("auto" or None:
-    :data:`~difforge.pipeline.config.PLACE_CONTRAST`; 0: off)."""
+    :data:`~difforge.pipeline.config.PLACE_CONTRAST`; 0: off); ``analogy``: the strength of
+    :mod:`difforge.pipeline.analogy` for combinations the captions never had (auto: ANALOGY; 0: off)."""
     prompts = prompt_list(prompt)
     has_text = bool(pipe.meta.get("text"))
     if not has_text:
-        if prompts is not None or negative_prompt is not None or place_contrast not in ("auto", None):
+        if prompts is not None or negative_prompt is not None or place_contrast not in ("auto", None) or analogy not in ("auto", None):
             raise UserError(f"{pipe.source or 'this model'} has no text encoder (it was trained without --text-encoder); "
-                            f"leave out --prompt/--negative-prompt/--place-contrast, or train with --text-encoder builtin")
+                            f"leave out --prompt/--negative-prompt/--place-contrast/--analogy, or train with --text-encoder builtin")
         return pipe
     if pipe.guide is not None:
         raise UserError("prompts do not combine with --classifier / --uncond-model guidance; leave one out")
@@ -131,7 +133,8 @@ def with_prompts(pipe, prompt: Prompts, negative_prompt: Optional[str], num: int
     tag = (lambda c, p: f"p{p}") if base is None else (lambda c, p: f"{pipe.class_names[c]}_p{p}")
     names = [tag(c, p) for c, p in keys] if len(prompts) > 1 or base is not None else ["prompt"]
     view, rows_y = rows_view(pipe, [prompts[p] for _, p in keys], None if base is None else [c for c, _ in keys], negative_prompt,
-                             names, torch.tensor(y, dtype=torch.long), place_contrast=check_place_contrast(place_contrast))
+                             names, torch.tensor(y, dtype=torch.long), place_contrast=check_place_contrast(place_contrast),
+                             analogy=check_analogy(analogy))
     view.prompt_texts = prompts
     return view
 
@@ -147,19 +150,36 @@ def check_place_contrast(value: Union[float, str, None]) -> float:
     return float(value)
 
 
+def check_analogy(value: Union[float, str, None]) -> float:
+    """The analogy strength a request asked for, in [0, 1] ("auto" / None: the measured default,
+    :data:`~difforge.pipeline.config.ANALOGY`)."""
+    from .config import ANALOGY
+
+    if value in ("auto", None):
+        return ANALOGY
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise UserError(f"analogy (--analogy) must be a number from 0 (off) to 1 (the default) or auto, got {value!r}")
+    return float(value)
+
+
 def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], negative_prompt: Optional[str] = None,
-              names: Optional[List[str]] = None, y: Optional[torch.Tensor] = None, place_contrast: float = 0.0):
+              names: Optional[List[str]] = None, y: Optional[torch.Tensor] = None, place_contrast: float = 0.0,
+              analogy: float = 0.0):
     """(prompt view, row labels) with one row per (text, class) given; ``y`` the labels its
     ``labels_for`` returns (default: every row once); ``place_contrast`` > 0 steers a prompt that names
-    a place away from its neighbours (:mod:`difforge.pipeline.places`). The trainer's previews use it directly."""
+    a place away from its neighbours (:mod:`difforge.pipeline.places`), ``analogy`` > 0 composes a
+    combination the captions never had from ones they had (:mod:`difforge.pipeline.analogy`). The
+    trainer's previews use it directly."""
     if pipe.text is None:
         pipe.text = load_text(pipe.meta, pipe.source, device=str(pipe.device))
     n_classes = len(pipe.meta["data"].get("class_names") or [])
     neg = negative_prompt if negative_prompt is not None else ""
     n_rows, weights = len(texts), None
     entry_classes = list(classes) if classes is not None else [None] * n_rows
-    known, seen = getattr(pipe.text, "knows", lambda _text: True), was_seen(pipe.meta["text"].get("combinations"))
-    parts = [contrast_parts(prompt_parts(t), place_contrast, known, seen) for t in texts]
+    listed = pipe.meta["text"].get("templates")
+    known = getattr(pipe.text, "knows", lambda _text: True)
+    seen, analogies = was_seen(listed if listed is not None else pipe.meta["text"].get("combinations")), Analogies(listed)
+    parts = [analogies.parts(contrast_parts(prompt_parts(t), place_contrast, known, seen), analogy, known) for t in texts]
     if any(p != [(t, 1.0)] for p, t in zip(parts, texts)):  # a composed prompt: rows mix entries
         texts, entry_classes, weights = mixing_rows(parts, entry_classes)
     context, mask = pipe.text.encode(list(texts) + [neg])
@@ -172,4 +192,4 @@ def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], nega
     return view, rows
 
 
-__all__ = ["BuiltinText", "PromptTable", "check_place_contrast", "load_text", "prompt_list", "rows_view", "with_prompts"]
+__all__ = ["BuiltinText", "PromptTable", "check_analogy", "check_place_contrast", "load_text", "prompt_list", "rows_view", "with_prompts"]

@@ -43,6 +43,7 @@ class GenerateArgs:
     prompt: Optional[str] = None  # text models (pipeline/text.py)
     negative_prompt: Optional[str] = None
     place_contrast: Optional[float] = None  # None: the default (pipeline/places.py)
+    analogy: Optional[float] = None  # None: the default (pipeline/analogy.py)
 
 
 @dataclass
@@ -184,6 +185,7 @@ class ModelWorker:
                 prompt=a.prompt,
                 negative_prompt=a.negative_prompt,
                 place_contrast=a.place_contrast,
+                analogy=a.analogy,
                 batch_size=self.batch_size,
                 callback=lambda d, t, s, n: job.on_progress(d, t, s, n, self.batch_size),
             )

@@ -39,6 +39,9 @@ def request_model(settings: ServeSettings, samplers: Sequence[str], names: Seque
         place_contrast: Optional[float] = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
                                                 description="text models: how strongly a prompt that names a place ('at the top left') is steered "
                                                 "away from the places beside it (0: off); null: the default")
+        analogy: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                         description="text models: how much of a prompt whose combination the captions never had is composed "
+                                         "from three they had (crack on steel + scratch on wood - scratch on steel; 0: off); null: the default, 1")
 
         @field_validator("model")
         @classmethod

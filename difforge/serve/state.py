@@ -124,7 +124,7 @@ class ServeState:
         except UserError as e:
             raise ApiError(422, "class", str(e)) from None
         try:  # a prompt for a model without text, or words its encoder never saw: one line before queueing
-            pipe.with_prompts(req.prompt, req.negative_prompt, 1, None, req.place_contrast)
+            pipe.with_prompts(req.prompt, req.negative_prompt, 1, None, req.place_contrast, req.analogy)
         except UserError as e:
             raise ApiError(422, "prompt", str(e)) from None
         if req.eta is not None and req.sampler not in self.with_eta:
@@ -133,7 +133,7 @@ class ServeState:
         if total > self.settings.max_num:
             raise ApiError(422, "num", f"{req.num} images x {pipe.num_classes} classes = {total} images; at most {self.settings.max_num} per request")
         args = GenerateArgs(num=req.num, class_label=req.class_, sampler=req.sampler, steps=req.steps, cfg=req.cfg, eta=req.eta, seed=req.seed, total=total,
-                            prompt=req.prompt, negative_prompt=req.negative_prompt, place_contrast=req.place_contrast)
+                            prompt=req.prompt, negative_prompt=req.negative_prompt, place_contrast=req.place_contrast, analogy=req.analogy)
         return Job(model=name, args=args)
 
     def find_job(self, job_id: str) -> Job:

@@ -115,12 +115,12 @@ class TextConditioning:
         return {"context_dim": self.clip.dim, "text_encoder": None}
 
     def link(self, model_dir: Path) -> Dict[str, Any]:
-        """The model file's ``text`` entry, with the combinations its captions had (the place contrast's
-        rule, :mod:`difforge.pipeline.places`)."""
-        from ..pipeline.places import seen_combinations
+        """The model file's ``text`` entry, with its distinct captions as templates (what the place
+        contrast and the analogy go by: :mod:`difforge.pipeline.places`, :mod:`difforge.pipeline.analogy`)."""
+        from ..pipeline.places import caption_templates
 
-        combinations = seen_combinations(self.captions)
-        seen = {} if combinations is None else {"combinations": combinations}
+        templates = caption_templates(self.captions)
+        seen = {} if templates is None else {"templates": templates}
         if self.kind == "builtin":
             return {"encoder": "builtin", "vocab": self.tokenizer.vocab, "max_length": self.tokenizer.max_length, **seen}
         return {**self.clip.link(model_dir), **seen}

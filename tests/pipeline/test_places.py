@@ -91,15 +91,17 @@ def test_a_model_without_text_refuses_an_explicit_strength():
 def test_the_combinations_a_model_saw_are_its_captions_without_their_places(monkeypatch):
     from difforge.pipeline import places
 
-    captions = ["a scratch at the top on wood", "A scratch in the centre on wood.", "a crack at the left on steel"]
-    assert places.seen_combinations(captions) == ["a crack on steel", "a on scratch wood"]
-    seen = places.was_seen(places.seen_combinations(captions))
+    captions = ["a scratch at the top on wood", "a scratch in the centre on wood", "a crack at the left on steel", "a  crack"]
+    assert places.caption_templates(captions) == ["a crack", "a crack {place} on steel", "a scratch {place} on wood"]
+    seen = places.was_seen(places.caption_templates(captions))
     assert seen("a scratch at the bottom right on wood")  # the same combination at another place
-    assert seen("a scratch at the top")  # fewer words: some caption had them all
+    assert seen("A scratch at the top.")  # fewer words: some caption had them all
     assert not seen("a crack at the top on wood")  # crack and wood never in one caption
     assert places.was_seen(None)("a crack at the top on wood")  # no list: every prompt counts as seen
-    monkeypatch.setattr(places, "MAX_COMBINATIONS", 1)
-    assert places.seen_combinations(captions) is None
+    old = places.was_seen(["a crack on steel", "a on scratch wood"])  # the word sets files of before listed
+    assert old("a scratch at the top on wood") and not old("a crack at the top on wood")
+    monkeypatch.setattr(places, "MAX_COMBINATIONS", 2)
+    assert places.caption_templates(captions) is None
 
 
 def test_a_combination_the_model_never_saw_is_not_contrasted():

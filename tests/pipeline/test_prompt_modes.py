@@ -97,3 +97,14 @@ def test_cli_place_contrast_changes_a_placed_prompt_and_is_recorded(text_model, 
     assert not np.array_equal(auto, off) and not np.array_equal(strong, auto)  # B names a place: the contrast acts
     r = cli("sample", text_model, "--prompt", B, "--num", "1", "--steps", "2", "--out", tmp_path / "bad", "--place-contrast", "-1")
     assert r.returncode != 0 and "--place-contrast" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_analogy_is_recorded_and_a_bad_value_refused(text_model, tmp_path):
+    import json
+
+    r = cli("sample", text_model, "--prompt", A, "--num", "1", "--steps", "2", "--out", tmp_path / "s", "--quiet", "--analogy", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s" / "manifest.jsonl").read_text().splitlines()[0])["analogy"] == 0.5
+    for bad in ("2", "lots"):
+        r = cli("sample", text_model, "--prompt", A, "--num", "1", "--steps", "2", "--out", tmp_path / "bad", "--analogy", bad)
+        assert r.returncode != 0 and "--analogy" in r.stderr and "Traceback" not in r.stderr

@@ -39,3 +39,20 @@ def test_place_contrast_through_the_api(make_client, tiny_pipe):
     assert negative.status_code == 422 and "place_contrast" in negative.text
     no_text = c.post("/v1/generate", json={**SMALL, "model": "tiny", "place_contrast": 1.0})
     assert no_text.status_code == 422 and "no text encoder" in no_text.text
+
+
+def test_analogy_through_the_api(make_client, tiny_pipe):
+    from difforge.pipeline.places import caption_templates
+    from tests.pipeline.test_analogy import SHORT
+
+    pipe, _ = _text_pipeline(captions=SHORT)
+    pipe.meta["text"]["templates"] = caption_templates(SHORT)
+    c = make_client(models={"txt": pipe, "tiny": tiny_pipe})
+    body = {**SMALL, "model": "txt", "prompt": "crack at the top on wood", "seed": 3}
+    images = {s: c.post("/v1/generate", json={**body, "analogy": s}).json()["images"] for s in (0.0, 1.0)}
+    assert len(images[1.0]) == 2 and images[0.0] != images[1.0]  # an unseen combination: the analogy changes what is drawn
+    assert c.post("/v1/generate", json={**body, "analogy": None}).status_code == 200  # null: the default
+    too_much = c.post("/v1/generate", json={**body, "analogy": 1.5})
+    assert too_much.status_code == 422 and "analogy" in too_much.text
+    no_text = c.post("/v1/generate", json={**SMALL, "model": "tiny", "analogy": 1.0})
+    assert no_text.status_code == 422 and "no text encoder" in no_text.text

@@ -21,8 +21,8 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     assert meta["text"]["encoder"] == "builtin" and "scratch" in meta["text"]["vocab"]
     assert meta["network"]["config"]["context_dim"] == 128 and not meta["data"]["class_names"]
     assert meta["network"]["config"]["text_layout"] == 4  # a new built-in text run draws the layout map (TEXT_LAYOUT)
-    combos = meta["text"]["combinations"]  # its captions without their places (pipeline/places.py)
-    assert combos and all(c.split() == sorted(set(c.split())) and not {"top", "centre", "left"} & set(c.split()) for c in combos)
+    templates = meta["text"]["templates"]  # its captions with their place marked (pipeline/places.py)
+    assert templates and all(t.count("{place}") == 1 and not {"top", "centre", "left"} & set(t.split()) for t in templates)
     assert "text_layout: 4" in (result.run_dir / "config.yaml").read_text()  # recorded: a resume builds the same network
     assert meta["network"]["config"]["text_encoder"]["depth"] == 1  # TEXT_DEPTH, and recorded as well:
     from difforge.config import Config
@@ -43,7 +43,7 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
     assert all(line["cfg_interval"] == [0.1, None] for line in lines)  # the text model's own interval, resolved (config.py)
     from difforge.pipeline.config import PLACE_CONTRAST
 
-    assert all(line["place_contrast"] == PLACE_CONTRAST for line in lines)  # recorded: pipeline/places.py
+    assert all(line["place_contrast"] == PLACE_CONTRAST and line["analogy"] == 1.0 for line in lines)  # recorded: places.py, analogy.py
 
     from PIL import Image
 
