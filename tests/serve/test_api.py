@@ -284,6 +284,6 @@ def test_page_static_and_docs(make_client):
     spec = c.get("/openapi.json").json()
     assert {"/v1/models", "/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/health"} <= set(spec["paths"])
     fields = spec["components"]["schemas"]["GenerateRequest"]["properties"]
-    assert {"model", "class", "num", "sampler", "steps", "cfg", "eta", "seed", "format", "prompt", "negative_prompt", "place_contrast"} == set(fields)
+    assert {"model", "class", "num", "sampler", "steps", "cfg", "eta", "seed", "format", "prompt", "negative_prompt", "place_contrast", "analogy"} == set(fields)
     assert fields["num"]["maximum"] == 64 and fields["steps"]["maximum"] == 1000  # the server's own limits
     assert c.get("/docs").status_code == 200

@@ -49,9 +49,9 @@ def test_builtin_text_run_learns_and_samples_from_a_prompt(tmp_path):
 
     from benchmarks import prompt_grid
 
-    prompt_grid.main([str(result.model_file), "--out", str(tmp_path / "grid.png"), "--steps", "2"])
+    prompt_grid.main([str(result.model_file), "--out", str(tmp_path / "grid.png"), "--steps", "2", "--analogy-off-rows"])
     w, h = Image.open(tmp_path / "grid.png").size
-    assert w > prompt_grid.LABEL_W + 9 * 16 * prompt_grid.ZOOM and h > 6 * 16 * prompt_grid.ZOOM  # 9 positions x 6 prompts
+    assert w > prompt_grid.LABEL_W + 9 * 16 * prompt_grid.ZOOM and h > 8 * 16 * prompt_grid.ZOOM  # 9 positions x (6 + 2) prompts
 
 
 def test_the_text_defaults_are_for_new_builtin_runs_only(tmp_path):
