@@ -44,7 +44,7 @@ from .compose import Part
 from .places import PLACE_MARK, combination, find_place
 
 MAX_PARALLELOGRAMS = 4
-"""At most this many of the equally close parallelograms are averaged (each may add three network rows)."""
+"""At most this many of the closest parallelograms are averaged, closest first (each may add three network rows)."""
 MAX_REPLACED = 2
 """A near caption replaces at most this many of the prompt's words."""
 COST_SLACK = 1
@@ -111,7 +111,7 @@ class Analogies:
             for template, sign in ((a, 1.0), (b, 1.0), (c, -1.0)):
                 key = at_place(template, phrase)
                 weights[key] = weights.get(key, 0.0) + sign * strength / len(chosen)
-        out = [(t, w) for t, w in weights.items() if w != 0.0]
+        out = [(t, w) for t, w in weights.items() if abs(w) > 1e-12]  # a caption two parallelograms add and subtract: no row
         return out if all(known(t) for t, _ in out) else parts
 
 
