@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from ..errors import UserError
-from .compose import mixing_rows, prompt_parts
 from .analogy import Analogies
+from .compose import mixing_rows, prompt_parts
 from .places import contrast_parts, was_seen
 
 Prompts = Union[None, str, Sequence[str]]
