@@ -72,6 +72,11 @@ class Analogies:
     def seen(self, words: FrozenSet[str]) -> bool:
         return any(words <= s for s in self.by_words)
 
+    def was_seen(self, text: str) -> bool:
+        """:func:`~difforge.pipeline.places.was_seen`'s rule on these templates: some caption held every word of
+        ``text`` outside its place."""
+        return self.seen(combination(text))
+
     def parallelograms(self, words: FrozenSet[str]) -> List[Tuple[str, str, str]]:
         """(A, B, C) templates of the closest parallelograms for the prompt's ``words`` (none when seen)."""
         if not self.enabled or not words or self.seen(words):

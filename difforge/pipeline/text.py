@@ -178,7 +178,8 @@ def rows_view(pipe, texts: Sequence[str], classes: Optional[Sequence[int]], nega
     entry_classes = list(classes) if classes is not None else [None] * n_rows
     listed = pipe.meta["text"].get("templates")
     known = getattr(pipe.text, "knows", lambda _text: True)
-    seen, analogies = was_seen(listed if listed is not None else pipe.meta["text"].get("combinations")), Analogies(listed)
+    analogies = Analogies(listed)  # the templates' word sets, computed once for both rules
+    seen = analogies.was_seen if listed is not None else was_seen(pipe.meta["text"].get("combinations"))
     parts = [analogies.parts(contrast_parts(prompt_parts(t), place_contrast, known, seen), analogy, known) for t in texts]
     if any(p != [(t, 1.0)] for p, t in zip(parts, texts)):  # a composed prompt: rows mix entries
         texts, entry_classes, weights = mixing_rows(parts, entry_classes)
