@@ -98,7 +98,7 @@ class TrainConfig:
     batch_size: int = 16
     num_workers: int = 0
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: Any = "auto"  # peak learning rate; auto: 2e-3 for a new pixel unet-tiny diffusion run, else 1e-3 (train/optim.py choose_lr)
     weight_decay: float = 0.0
     lr_schedule: str = "warmup_cosine"
     warmup_steps: int = 0

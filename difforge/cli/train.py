@@ -178,7 +178,7 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--batch-size", dest="batch_size", type=int, help="images per micro-batch, per process (default 16)")
     add(g, "--num-workers", dest="num_workers", type=int, help="accepted for IDDM compatibility; images are decoded once up front")
     add(g, "--optimizer", dest="optimizer", help="adam, adamw or sgd")
-    add(g, "--lr", dest="lr", type=float, help="peak learning rate (default 1e-3)")
+    add(g, "--lr", dest="lr", type=_number_or_auto, metavar="LR|auto", help="peak learning rate (default auto: 2e-3 for a new pixel-space unet-tiny diffusion run without captions, 1e-3 for other networks, fine-tunes, latent and text runs, VAEs, classifiers and upsamplers)")
     add(g, "--weight-decay", dest="weight_decay", type=float)
     add(g, "--lr-schedule", dest="lr_schedule", help="constant, linear, cosine or warmup_cosine")
     add(g, "--warmup-steps", dest="warmup_steps", type=int)

@@ -15,6 +15,11 @@ import torch
 
 from ..errors import ConfigError
 
+# ``lr: auto``: the peak learning rate a run gets when none is given (:func:`choose_lr`)
+SCRATCH_LR = 2e-3  # a new class-conditional or unconditional pixel-space diffusion run of a MEASURED_NETWORKS network
+OTHER_LR = 1e-3  # everything else: other networks, fine-tunes, latent and text runs, VAEs, classifiers, upsamplers
+MEASURED_NETWORKS = ("unet-tiny",)
+
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, weight_decay: float, device: torch.device):
     """Adam / AdamW / SGD (momentum 0.9). Adam and AdamW use PyTorch's fused kernel on a GPU and on
@@ -72,6 +77,39 @@ def lr_factor_at(progress: float, schedule: str, warmup_fraction: float = 0.05, 
     if schedule in ("cosine", "warmup_cosine"):
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * q))
     raise ConfigError(f"lr_schedule={schedule!r} is not allowed; choose one of constant, linear, cosine, warmup_cosine")
+
+
+def choose_lr(config, pretrain=None):
+    """``config`` with ``lr: auto`` settled and printed: :data:`SCRATCH_LR` for a new pixel-space
+    diffusion run of ``unet-tiny`` (the default network) without captions, :data:`OTHER_LR` for every other run.
+    Called after ``network: auto`` is settled.
+
+    Why two values: on the built-in defects at 64 px, 12 CPU-minutes of the ``fast`` recipe, a peak of
+    2e-3 instead of 1e-3 lowered the held-out denoising loss by 10-16% and the judge's distance of the
+    samples by a third (mean of four seeds 36.1 -> 24.7, and every run below the old mean), with 32 px and
+    the glyphs unchanged or better (README "Quality per CPU-minute"). Only that kind of run was measured: a fine-tune starts from weights that a large
+    step would throw away; wider UNets, ADM and DiT usually want smaller steps than a 1.2 M network; and
+    latent, text, VAE, classifier and super-resolution runs have their own measurements, all taken at
+    1e-3, so they keep it."""
+    tc = config.train
+    if tc.lr != "auto":
+        return config
+    scratch = (tc.task == "diffusion" and not pretrain and not config.latent.latent and not config.model.text_encoder
+               and config.model.network in MEASURED_NETWORKS)
+    lr = SCRATCH_LR if scratch else OTHER_LR
+    from .logging import get_logger
+
+    why = "a new pixel-space diffusion run" if scratch else "a fine-tune" if pretrain else f"a {_kind(config)} run"
+    get_logger().info(f"lr auto: {lr:g} ({why}; --lr sets it)")
+    return config.override(lr=lr)
+
+
+def _kind(config) -> str:
+    if config.train.task != "diffusion":
+        return config.train.task
+    if config.latent.latent:
+        return "latent"
+    return "text" if config.model.text_encoder else f"{config.model.network}"
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,5 +1,5 @@
 """What a run decides from its data before the network is built: ``channels: auto`` (from the
-images), the defect masks a ``mask_weight`` run weighs (:mod:`difforge.train.loss_masks`), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
+images), ``lr: auto`` (:func:`~difforge.train.optim.choose_lr`), the defect masks a ``mask_weight`` run weighs (:mod:`difforge.train.loss_masks`), the images held out to choose the EMA (:mod:`difforge.train.validation`) and
 ``network: auto``, a UNet's patch size, a built-in text run's layout map and
 ``channels_last: auto`` (:mod:`difforge.train.autonet`); ``compile``: a forced compile's toolchain
 is checked, ``auto`` becomes a timed trial or off (:mod:`difforge.train.compiling`). The decisions go into the config, so
@@ -16,6 +16,7 @@ import torch
 from ..config import Config
 from ..data.source import TrainingImages
 from .loss_masks import choose_mask_weight, with_loss_masks
+from .optim import choose_lr
 from .validation import hold_out
 
 
@@ -43,6 +44,7 @@ def settle_run(config: Config, data: TrainingImages, task, dist=None, new: bool 
         config = choose_text_defaults(config, pretrain)
     if config.model.network == "auto":
         config = choose_network(config, data, task, dist)
+    config = choose_lr(config, pretrain)  # after the network: the larger step was measured on unet-tiny only
     if config.train.channels_last == "auto":
         config = choose_memory_format(config, data, dist)
     config = choose_compile(config, dist)
