@@ -87,8 +87,8 @@ def choose_lr(config, pretrain=None):
     Why two values: on the built-in defects at 64 px, 12 CPU-minutes of the ``fast`` recipe, a peak of
     2e-3 instead of 1e-3 lowered the held-out denoising loss by 10-16% and the judge's distance of the
     samples by a third (mean of four seeds 36.1 -> 24.7, and every run below the old mean), with 32 px and
-    the glyphs unchanged or better (README "Quality per CPU-minute"). Only that kind of run was measured: a fine-tune starts from weights that a large
-    step would throw away; wider UNets, ADM and DiT usually want smaller steps than a 1.2 M network; and
+    the glyphs unchanged or better (README "Quality per CPU-minute"). Only that kind of run was measured:
+    a fine-tune starts from weights that a large step would throw away; wider UNets, ADM and DiT usually want smaller steps than a 1.2 M network; and
     latent, text, VAE, classifier and super-resolution runs have their own measurements, all taken at
     1e-3, so they keep it."""
     tc = config.train
@@ -99,7 +99,7 @@ def choose_lr(config, pretrain=None):
     lr = SCRATCH_LR if scratch else OTHER_LR
     from .logging import get_logger
 
-    why = "a new pixel-space diffusion run" if scratch else "a fine-tune" if pretrain else f"a {_kind(config)} run"
+    why = "a new pixel-space unet-tiny diffusion run" if scratch else "a fine-tune" if pretrain else f"a {_kind(config)} run"
     get_logger().info(f"lr auto: {lr:g} ({why}; --lr sets it)")
     return config.override(lr=lr)
 
@@ -109,7 +109,7 @@ def _kind(config) -> str:
         return config.train.task
     if config.latent.latent:
         return "latent"
-    return "text" if config.model.text_encoder else f"{config.model.network}"
+    return "text" if config.model.text_encoder else config.model.network
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

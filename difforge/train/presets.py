@@ -1,7 +1,8 @@
 """Named recipes: ``--preset NAME`` sets these values for a new run; flags given beside it win.
 
 - ``fast`` (the defaults): the demo's recipe, for small data on a CPU budget: cosine schedule,
-  v target, warm-up + cosine LR peaking at 2e-3 (``lr: auto``: 1e-3 for other networks, fine-tunes, latent and text runs), EMA 0.995 (with power-function EMAs of relative
+  v target, warm-up + cosine LR peaking at 2e-3 (``lr: auto``: 1e-3 for other networks, fine-tunes, latent and
+  text runs), EMA 0.995 (with power-function EMAs of relative
   width 0.05 / 0.2 beside it and the best kept, :mod:`difforge.train.validation`), the 1.2 M-parameter ``unet-tiny``, channels from
   the data, a UNet that folds 2 x 2 pixels from 64 px (``patch_size`` 2, train/autonet.py). Measured on a 2-core CPU for 12 minutes on a grey 10-class glyph folder: 3,932 steps
   and 80% judge accuracy against 805 steps and 57% with ``classic`` (issue 16).
