@@ -13,8 +13,13 @@ median -- GroupNorm's droplet (StyleGAN2, Karras et al. 2020, sec. 2): one huge 
 whole map is normalised. A distance between image sets shows that something is wrong; this shows
 where.
 
+``--levels PNG`` draws what the model makes of one real image per class at each of :data:`LEVEL_SIGMAS`
+(its one-step x0 prediction from the noised image; first column the image itself). Why: a 64 px defect
+model that drew "wormy" cells for wood grain already turned the real grain into cells at sigma 0.6,
+so the texture is lost in the denoiser at middle noise, not by the sampler.
+
     python benchmarks/error_map.py runs/NAME/checkpoints/ema.safetensors                  # built-in defects, seed 5
-    python benchmarks/error_map.py MODEL --data my_folder --out errmap.png
+    python benchmarks/error_map.py MODEL --data my_folder --out errmap.png --levels levels.png
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import torch
 
 from difforge.data.builtin import generate_arrays
 from difforge.diffusion.denoiser import to_eps_x0
-from difforge.diffusion.schedule import vp_coefs_at
+from difforge.diffusion.schedule import sigma_to_t, vp_coefs_at
 from difforge.pipeline import Pipeline
 
 TIMESTEP_FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8)
+LEVEL_SIGMAS = (0.2, 0.6, 1.5, 4.0)  # the noise levels (VE sigma) of the --levels sheet
 
 
 def real_batch(pipe: Pipeline, data, per_class: int):
@@ -60,14 +66,32 @@ def error_map(pipe: Pipeline, x0: torch.Tensor, y, seed: int = 0) -> torch.Tenso
     total = torch.zeros(x0.shape[-2:])
     steps = pipe.schedule.num_steps
     for f in TIMESTEP_FRACTIONS:
-        t = torch.full((len(x0),), int(f * (steps - 1)))
-        eps = torch.randn(x0.shape, generator=g)
-        a, s = vp_coefs_at(pipe.schedule, t, x0)
-        x_t = a * x0 + s * eps
-        out = torch.cat([pipe.net(x_t[i : i + 64], t[i : i + 64], None if y is None else y[i : i + 64]) for i in range(0, len(x0), 64)])
-        _, pred = to_eps_x0(pipe.target, out.float()[:, : x0.shape[1]], x_t, a, s)
+        pred = predict_x0(pipe, x0, y, torch.full((len(x0),), float(int(f * (steps - 1)))), g)
         total += (pred - x0).square().mean((0, 1))
     return total / len(TIMESTEP_FRACTIONS)
+
+
+@torch.no_grad()
+def predict_x0(pipe: Pipeline, x0: torch.Tensor, y, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """The network's one-step x0 prediction for ``x0`` noised (noise from ``g``) at timesteps ``t`` (B,)."""
+    eps = torch.randn(x0.shape, generator=g)
+    a, s = vp_coefs_at(pipe.schedule, t, x0)
+    x_t = a * x0 + s * eps
+    out = torch.cat([pipe.net(x_t[i : i + 64], t[i : i + 64], None if y is None else y[i : i + 64]) for i in range(0, len(x0), 64)])
+    return to_eps_x0(pipe.target, out.float()[:, : x0.shape[1]], x_t, a, s)[1]
+
+
+def level_sheet(pipe: Pipeline, x0: torch.Tensor, y, seed: int = 0) -> np.ndarray:
+    """(H', W', C) uint8: one real image per class (rows; the first images without classes), then its x0
+    prediction from each noise level of :data:`LEVEL_SIGMAS` (columns), 2 px white gaps."""
+    rows = [int((y == c).nonzero()[0]) for c in y.unique().tolist()] if y is not None else list(range(min(4, len(x0))))
+    x, labels = x0[rows], None if y is None else y[rows]
+    g = torch.Generator().manual_seed(seed)
+    cols = [x] + [predict_x0(pipe, x, labels, sigma_to_t(pipe.schedule, torch.full((len(x),), s)).float(), g) for s in LEVEL_SIGMAS]
+    tiles = torch.stack(cols, 1).clamp(-1, 1).add(1).mul(127.5).round().byte()  # (rows, cols, C, H, W)
+    tiles = torch.nn.functional.pad(tiles, (0, 2, 0, 2), value=255).permute(0, 3, 1, 4, 2)  # (rows, H, cols, W, C)
+    r, h, c, w, ch = tiles.shape
+    return tiles.reshape(r * h, c * w, ch).numpy()
 
 
 @torch.no_grad()
@@ -121,6 +145,8 @@ def main():
     ap.add_argument("--data", default=None, help="a class-folder dataset of real images (default: the built-in set, seed 5)")
     ap.add_argument("--per-class", type=int, default=25, help="built-in images per class")
     ap.add_argument("--out", default=None, help="write the first model's map here (PNG)")
+    ap.add_argument("--levels", default=None, help="write the first model's noise-level sheet here (PNG): a real image per class, "
+                    "then the model's x0 from it noised at sigma " + " / ".join(f"{v:g}" for v in LEVEL_SIGMAS))
     args = ap.parse_args()
     print("| model | top left | top right | bottom left | bottom right | border | mean error | largest droplet |")
     print("|---|---|---|---|---|---|---|---|")
@@ -134,6 +160,11 @@ def main():
               flush=True)
         if args.out and i == 0:
             save_heatmap(err, Path(args.out))
+        if args.levels and i == 0:
+            from PIL import Image
+
+            sheet = level_sheet(pipe, x0, y)
+            Image.fromarray(sheet[..., 0] if sheet.shape[-1] == 1 else sheet).resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(args.levels)
 
 
 if __name__ == "__main__":
