@@ -81,7 +81,7 @@ def add_parser(sub) -> None:
         p.add_argument("--trajectory-frames", type=int, default=10, help="steps shown by --trajectory (default 10)")
         p.add_argument("--gif", action="store_true", help="also write trajectory.gif, x_t over predicted x0 step by step (implies --trajectory)")
         p.add_argument("--upscale", default=None, metavar="SR_MODEL", help="cascade: upscale every image with this SR model file (difforge train-sr), passing its class")
-        p.add_argument("--upscale-steps", dest="upscale_steps", type=int, default=None, help="cascade: steps of a diffusion upsampler (default 20, UniPC without guidance)")
+        p.add_argument("--upscale-steps", dest="upscale_steps", type=int, default=None, help=f"cascade: steps of a diffusion upsampler (default {DEFAULTS.steps}, {DEFAULTS.sampler} without guidance)")
         p.add_argument("--noise-level", dest="noise_level", type=float, default=0.0, help="cascade: noise-conditioning level s of the upsampler (default 0)")
         p.add_argument("--masks", dest="want_masks", action="store_true",
                        help="require a joint-mask model (train --joint-mask): stop unless every image comes with its mask (<stem>_mask.png)")
