@@ -118,6 +118,7 @@ class TrainConfig:
     seed: int = 0
     channels_last: Union[bool, str] = "auto"  # auto: probed per network with a time budget (train/autonet.py), else off
     compile: Union[bool, str] = "auto"  # torch.compile the training network; auto: a timed trial where measured faster (train/compiling.py)
+    cascade: Union[bool, str] = "auto"  # a half-size model + an x2 upsampler trained side by side (train/cascade.py); auto: CPU runs from 64 px with a budget
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0
@@ -284,6 +285,7 @@ class Config:
         _choice("image_format", tc.image_format, ("png", "jpg"))
         _choice("channels_last", tc.channels_last, (True, False, "auto"))
         _choice("compile", tc.compile, (True, False, "auto"))
+        _choice("cascade", tc.cascade, (True, False, "auto"))
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
         if dc.mask_weight not in (0, "auto") and (tc.task != "diffusion" or self.latent.latent):

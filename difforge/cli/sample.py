@@ -80,7 +80,9 @@ def add_parser(sub) -> None:
                        help="also write trajectory.png: per image a row of x_t and a row of predicted x0 at chosen steps (coarse early, fine late)")
         p.add_argument("--trajectory-frames", type=int, default=10, help="steps shown by --trajectory (default 10)")
         p.add_argument("--gif", action="store_true", help="also write trajectory.gif, x_t over predicted x0 step by step (implies --trajectory)")
-        p.add_argument("--upscale", default=None, metavar="SR_MODEL", help="cascade: upscale every image with this SR model file (difforge train-sr), passing its class")
+        p.add_argument("--upscale", default=None, metavar="SR_MODEL|none", help="cascade: upscale every image with this SR model file "
+                       "(difforge train-sr), passing its class (default: the upsampler a cascade run's model file names, "
+                       "train --cascade; none: the model's own size)")
         p.add_argument("--upscale-steps", dest="upscale_steps", type=int, default=None, help=f"cascade: steps of a diffusion upsampler (default {DEFAULTS.steps}, {DEFAULTS.sampler} without guidance)")
         p.add_argument("--noise-level", dest="noise_level", type=float, default=0.0, help="cascade: noise-conditioning level s of the upsampler (default 0)")
         p.add_argument("--masks", dest="want_masks", action="store_true",
@@ -193,7 +195,7 @@ def run(args) -> int:
     from ..data.outputs import BatchWriter, numbered_folder, save_trajectory
     from ..pipeline import Pipeline
     from ..pipeline.stream import generate_batches
-    from ..pipeline.upscale import cascade, prepare_cascade
+    from ..pipeline.upscale import LINKED, cascade, prepare_cascade
 
     seedtools.resolve(args)
     model = args.model or args.model_flag
@@ -221,9 +223,12 @@ def run(args) -> int:
     kwargs = sampling_kwargs(args)
     text = prompt_kwargs(args)  # --prompt / --prompts / --negative-prompt (pipeline/text.py)
     kwargs.update(text)
-    up = prepare_cascade(pipe, args.upscale) if args.upscale else None  # checked before any sampling
-    if up is not None and (args.trajectory or args.gif):
+    if args.upscale and (args.trajectory or args.gif) and args.upscale.lower() != "none":
         raise UserError("--upscale does not apply to --trajectory/--gif; leave one out")
+    linked = not args.upscale and not (args.trajectory or args.gif)  # a trajectory shows the cascade's base steps
+    up = prepare_cascade(pipe, LINKED if linked else args.upscale)  # checked before any sampling
+    if linked and up is not None:
+        print(f"cascade: {pipe.image_size} px images upscaled x{up.scale} by {up.source} (--upscale none: {pipe.image_size} px)")
     traj = None
     writer = BatchWriter(out_dir, fmt=args.format, grid=args.grid, npz=args.npz, manifest=manifest_fields(model, pipe, kwargs["config"], args.seed,
                                                                                                     second_model(kwargs), args.place_contrast, args.analogy))

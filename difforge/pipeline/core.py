@@ -51,6 +51,7 @@ class Pipeline:
 
     text = None  # a text model's tokenizer or CLIP (pipeline/text.py), loaded on first use
     prompts = None  # a prompt view's table of (class, prompt) rows (:meth:`with_prompts`)
+    linked_upscaler = None  # a cascade base's upsampler (meta["cascade"]), loaded on first use (pipeline/upscale.py)
 
     def __init__(self, net: torch.nn.Module, meta: Dict[str, Any], device: torch.device, precision: str = "fp32", source: str = "",
                  codec=None, guide=None, class_names: Optional[List[str]] = None):
@@ -68,6 +69,8 @@ class Pipeline:
         data = meta["data"]
         self.image_size = int(data["image_size"])
         self.channels = int(data["channels"])
+        # a cascade's half-size model (train/cascade.py): its images come out x scale by the upsampler its file names
+        self.output_size = int((meta.get("cascade") or {}).get("image_size") or self.image_size)
         self.joint_mask = bool(data.get("joint_mask"))  # one more generated channel: the defect mask (train/tasks/joint.py)
         # a guided view may label by its classifier's classes; the network's own are in meta
         self.class_names: List[str] = list(class_names if class_names is not None else (data.get("class_names") or []))
@@ -152,6 +155,7 @@ class Pipeline:
             "weights": self.meta.get("weights", "?"),
             "nonfinite_weights": nonfinite_weights(self.net) if isinstance(self.net, torch.nn.Module) else "not checked",
             **({"latent": dict(self.meta["latent"], vae_file=str(self.codec.path))} if self.codec is not None else {}),
+            **({"cascade": self.meta["cascade"]} if self.meta.get("cascade") else {}),  # samples come out at its image_size
         }
 
     # -- the denoiser and guidance ----------------------------------------------------------
@@ -357,11 +361,12 @@ class Pipeline:
         naming its fields (``sampler``, ``steps``, ``cfg``, ...; ``steps=None`` runs every
         training step) and sampler options (``variance``, ``s_churn``, ...). ``classifier``,
         ``classifier_scale``, ``uncond_model``: guidance from other files, see :meth:`with_guidance`.
-        ``upscale``: a super-resolution model file or Upscaler: the cascade (:mod:`difforge.pipeline.upscale`).
+        ``upscale``: a super-resolution model file or Upscaler: the cascade (:mod:`difforge.pipeline.upscale`);
+        by default the upsampler a cascade run's file names (``upscale=None``: the images at this model's own size).
         ``prompt`` (a text or a list: ``num`` images each), ``negative_prompt``, ``place_contrast``, ``analogy``: a text model's request (:meth:`with_prompts`).
         """
-        from .upscale import cascade, prepare_cascade
-        upscale = prepare_cascade(self, options.pop("upscale", None))  # checked before any work; None: no cascade
+        from .upscale import LINKED, cascade, prepare_cascade
+        upscale = prepare_cascade(self, options.pop("upscale", LINKED))  # checked before any work; None: no cascade
         pipe = self._for_request(options, num, class_label)
         labels, seeds = pipe.request(num, class_label, seed, seeds)
         x = pipe.sample(seeds, labels, config, progress=progress, callback=callback, **options)

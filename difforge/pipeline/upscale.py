@@ -22,6 +22,7 @@ Image i of a call uses seed ``seed + i``; its tile k seeds ``seed + i + TILE_SEE
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -42,6 +43,7 @@ AUTO_TILE = 96  # else tiles of this size (low-res pixels) ...
 AUTO_OVERLAP = 8  # ... sharing this many
 TILE_SEED_STRIDE = 100_003
 UPSCALE_SAMPLING = SampleConfig(cfg=1.0)  # the upsampler is conditioned on an image: no guidance by default
+LINKED = "linked"  # upscale with the upsampler a cascade run's model file names (Pipeline.generate's default)
 
 
 @dataclass(frozen=True)
@@ -265,10 +267,35 @@ def cascade(pipe, generated, upscaler: "Upscaler", *, seed: int = 0, progress: b
     return replace(generated, images=torch.from_numpy(np.stack(big)))
 
 
+def linked_upsampler_file(pipe) -> Optional[Path]:
+    """The upsampler file a cascade run's model file names (``meta["cascade"]``, :mod:`difforge.train.cascade`):
+    next to the run first (the path relative to the model file), then where it was written; None for a model
+    without one. A UserError when it is not there (the upsampler still training, or the file moved alone)."""
+    link = pipe.meta.get("cascade")
+    if not link or not pipe.source:  # a training preview's pipeline has no file: it samples at its own size
+        return None
+    model = Path(pipe.source).resolve()
+    tried = [Path(os.path.normpath(model.parent / link.get("upsampler_relpath", ""))), Path(link.get("upsampler_path", "")), model.parent / "upsampler.safetensors"]
+    for path in tried:
+        if path.is_file() and path.resolve() != model:
+            return path
+    raise UserError(f"{pipe.source} is the {pipe.image_size} px model of a cascade, and its x{link.get('scale', 2)} upsampler is "
+                    f"not there ({tried[0]}: still training, or the model file was moved without it); give it with --upscale FILE "
+                    f"(or copy it next to the model file as upsampler.safetensors), or --upscale none for {pipe.image_size} px images")
+
+
 def prepare_cascade(pipe, model) -> Optional["Upscaler"]:
     """The cascade's upscaler for base :class:`Pipeline` ``pipe``: ``model`` (a file or an
-    :class:`Upscaler`) loaded and checked against it, one UserError naming what does not fit; None for None."""
-    if model is None:
+    :class:`Upscaler`) loaded and checked against it, one UserError naming what does not fit; None for None.
+    :data:`LINKED`: the upsampler the model file names (:func:`linked_upsampler_file`; None without one), loaded once."""
+    if isinstance(model, str) and model == LINKED:
+        if pipe.linked_upscaler is None:
+            path = linked_upsampler_file(pipe)
+            if path is None:
+                return None
+            pipe.linked_upscaler = prepare_cascade(pipe, str(path))
+        return pipe.linked_upscaler
+    if model is None or model is False or (isinstance(model, str) and model.lower() == "none"):
         return None
     if getattr(pipe, "joint_mask", False):
         raise UserError(f"cannot cascade: {pipe.source or 'the base model'} generates image+mask pairs; upscaling the masks is not supported")
@@ -295,5 +322,5 @@ def preview_grid(up: "Upscaler", data, deg: Degradation, tc, path: Path) -> Path
     return save_image(make_grid(rows, nrow=n), path)
 
 
-__all__ = ["AUTO_OVERLAP", "AUTO_TILE", "Fit", "TILE_SEED_STRIDE", "UPSCALE_SAMPLING", "Upscaler", "cascade",
-           "consistency", "count_tiles", "prepare_cascade", "preview_grid", "to_tensor"]
+__all__ = ["AUTO_OVERLAP", "AUTO_TILE", "Fit", "LINKED", "TILE_SEED_STRIDE", "UPSCALE_SAMPLING", "Upscaler", "cascade",
+           "consistency", "count_tiles", "linked_upsampler_file", "prepare_cascade", "preview_grid", "to_tensor"]

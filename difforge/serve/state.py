@@ -89,7 +89,7 @@ class ServeState:
         pipe = self.models[name]
         return {
             "name": name,
-            "image_size": pipe.image_size,
+            "image_size": pipe.output_size,  # a cascade's base is upscaled by its linked upsampler (pipeline/upscale.py)
             "channels": pipe.channels,
             "classes": list(pipe.class_names),
             "conditional": bool(pipe.class_names),

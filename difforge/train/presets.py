@@ -6,6 +6,7 @@
   width 0.05 / 0.2 beside it and the best kept, :mod:`difforge.train.validation`), the 1.2 M-parameter ``unet-tiny``, channels from
   the data, a UNet that folds 2 x 2 pixels from 64 px (``patch_size`` 2, train/autonet.py). Measured on a 2-core CPU for 12 minutes on a grey 10-class glyph folder: 3,932 steps
   and 80% judge accuracy against 805 steps and 57% with ``classic`` (issue 16).
+  A CPU run from 64 px with a time budget trains as a cascade (``cascade: auto``, :mod:`difforge.train.cascade`).
 - ``iddm``: the defaults of IDDM's ``tools/train.py`` / ``iddm/config/setting.py`` (chairc/
   Integrated-Design-Diffusion-Model): linear noise schedule, eps target, MSE, AdamW at 3e-4 with a
   linear LR decay, EMA 0.995, GELU, the full-size UNet at full resolution, RGB, no flips. IDDM's batch size of 2 is
@@ -25,9 +26,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                  ema_decay=0.995, network="unet-tiny", channels="auto", hflip=False, ema_select=True),
     "iddm": dict(noise_schedule="linear", target="eps", loss="mse", optimizer="adamw", lr=3e-4, lr_schedule="linear",
                  ema_decay=0.995, network="unet", network_options={"act": "gelu", "patch_size": 1}, channels=3, hflip=False,
-                 ema_select=False),
+                 ema_select=False, cascade=False),
     "classic": dict(noise_schedule="linear", target="eps", loss="mse", optimizer="adamw", lr=2e-4, lr_schedule="constant",
-                    ema_decay=0.999, network="unet", network_options={"patch_size": 1}, channels=3, hflip=True, ema_select=False),
+                    ema_decay=0.999, network="unet", network_options={"patch_size": 1}, channels=3, hflip=True, ema_select=False, cascade=False),
 }
 DEFAULT_PRESET = "fast"
 

@@ -39,6 +39,7 @@ from .report import write_report
 from .run_config import load_run_config
 from .tensorboard import TensorBoardWriter
 from .budget import Pacer
+from .cascade import Upsampler, choose_cascade, split_threads
 from .settle import settle_run
 from .validation import choose_ema
 from .stopping import stop_on_signals
@@ -202,6 +203,8 @@ class Trainer:
         set_threads()
         self.dist = init_from_env(tc.device)
         main = self.dist.is_main
+        self.config = c = choose_cascade(c, self.resume_dir is None, self.dist, self.log if main else None)
+        upsampler_threads = split_threads()[1] if c.train.cascade is True else 0  # train/cascade.py
         self.task = make_task(c, self.dist)
         data = load_training_images(dc, progress=self.progress and main)
         self.config, data, self.val = settle_run(c, data, self.task, self.dist, self.resume_dir is None, self.pretrain)
@@ -213,8 +216,10 @@ class Trainer:
         log_handler = attach_run_log(self.run_dir, since=started) if main else None
         if not main:
             self.progress = False
-        result = None
+        result, upsampler = None, None
         try:
+            if main and upsampler_threads:
+                upsampler = Upsampler.start(c, upsampler_threads, self.log)
             start_step = 0
             if self.resume_dir is not None:
                 start_step = self._restore()
@@ -234,6 +239,8 @@ class Trainer:
             with stop_on_signals(lambda: self._stop_requested, self.request_stop):
                 result = self._loop(data, plan, total, start_step, metrics)
         finally:
+            if upsampler is not None:
+                upsampler.finish(stopped_early=result is None or result.interrupted)
             if self.tb is not None:
                 self.tb.close()
             detach(log_handler)

@@ -97,6 +97,10 @@ class DiffusionTask(Task):
         }
         if self.latents is not None:  # data.image_size stays in pixels; this links the VAE
             self.meta["latent"] = self.latents.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")
+        if c.train.cascade is True:  # the x2 upsampler trained beside this half-size model (train/cascade.py)
+            from ..cascade import link
+
+            self.meta["cascade"] = link(c)
         if self.text is not None:  # the vocabulary, or the CLIP folder's path and sha256
             self.meta["text"] = self.text.link(Path(c.train.runs_dir) / c.train.run / "checkpoints")
         return net

@@ -1,0 +1,188 @@
+"""``cascade``: a run asked for 64 px (or more) on a CPU trains a half-size model and an x2 upsampler
+side by side, each on half the cores, and the half-size model's file names its upsampler, so
+``difforge sample`` writes full-size images without a flag (:func:`difforge.pipeline.upscale.prepare_cascade`).
+
+Why (issue 16, measured on a 2-core AMD EPYC, README "Measured in session 28"): in 12 minutes one
+64 px model, even with 2 x 2 pixels folded into channels, learns the classes but not the fine
+texture -- the built-in defects' judge distance stayed 3.0-9.2x the real-vs-real floor, and a
+scratch came out as specks. At 32 px the same 12 minutes meet every target, and a residual
+diffusion upsampler (``train-sr``: it diffuses only what bicubic up-sampling misses) is local work
+that it learns well (1.3x the floor on real 32 px inputs). Two one-thread processes on two cores
+also do 2x the work of one, where one two-thread process does 1.5-1.75x. A user's two commands side
+by side for 12 minutes reached 2.4x the floor (the cascade of three base seeds: 1.5-4.0x).
+
+``auto`` (the default) decides for a new pixel-space, class or flat diffusion run (no text, masks,
+VAE or several processes) on a CPU with at least two threads, at least :data:`MIN_SIZE` px, with a
+time budget and without a patch size of the user's: only there was it measured. ``--cascade
+false`` trains one full-size model; ``--cascade true`` also cascades elsewhere (a GPU, a run
+limited by steps). The decision goes into config.yaml as true / false, and the run's
+``image_size`` becomes the half size; the upsampler is its own run, ``RUN/upsampler``, with its own
+config, log, checkpoints and resume: resuming the base resumes it. Its console output goes to
+``RUN/upsampler.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from ..config import Config
+from ..runtime import resolve_device
+
+SCALE = 2  # the upsampler's factor: measured at x2 only (32 -> 64 px)
+MIN_SIZE = 64  # auto cascades from this image size: at 32 px one model meets every target (README)
+UPSAMPLER_RUN = "upsampler"  # RUN/upsampler: the upsampler's run folder
+CONSOLE_LOG = "upsampler.log"  # RUN/upsampler.log: what its process printed
+CONFIG_FILE = "upsampler.yaml"  # RUN/upsampler.yaml: the settings it started from
+STOP_GRACE_S = 30.0  # after the base stopped early: how long the upsampler may take to see the same Ctrl-C before it is told
+
+# settings of the base run the upsampler shares (its network, schedule, LR and EMA are train-sr's own defaults)
+SHARED_TRAIN = ("seed", "max_minutes", "max_steps", "epochs", "batch_size", "precision", "device", "log_every",
+                "checkpoint_every", "image_format", "tensorboard")
+
+
+def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None) -> Optional[str]:
+    """None when ``cascade: auto`` cascades this run, else the reason it does not (for the log)."""
+    c, dc, tc = config, config.data, config.train
+    if not new:
+        return "a resumed run keeps what it was"
+    if tc.task != "diffusion" or c.latent.latent or c.model.text_encoder:
+        return "only plain pixel-space diffusion runs are measured as cascades"
+    if dc.masks or dc.mask_weight not in (0, 0.0, "auto"):
+        return "a run with defect masks trains at full size"
+    if dist is not None and dist.enabled:
+        return "a run of several processes trains at full size"
+    if dc.image_size < MIN_SIZE or dc.image_size % (2 * SCALE):
+        return f"cascades start at {MIN_SIZE} px (sizes divisible by {2 * SCALE})"
+    if not tc.max_minutes:
+        return "without a time budget (--max-minutes) the run trains at full size"
+    if "patch_size" in c.model.network_options:
+        return "a patch size was given for the full-size network"
+    if resolve_device(tc.device).type != "cpu":
+        return "measured on CPUs only"
+    if (threads if threads is not None else torch.get_num_threads()) < 2:
+        return "one thread cannot train two models side by side"
+    return None
+
+
+def choose_cascade(config: Config, new: bool, dist=None, log=None) -> Config:
+    """``cascade: auto`` settled to true or false; a cascade run's ``image_size`` becomes the half size."""
+    tc = config.train
+    if tc.cascade == "auto":
+        reason = why_not(config, new, dist)
+        config = config.override(cascade=reason is None)
+    elif tc.cascade and new:
+        from ..errors import ConfigError
+
+        if tc.task != "diffusion" or config.latent.latent or config.model.text_encoder:
+            raise ConfigError("cascade=true cascades a pixel-space class or flat diffusion model only; drop --cascade")
+        if config.data.image_size % (2 * SCALE):
+            raise ConfigError(f"cascade=true needs an image size divisible by {2 * SCALE}, got {config.data.image_size}")
+        if dist is not None and dist.enabled:
+            raise ConfigError("cascade=true trains one process beside its upsampler; drop --distributed or --cascade")
+    if config.train.cascade and new:
+        size = config.data.image_size
+        if log is not None:
+            log.info(f"cascade: {size} px as a {size // SCALE} px model and an x{SCALE} upsampler trained side by side, "
+                     f"on half the threads each ({CONSOLE_LOG} in the run folder; --cascade false: one {size} px model)")
+        config = config.override(image_size=size // SCALE)
+    return config
+
+
+def full_size(config: Config) -> int:
+    """The size a cascade run's samples come out at."""
+    return config.data.image_size * SCALE
+
+
+def link(config: Config) -> Dict[str, Any]:
+    """The model file's ``cascade`` entry: where the upsampler's file is (relative to the base's checkpoints folder first)."""
+    run_dir = Path(config.train.runs_dir) / config.train.run
+    file = run_dir / UPSAMPLER_RUN / "checkpoints" / "ema.safetensors"
+    return {"upsampler_relpath": f"../{UPSAMPLER_RUN}/checkpoints/ema.safetensors", "upsampler_path": str(file.resolve()),
+            "scale": SCALE, "image_size": full_size(config)}
+
+
+def upsampler_config(config: Config) -> Config:
+    """The upsampler's settings: train-sr's defaults (measured as the cascade's) on the base's data at full size."""
+    import dataclasses
+
+    data = dataclasses.asdict(config.data)
+    data.update(image_size=full_size(config), channels="auto" if config.data.channels == "auto" else config.data.channels)
+    shared = {k: getattr(config.train, k) for k in SHARED_TRAIN}
+    run_dir = Path(config.train.runs_dir) / config.train.run
+    return Config().override(**data, **shared, task="sr", scale=SCALE, run=UPSAMPLER_RUN, runs_dir=str(run_dir), cascade=False)
+
+
+class Upsampler:
+    """The upsampler's training process, started beside the base run and waited for at its end."""
+
+    def __init__(self, proc: subprocess.Popen, run_dir: Path, log):
+        self.proc, self.run_dir, self.log = proc, run_dir, log
+
+    @classmethod
+    def start(cls, config: Config, threads: int, log) -> "Upsampler":
+        """Start (or resume) the upsampler run of base run ``config`` on ``threads`` threads (:func:`split_threads`)."""
+        base_dir = Path(config.train.runs_dir) / config.train.run
+        run_dir = base_dir / UPSAMPLER_RUN
+        cmd = [sys.executable, "-m", "difforge", "train-sr", "--quiet"]
+        if (run_dir / "checkpoints" / "state.safetensors").exists():
+            cmd += ["--resume", str(run_dir)]
+        else:
+            from ..atomic import write_text
+
+            write_text(base_dir / CONFIG_FILE, upsampler_config(config).to_yaml())
+            cmd += ["--config", str(base_dir / CONFIG_FILE)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        console = open(base_dir / CONSOLE_LOG, "ab")
+        try:
+            proc = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        finally:
+            console.close()
+        log.info(f"upsampler: training in {run_dir} (process {proc.pid}, {threads} thread{'s' * (threads != 1)}; "
+                 f"its output: {base_dir / CONSOLE_LOG})")
+        return cls(proc, run_dir, log)
+
+    def finish(self, stopped_early: bool) -> Optional[int]:
+        """Wait for the upsampler and say how it ended; ``stopped_early``: the base was stopped (Ctrl-C,
+        SIGTERM or an error), so the upsampler is told too unless the same Ctrl-C reached it."""
+        if stopped_early:
+            try:
+                return self.proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)  # it finishes its step and saves, as after Ctrl-C
+        elif self.proc.poll() is None:
+            self.log.info(f"waiting for the upsampler to finish its budget ({self.run_dir.parent / CONSOLE_LOG})...")
+        t0 = time.monotonic()
+        try:
+            rc = self.proc.wait()
+        except KeyboardInterrupt:  # the same Ctrl-C reached it: let it save
+            rc = self.proc.wait()
+        model = self.run_dir / "checkpoints" / "ema.safetensors"
+        waited = time.monotonic() - t0
+        if rc == 0 and model.exists():
+            self.log.info(f"upsampler model file: {model}" + (f" (waited {waited:.0f} s)" if waited >= 1 else ""))
+        elif rc == 130 and model.exists():
+            self.log.info(f"upsampler stopped early; resume both with: difforge train --resume {self.run_dir.parent}")
+        else:
+            self.log.info(f"the upsampler failed (exit status {rc}); see {self.run_dir.parent / CONSOLE_LOG}. "
+                          "The base model samples at its own size with --upscale none")
+        return rc
+
+
+def split_threads() -> Tuple[int, int]:
+    """``(this process's threads, the upsampler's)``: the base keeps the larger half of its threads."""
+    total = torch.get_num_threads()
+    mine = max(1, (total + 1) // 2)
+    torch.set_num_threads(mine)
+    return mine, max(1, total - mine)
+
+
+__all__ = ["CONSOLE_LOG", "MIN_SIZE", "SCALE", "UPSAMPLER_RUN", "Upsampler", "choose_cascade", "full_size", "link",
+           "split_threads", "upsampler_config", "why_not"]
