@@ -47,6 +47,8 @@ STOP_GRACE_S = 30.0  # after the base stopped early: how long the upsampler may 
 SHARED_TRAIN = ("seed", "max_minutes", "max_steps", "epochs", "batch_size", "precision", "device", "log_every",
                 "checkpoint_every", "image_format", "tensorboard")
 
+RESUME_LIMITS = ("max_minutes", "max_steps", "epochs")  # a resumed base passes these on to its upsampler
+
 
 def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None) -> Optional[str]:
     """None when ``cascade: auto`` cascades this run, else the reason it does not (for the log)."""
@@ -132,8 +134,10 @@ class Upsampler:
         base_dir = Path(config.train.runs_dir) / config.train.run
         run_dir = base_dir / UPSAMPLER_RUN
         cmd = [sys.executable, "-m", "difforge", "train-sr", "--quiet"]
-        if (run_dir / "checkpoints" / "state.safetensors").exists():
+        if (run_dir / "checkpoints" / "state.safetensors").exists():  # resumed with the base's limits (a resume may raise them)
             cmd += ["--resume", str(run_dir)]
+            cmd += [arg for key in RESUME_LIMITS if getattr(config.train, key) is not None
+                    for arg in (f"--{key.replace('_', '-')}", str(getattr(config.train, key)))]
         else:
             from ..atomic import write_text
 

@@ -180,7 +180,7 @@ def announce(trainer, data, total: int) -> None:
     n_params = sum(p.numel() for p in trainer.net.parameters())
     classes = f"{data.num_classes} classes ({', '.join(data.class_names)})" if data.num_classes else "unconditional"
     skipped = f", {data.skipped} bad files skipped" if data.skipped else ""
-    log.info(f"data: {len(data.images)} images from {data.source}{skipped}; {classes}; {c.data.image_size}px x {c.data.channels} channel(s)")
+    log.info(f"data: {len(data.images)} images from {data.source}{skipped}; {classes}; {data.images.shape[-1]}px x {c.data.channels} channel(s)")  # the images' own size
     for w in data.warnings:
         log.warning(f"warning: {w}")
     if len(data.bad) > 10:  # the warning names the first 10; the log keeps every one

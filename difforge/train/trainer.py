@@ -198,17 +198,17 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         c = self.config
-        tc, dc = c.train, c.data
         started = time.time()  # what is logged from here goes into log.txt, also before the run folder exists
         set_threads()
-        self.dist = init_from_env(tc.device)
+        self.dist = init_from_env(c.train.device)
         main = self.dist.is_main
         self.config = c = choose_cascade(c, self.resume_dir is None, self.dist, self.log if main else None)
         upsampler_threads = split_threads()[1] if c.train.cascade is True else 0  # train/cascade.py
         self.task = make_task(c, self.dist)
-        data = load_training_images(dc, progress=self.progress and main)
+        data = load_training_images(c.data, progress=self.progress and main)  # at the settled size: a cascade's half size
         self.config, data, self.val = settle_run(c, data, self.task, self.dist, self.resume_dir is None, self.pretrain)
         c = self.config
+        tc = c.train
         self.task.check_data(data)
         self._build(data)
         if main:
