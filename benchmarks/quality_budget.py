@@ -15,7 +15,10 @@ busy machine gives the same number of steps per budget as a quiet one. One threa
 two the OpenMP threads spin at every barrier while another process holds a core, and that spinning
 counts as CPU time (measured: a unet-tiny step cost 1.4 CPU-s per thread under load, about 0.2 s
 quiet). M minutes are then M minutes of one core. ``--clock wall`` (2 threads) is what a user's
-``--max-minutes`` does, on a quiet machine only. The CPU model, flags and load average are printed.
+``--max-minutes`` does, on a quiet machine only: from 64 px that is a cascade (a half-size model and an x2
+upsampler side by side, one thread each, difforge/train/cascade.py; its steps read "base + upsampler x2"),
+which one thread cannot train, so ``--clock cpu`` measures the one full-size model. The CPU model, flags
+and load average are printed.
 
     python benchmarks/quality_budget.py --minutes 3 12 --sizes 32 64      # the table (hours)
     python benchmarks/quality_budget.py --sizes 64 --minutes 12 --recipes fast --cfg 1.5 3   # one model, two scales
@@ -237,9 +240,16 @@ def main():
                     cfg.update(source)
                     if size < 32 and cfg.get("network") == "unet":
                         cfg["network"] = "unet-small"  # the 4-level unet needs 32 px or more at the smoke size
-                    result = Trainer(progress=False, clock=clock, **cfg).fit()
+                    trainer = Trainer(progress=False, clock=clock, **cfg)
+                    result = trainer.fit()
+                    steps, seen = result.steps, result.steps * 16
+                    if trainer.config.train.cascade is True:  # a half-size model + its upsampler's steps (train/cascade.py)
+                        from difforge.modelfile import read_metadata
+
+                        up_steps = read_metadata(result.run_dir / "upsampler" / "checkpoints" / "ema.safetensors")["train"]["step"]
+                        steps, seen = f"{result.steps} + {up_steps} x2", f"{seen} + {up_steps * 16}"
                     rows += sampled_rows(Pipeline.from_checkpoint(result.model_file), jd, args.cfg, recipe + variant, dataset=dataset,
-                                         minutes=minutes, size=size, steps=result.steps, seen=result.steps * 16)
+                                         minutes=minutes, size=size, steps=steps, seen=seen)
     print(f"# loadavg after {loadavg()}; sample_s = seconds per 100 images with the sampling defaults")
     head = ["dataset", "recipe", "minutes", "size", "steps", "seen", "sample_s", "acc", "fd", "kid", "precision", "recall",
             "mem_px", "mem_feat"]

@@ -237,7 +237,7 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
     Checks the schema of :mod:`difforge.modelfile`: ``kind``; ``network`` (a registered name of
     the kind's family, a config object); ``diffusion`` (schedule, steps, target) for diffusion
     models and classifiers; ``data`` (``image_size`` 1..8192, ``channels`` 1..4, ``class_names``
-    a list of distinct texts); a latent model's ``latent`` link. Whether the config builds and the
+    a list of distinct texts); a latent model's ``latent`` link; a cascade base's ``cascade`` link. Whether the config builds and the
     weights fit is :func:`build_network`'s check.
     """
     from .diffusion.denoiser import TARGETS
@@ -294,6 +294,8 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
         k = res.get("scale") if isinstance(res, dict) else res
         if res is not None and (not isinstance(k, (int, float)) or isinstance(k, bool) or not 1.0 <= k <= 64.0):
             raise _bad(path, "inputs.low_res.residual.scale", f"must be a number in [1, 64] (diffusion/superres.py residual_scale), got {repr(k)[:40]}")
+    if meta.get("cascade") is not None:
+        _check_cascade(meta["cascade"], path, int(data["image_size"]))
     if not isinstance(data.get("joint_mask", False), bool):
         raise _bad(path, "data.joint_mask", f"must be true or false, got {data['joint_mask']!r}")
     if data.get("joint_mask"):
@@ -303,6 +305,17 @@ def check_meta(meta: Any, path) -> Dict[str, Any]:
     if kind != "vae" and want_in is not None and "in_channels" in config and config["in_channels"] != want_in:
         raise _bad(path, "network.config.in_channels", f"is {config['in_channels']!r} but the model's inputs have {want_in} channels")
     return meta
+
+
+def _check_cascade(link: Any, path, image_size: int) -> None:
+    """A cascade base's link to its upsampler (:mod:`difforge.train.cascade`): where it is, its factor and output size."""
+    if not isinstance(link, dict):
+        raise _bad(path, "cascade", f"must be an object, got {type(link).__name__}")
+    for key in ("upsampler_relpath", "upsampler_path"):
+        _text(link, key, path, "cascade.")
+    scale = _int(link, "scale", path, "cascade.", 2, 16)
+    if _int(link, "image_size", path, "cascade.", 1, MAX_IMAGE_SIZE) != scale * image_size:
+        raise _bad(path, "cascade.image_size", f"must be scale x data.image_size = {scale * image_size}, got {link['image_size']!r}")
 
 
 def _check_latent(link: Any, path) -> Optional[int]:

@@ -76,6 +76,11 @@ def _data_text(meta: Dict[str, Any], config: Dict[str, Any], log_lines: List[str
         source_text = "not recorded (the model file is not inside its run folder)"
     lines = [f"- Images: {data.get('image_size', '?')} x {data.get('image_size', '?')} px, {data.get('channels', '?')} channel(s)",
              f"- Training data: {source_text}"]
+    link = meta.get("cascade")
+    if isinstance(link, dict):  # train/cascade.py: samples come out upscaled by the run's upsampler
+        size = link.get("image_size", "?")
+        lines[0] += (f"; a cascade: `difforge sample` upscales them x{link.get('scale', '?')} to {size} x {size} px with the "
+                     f"upsampler trained beside it (`{link.get('upsampler_relpath', '?')}` from this file; `--upscale none`: the model's own size)")
     seen = [ln.split(" data: ", 1)[1] for ln in log_lines if " data: " in ln][:1]
     if seen:
         lines.append(f"- As loaded: {seen[0]}")

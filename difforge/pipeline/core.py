@@ -31,12 +31,11 @@ from ..diffusion.schedule import Schedule
 from ..diffusion.timesteps import default_spacing, sampling_timesteps
 from ..errors import CheckpointError, UserError
 from ..models import registry
-from ..models.info import nonfinite_weights
 from ..models.layers import sampling_memory_format
 from ..modelfile import build_network, check_meta, load_model_file
 from ..runtime import autocast_factory, resolve_device, resolve_precision
 from .classes import ClassLabel, labels_for, resolve_class
-from .config import SampleConfig, check_sampler_options, default_cfg, default_cfg_interval, interval_json
+from .config import SampleConfig, check_sampler_options, default_cfg, default_cfg_interval
 from .results import Generated
 
 GUIDANCE_ARGS = ("classifier", "classifier_scale", "uncond_model", "guide_model")
@@ -139,24 +138,10 @@ class Pipeline:
         return labels_for(self.class_names, num, class_label)
 
     def describe(self) -> Dict[str, Any]:
-        n = sum(p.numel() for p in self.net.parameters())
-        return {
-            "file": self.source,
-            "network": self.meta["network"]["name"],
-            "parameters": n,
-            "image_size": self.image_size,
-            "channels": self.channels,
-            "classes": self.class_names,
-            "diffusion": self.meta["diffusion"],
-            "default_cfg": self.default_cfg,  # the guidance scale a request without --cfg gets
-            "default_cfg_interval": interval_json(self.default_cfg_interval),  # and its interval ([lo, null]: no upper end)
-            "network_config": self.meta["network"]["config"],
-            "trained": self.meta.get("train", {}),
-            "weights": self.meta.get("weights", "?"),
-            "nonfinite_weights": nonfinite_weights(self.net) if isinstance(self.net, torch.nn.Module) else "not checked",
-            **({"latent": dict(self.meta["latent"], vae_file=str(self.codec.path))} if self.codec is not None else {}),
-            **({"cascade": self.meta["cascade"]} if self.meta.get("cascade") else {}),  # samples come out at its image_size
-        }
+        """What ``difforge info`` shows of the model (:func:`difforge.pipeline.describe.describe`)."""
+        from .describe import describe
+
+        return describe(self)
 
     # -- the denoiser and guidance ----------------------------------------------------------
     def denoiser(self, config: Optional[SampleConfig] = None, **changes) -> Denoiser:

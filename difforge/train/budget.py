@@ -25,6 +25,7 @@ remaining time. The clock is injected (default :func:`time.perf_counter`) so tes
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Dict, Optional
 
@@ -161,4 +162,15 @@ class Pacer:
         return {"time_frac": round(self.time_fraction(), 4)} if self.timed else {}
 
 
-__all__ = ["Pacer"]
+def total_steps(tc, per_epoch: int) -> Optional[int]:
+    """The step limit of a run with train settings ``tc``; None when the time budget alone decides."""
+    if tc.max_steps:
+        return tc.max_steps
+    if tc.epochs:
+        return math.ceil(tc.epochs * per_epoch / tc.grad_accum)
+    if tc.max_minutes:
+        return None
+    return math.ceil(100 * per_epoch / tc.grad_accum)  # IDDM's default of 100 epochs
+
+
+__all__ = ["total_steps", "Pacer"]

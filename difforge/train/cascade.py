@@ -12,7 +12,7 @@ also do 2x the work of one, where one two-thread process does 1.5-1.75x. A user'
 by side for 12 minutes reached 2.4x the floor (the cascade of three base seeds: 1.5-4.0x).
 
 ``auto`` (the default) decides for a new pixel-space, class or flat diffusion run (no text, masks,
-VAE or several processes) on a CPU with at least two threads, at least :data:`MIN_SIZE` px, with a
+VAE, fine-tune or several processes) on a CPU with at least two threads, at least :data:`MIN_SIZE` px, with a
 time budget and without a patch size of the user's: only there was it measured. ``--cascade
 false`` trains one full-size model; ``--cascade true`` also cascades elsewhere (a GPU, a run
 limited by steps). The decision goes into config.yaml as true / false, and the run's
@@ -50,11 +50,13 @@ SHARED_TRAIN = ("seed", "max_minutes", "max_steps", "epochs", "batch_size", "pre
 RESUME_LIMITS = ("max_minutes", "max_steps", "epochs")  # a resumed base passes these on to its upsampler
 
 
-def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None) -> Optional[str]:
+def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None, pretrain: Optional[str] = None) -> Optional[str]:
     """None when ``cascade: auto`` cascades this run, else the reason it does not (for the log)."""
     c, dc, tc = config, config.data, config.train
     if not new:
         return "a resumed run keeps what it was"
+    if pretrain:
+        return "a fine-tune keeps the size of the model it starts from"
     if tc.task != "diffusion" or c.latent.latent or c.model.text_encoder:
         return "only plain pixel-space diffusion runs are measured as cascades"
     if dc.masks or dc.mask_weight not in (0, 0.0, "auto"):
@@ -74,11 +76,11 @@ def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None)
     return None
 
 
-def choose_cascade(config: Config, new: bool, dist=None, log=None) -> Config:
+def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Optional[str] = None) -> Config:
     """``cascade: auto`` settled to true or false; a cascade run's ``image_size`` becomes the half size."""
     tc = config.train
     if tc.cascade == "auto":
-        reason = why_not(config, new, dist)
+        reason = why_not(config, new, dist, pretrain=pretrain)
         config = config.override(cascade=reason is None)
     elif tc.cascade and new:
         from ..errors import ConfigError
@@ -156,14 +158,14 @@ class Upsampler:
     def finish(self, stopped_early: bool) -> Optional[int]:
         """Wait for the upsampler and say how it ended; ``stopped_early``: the base was stopped (Ctrl-C,
         SIGTERM or an error), so the upsampler is told too unless the same Ctrl-C reached it."""
+        t0 = time.monotonic()
         if stopped_early:
             try:
-                return self.proc.wait(timeout=STOP_GRACE_S)
+                self.proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.proc.send_signal(signal.SIGTERM)  # it finishes its step and saves, as after Ctrl-C
         elif self.proc.poll() is None:
             self.log.info(f"waiting for the upsampler to finish its budget ({self.run_dir.parent / CONSOLE_LOG})...")
-        t0 = time.monotonic()
         try:
             rc = self.proc.wait()
         except KeyboardInterrupt:  # the same Ctrl-C reached it: let it save
@@ -172,7 +174,7 @@ class Upsampler:
         waited = time.monotonic() - t0
         if rc == 0 and model.exists():
             self.log.info(f"upsampler model file: {model}" + (f" (waited {waited:.0f} s)" if waited >= 1 else ""))
-        elif rc == 130 and model.exists():
+        elif rc in (130, -signal.SIGTERM) and model.exists():
             self.log.info(f"upsampler stopped early; resume both with: difforge train --resume {self.run_dir.parent}")
         else:
             self.log.info(f"the upsampler failed (exit status {rc}); see {self.run_dir.parent / CONSOLE_LOG}. "

@@ -38,7 +38,7 @@ from .rng import INIT, StepRNG, mix_seed, seed_global
 from .report import write_report
 from .run_config import load_run_config
 from .tensorboard import TensorBoardWriter
-from .budget import Pacer
+from .budget import Pacer, total_steps
 from .cascade import Upsampler, choose_cascade, split_threads
 from .settle import settle_run
 from .validation import choose_ema
@@ -138,17 +138,6 @@ class Trainer:
         """What previews and evaluations see: the EMA weights with the model's description."""
         return Snapshot(self.chosen_ema or self.ema.shadow, self.task.meta, self.device, self.precision, self.run_dir)
 
-    def _total_steps(self, per_epoch: int) -> Optional[int]:
-        """The step limit; None when the time budget alone decides."""
-        tc = self.config.train
-        if tc.max_steps:
-            return tc.max_steps
-        if tc.epochs:
-            return math.ceil(tc.epochs * per_epoch / tc.grad_accum)
-        if tc.max_minutes:
-            return None
-        return math.ceil(100 * per_epoch / tc.grad_accum)  # IDDM's default of 100 epochs
-
     def _prepare_run_dir(self) -> None:
         rd = self.run_dir
         if self.resume_dir is None and (rd / "checkpoints" / STATE_FILE).exists():
@@ -202,7 +191,7 @@ class Trainer:
         set_threads()
         self.dist = init_from_env(c.train.device)
         main = self.dist.is_main
-        self.config = c = choose_cascade(c, self.resume_dir is None, self.dist, self.log if main else None)
+        self.config = c = choose_cascade(c, self.resume_dir is None, self.dist, self.log if main else None, self.pretrain)
         upsampler_threads = split_threads()[1] if c.train.cascade is True else 0  # train/cascade.py
         self.task = make_task(c, self.dist)
         data = load_training_images(c.data, progress=self.progress and main)  # at the settled size: a cascade's half size
@@ -228,7 +217,7 @@ class Trainer:
                 self._load_pretrained()
             self.train_net = self._wrap_ddp()
             plan = BatchPlan(len(data.images), tc.batch_size, tc.seed, self.dist.world_size, self.dist.rank)
-            total = self._total_steps(plan.per_epoch)
+            total = total_steps(tc, plan.per_epoch)
             metrics = None
             if main:
                 metrics = MetricsCSV(self.run_dir / "metrics.csv")

@@ -58,6 +58,11 @@ def test_auto_trains_one_model_elsewhere(change, new, threads, words):
         assert decided.train.cascade is False and decided.data.image_size == config.data.image_size
 
 
+def test_auto_does_not_cascade_a_fine_tune():
+    assert "fine-tune" in cascade.why_not(_auto(), new=True, threads=2, pretrain="model.safetensors")
+    assert cascade.choose_cascade(_auto(), new=True, pretrain="model.safetensors").data.image_size == 64
+
+
 def test_auto_does_not_cascade_several_processes_or_a_gpu(monkeypatch):
     assert "several processes" in cascade.why_not(_auto(), new=True, dist=_Dist(), threads=2)
     monkeypatch.setattr(cascade, "resolve_device", lambda name: torch.device("cuda"))
@@ -213,3 +218,55 @@ def test_resuming_a_cascade_resumes_its_upsampler_with_the_new_limit(cascade_run
     assert read_metadata(run / "upsampler" / "checkpoints" / "ema.safetensors")["train"]["step"] == 5
     log = (run / "upsampler.log").read_text()
     assert "resuming" in log and log.count("model file:") == 2
+
+
+def test_the_model_card_says_the_samples_come_out_upscaled(cascade_run):
+    from difforge.export.card import model_card
+
+    card = model_card(cascade_run.model_file)
+    assert "16 x 16 px" in card and "upscales them x2 to 32 x 32 px" in card and "--upscale none" in card
+
+
+def test_serve_gives_the_cascade_s_full_size_images(cascade_run):
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from difforge.pipeline import Pipeline
+    from difforge.serve import ServeSettings, create_app
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+
+    pipe = Pipeline.from_checkpoint(cascade_run.model_file, device="cpu", precision="fp32")
+    with TestClient(create_app({"c": pipe}, ServeSettings())) as client:
+        assert client.get("/v1/models").json()["models"][0]["image_size"] == 32
+        res = client.post("/v1/generate", json={"num": 1, "steps": 2, "seed": 0})
+        assert res.status_code == 200, res.text
+        pic = Image.open(io.BytesIO(base64.b64decode(res.json()["images"][0]["png_base64"])))
+        assert pic.size == (32, 32)
+
+
+def test_ctrl_c_stops_both_processes_with_their_checkpoints(tmp_path):
+    import os
+    import time
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "difforge", "train", "--image-size", "32", "--cascade", "--max-steps", "100000",
+                             "--builtin-per-class", "4", "--runs-dir", str(runs), "--run", "c", "--quiet", "--checkpoint-every", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # its own terminal group
+    metrics = [runs / "c" / "metrics.csv", runs / "c" / "upsampler" / "metrics.csv"]
+    deadline = time.monotonic() + 240
+    while not all(m.exists() and m.read_text().count("\n") > 2 for m in metrics):  # both are training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 130, out
+    for run in (runs / "c", runs / "c" / "upsampler"):
+        assert (run / "checkpoints" / "state.safetensors").exists() and (run / "checkpoints" / "ema.safetensors").exists()
+    assert "resume with" in out and "upsampler stopped early; resume both with" in out
