@@ -51,7 +51,7 @@ RESUME_LIMITS = ("max_minutes", "max_steps", "epochs")  # a resumed base passes 
 
 
 def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None, pretrain: Optional[str] = None) -> Optional[str]:
-    """None when ``cascade: auto`` cascades this run, else the reason it does not (for the log)."""
+    """None when ``cascade: auto`` cascades this run, else the reason it does not."""
     c, dc, tc = config, config.data, config.train
     if not new:
         return "a resumed run keeps what it was"
