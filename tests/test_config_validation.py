@@ -42,6 +42,8 @@ TRAIN_BAD = [
     ("--preview-num", "0", "preview_num"),
     ("--eval-num", "0", "eval_num"),
     ("--builtin-per-class", "0", "builtin_per_class"),
+    ("--noise-aug", "2", "noise_aug"),
+    ("--noise-aug", "nan", "noise_aug"),
 ]
 
 SAMPLE_BAD = [

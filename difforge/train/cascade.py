@@ -19,6 +19,12 @@ limited by steps). The decision goes into config.yaml as true / false, and the r
 ``image_size`` becomes the half size; the upsampler is its own run, ``RUN/upsampler``, with its own
 config, log, checkpoints and resume: resuming the base resumes it. Its console output goes to
 ``RUN/upsampler.log``.
+
+``--noise-aug S`` trains the upsampler with noise-conditioning augmentation (train-sr's flag); off by default
+because the textures lose with it. Measured in session 30 (README): the upsampler trained on clean real
+32 px glyphs is at the real-vs-real floor on them, but grain of 6/255 in its input multiplies its distance 94-fold,
+and the base's samples carry such grain. S = 0.15 / 0.05 cut the glyph cascade's distance 25% / 17% and raised
+the defect textures' 36% / 7% (the last on two upsampler seeds).
 """
 
 from __future__ import annotations
@@ -91,6 +97,12 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
             raise ConfigError(f"cascade=true needs an image size divisible by {2 * SCALE}, got {config.data.image_size}")
         if dist is not None and dist.enabled:
             raise ConfigError("cascade=true trains one process beside its upsampler; drop --distributed or --cascade")
+    if not config.train.cascade and config.train.task == "diffusion" and (config.sr.noise_aug or 0) > 0:
+        from ..errors import ConfigError
+
+        reason = "--cascade false" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
+        raise ConfigError(f"--noise-aug {config.sr.noise_aug:g} is the cascade upsampler's and this run trains no upsampler "
+                          f"({reason}); drop --noise-aug")
     if config.train.cascade and new:
         size = config.data.image_size
         if log is not None:
@@ -114,14 +126,16 @@ def link(config: Config) -> Dict[str, Any]:
 
 
 def upsampler_config(config: Config) -> Config:
-    """The upsampler's settings: train-sr's defaults (measured as the cascade's) on the base's data at full size."""
+    """The upsampler's settings: train-sr's defaults (measured as the cascade's) on the base's data at full size,
+    with the base run's ``noise_aug`` (``difforge train --noise-aug``; 0 unless given)."""
     import dataclasses
 
     data = dataclasses.asdict(config.data)
     data.update(image_size=full_size(config), channels="auto" if config.data.channels == "auto" else config.data.channels)
     shared = {k: getattr(config.train, k) for k in SHARED_TRAIN}
     run_dir = Path(config.train.runs_dir) / config.train.run
-    return Config().override(**data, **shared, task="sr", scale=SCALE, run=UPSAMPLER_RUN, runs_dir=str(run_dir), cascade=False)
+    return Config().override(**data, **shared, task="sr", scale=SCALE, run=UPSAMPLER_RUN, runs_dir=str(run_dir), cascade=False,
+                              noise_aug=float(config.sr.noise_aug or 0.0))
 
 
 class Upsampler:

@@ -95,6 +95,23 @@ def test_upsampler_config_is_train_sr_at_full_size_on_the_same_data(tmp_path):
     assert (up.train.seed, up.train.max_minutes, up.data.builtin_per_class) == (7, 12.0, 9)
     assert up.train.runs_dir == str(tmp_path / "r") and up.train.run == "upsampler" and up.train.cascade is False
     assert up.model.network_options == {} and up.train.lr == "auto"  # train-sr's own network and LR, as measured
+    assert up.sr.noise_aug == 0.0  # measured: the textures lose with it (README)
+    assert cascade.upsampler_config(base.override(noise_aug=0.15)).sr.noise_aug == 0.15  # difforge train --noise-aug
+
+
+@pytest.mark.parametrize("kw,reason", [(dict(cascade=False), "--cascade false"), (dict(max_minutes=None), "time budget")])
+def test_noise_aug_without_an_upsampler_to_train_is_refused_with_the_reason(kw, reason):
+    with pytest.raises(ConfigError, match=f"--noise-aug 0.1 .*{reason}.*drop --noise-aug"):
+        cascade.choose_cascade(_auto(noise_aug=0.1, **kw), new=True)
+    assert cascade.choose_cascade(_auto(noise_aug=0.1, cascade=True), new=True).train.cascade is True
+
+
+def test_the_train_cli_passes_noise_aug_to_the_config_and_refuses_it_alone(tmp_path, capsys):
+    from difforge.cli.main import main
+
+    code = main(["train", "--runs-dir", str(tmp_path), "--quiet", "--image-size", "64", "--noise-aug", "0.1", "--cascade", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--noise-aug 0.1" in err and "Traceback" not in err
 
 
 def test_split_threads_gives_both_processes_a_share():
@@ -137,11 +154,12 @@ def test_a_failed_upsampler_is_reported_with_its_log(tmp_path):
 
 @pytest.fixture(scope="module")
 def cascade_run(tmp_path_factory):
-    """A tiny cascade: a 16 px model and its x2 upsampler to 32 px, 3 steps each."""
+    """A tiny cascade: a 16 px model and its x2 upsampler to 32 px (noise-augmented), 3 steps each."""
     from difforge.train.trainer import Trainer
 
     tmp = tmp_path_factory.mktemp("cascade")
-    result = Trainer(progress=False, **tiny_overrides(tmp, image_size=32, cascade=True, max_steps=3, builtin_per_class=4)).fit()
+    result = Trainer(progress=False, **tiny_overrides(tmp, image_size=32, cascade=True, max_steps=3, builtin_per_class=4,
+                                                      noise_aug=0.1)).fit()
     return result
 
 
@@ -153,6 +171,7 @@ def test_a_cascade_run_writes_both_models_and_links_them(cascade_run):
     up_file = cascade_run.run_dir / "upsampler" / "checkpoints" / "ema.safetensors"
     up_meta = read_metadata(up_file)
     assert up_meta["data"]["image_size"] == 32 and up_meta["inputs"]["low_res"] and up_meta["train"]["step"] == 3
+    assert up_meta["inputs"]["low_res"]["noise_aug"]["max"] == 0.1  # the base run's --noise-aug reached the upsampler
     assert (cascade_run.run_dir / "upsampler.log").exists() and (cascade_run.run_dir / "upsampler.yaml").exists()
     assert "cascade: true" in (cascade_run.run_dir / "config.yaml").read_text()
     assert "16px x 3 channel(s)" in (cascade_run.run_dir / "log.txt").read_text()  # the base trains on half-size images
