@@ -100,7 +100,7 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
     if not config.train.cascade and config.train.task == "diffusion" and (config.sr.noise_aug or 0) > 0:
         from ..errors import ConfigError
 
-        reason = "--cascade false" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
+        reason = "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
         raise ConfigError(f"--noise-aug {config.sr.noise_aug:g} is the cascade upsampler's and this run trains no upsampler "
                           f"({reason}); drop --noise-aug")
     if config.train.cascade and new:

@@ -99,14 +99,15 @@ def test_upsampler_config_is_train_sr_at_full_size_on_the_same_data(tmp_path):
     assert cascade.upsampler_config(base.override(noise_aug=0.15)).sr.noise_aug == 0.15  # difforge train --noise-aug
 
 
-@pytest.mark.parametrize("kw,reason", [(dict(cascade=False), "--cascade false"), (dict(max_minutes=None), "time budget")])
+@pytest.mark.parametrize("kw,reason", [(dict(cascade=False), "cascade false: --cascade false or a preset"),
+                                       (dict(cascade=preset_values("iddm")["cascade"]), "or a preset"), (dict(max_minutes=None), "time budget")])
 def test_noise_aug_without_an_upsampler_to_train_is_refused_with_the_reason(kw, reason):
     with pytest.raises(ConfigError, match=f"--noise-aug 0.1 .*{reason}.*drop --noise-aug"):
         cascade.choose_cascade(_auto(noise_aug=0.1, **kw), new=True)
     assert cascade.choose_cascade(_auto(noise_aug=0.1, cascade=True), new=True).train.cascade is True
 
 
-def test_the_train_cli_passes_noise_aug_to_the_config_and_refuses_it_alone(tmp_path, capsys):
+def test_train_cli_noise_aug_reaches_the_config_and_is_refused_without_a_cascade(tmp_path, capsys):
     from difforge.cli.main import main
 
     code = main(["train", "--runs-dir", str(tmp_path), "--quiet", "--image-size", "64", "--noise-aug", "0.1", "--cascade", "false"])
