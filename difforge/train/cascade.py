@@ -40,6 +40,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from ..config import Config
+from ..errors import ConfigError
 from ..runtime import resolve_device
 
 SCALE = 2  # the upsampler's factor: measured at x2 only (32 -> 64 px)
@@ -89,17 +90,14 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
         reason = why_not(config, new, dist, pretrain=pretrain)
         config = config.override(cascade=reason is None)
     elif tc.cascade and new:
-        from ..errors import ConfigError
-
         if tc.task != "diffusion" or config.latent.latent or config.model.text_encoder:
             raise ConfigError("cascade=true cascades a pixel-space class or flat diffusion model only; drop --cascade")
         if config.data.image_size % (2 * SCALE):
             raise ConfigError(f"cascade=true needs an image size divisible by {2 * SCALE}, got {config.data.image_size}")
         if dist is not None and dist.enabled:
             raise ConfigError("cascade=true trains one process beside its upsampler; drop --distributed or --cascade")
-    if not config.train.cascade and config.train.task == "diffusion" and (config.sr.noise_aug or 0) > 0:
-        from ..errors import ConfigError
-
+    if not config.train.cascade and config.train.task == "diffusion" and config.sr.noise_aug > 0:
+        # tc is the setting as given: an explicit false has no why_not reason
         reason = "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
         raise ConfigError(f"--noise-aug {config.sr.noise_aug:g} is the cascade upsampler's and this run trains no upsampler "
                           f"({reason}); drop --noise-aug")
@@ -135,7 +133,7 @@ def upsampler_config(config: Config) -> Config:
     shared = {k: getattr(config.train, k) for k in SHARED_TRAIN}
     run_dir = Path(config.train.runs_dir) / config.train.run
     return Config().override(**data, **shared, task="sr", scale=SCALE, run=UPSAMPLER_RUN, runs_dir=str(run_dir), cascade=False,
-                              noise_aug=float(config.sr.noise_aug or 0.0))
+                              noise_aug=config.sr.noise_aug)
 
 
 class Upsampler:
