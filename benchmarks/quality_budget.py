@@ -143,15 +143,17 @@ def print_table(rows, head) -> None:
         print("| " + " | ".join(f"{r.get(k, '-'):.3g}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in head) + " |")
 
 
-def sampled_rows(pipe, jd: "Judge", scales, label: str, sample_seed: int = 1000, **row) -> list:
+def sampled_rows(pipe, jd: "Judge", scales, label: str, sample_seed: int = 1000, upscale=None, **row) -> list:
     """One row per guidance scale (None: the sampling default): class-conditional images of ``pipe``
     (seed ``sample_seed``; ~100, or ``jd.eval_per_class`` per class when that is not the default 25),
-    timed, scored by ``jd``; ``row`` holds the other columns."""
+    timed, scored by ``jd``; ``row`` holds the other columns. ``upscale``: an upsampler file the images go
+    through instead of the one a cascade base names (pairs a base with another run's upsampler)."""
     rows = []
     for scale in scales:
         t0 = time.perf_counter()
         num = 100 // len(jd.names) + 1 if jd.eval_per_class == 25 else jd.eval_per_class
-        out = pipe.generate(num=num, class_label="all", seed=sample_seed, **({} if scale is None else dict(cfg=scale)))
+        opts = ({} if scale is None else dict(cfg=scale)) | ({} if upscale is None else dict(upscale=upscale))
+        out = pipe.generate(num=num, class_label="all", seed=sample_seed, **opts)
         dt = (time.perf_counter() - t0) * 100 / len(out.images)
         s = jd.score(out.images.numpy(), out.labels.numpy())  # a grey model of colour data is compared as RGB
         rows.append(dict(row, recipe=label if scale is None else f"{label}, cfg {scale:g}", sample_s=round(dt, 1), **s))
@@ -195,12 +197,17 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds: one model per seed (the run-to-run spread)")
     ap.add_argument("--score", nargs="+", default=[], metavar="MODEL",
                     help="score these model files (of --datasets / --sizes) with the judge, without training (no --minutes runs)")
+    ap.add_argument("--upscale", metavar="UPSAMPLER", default=None,
+                    help="with --score: sample each model through this upsampler file (a 32 px base scored at --sizes 64), "
+                         "instead of the upsampler a cascade base names")
     ap.add_argument("--floor-only", action="store_true", help="only the real-vs-real rows (the judge is deterministic: same floor as a full run)")
     ap.add_argument("--eval-per-class", type=int, default=25,
                     help="held-out real images per class as the reference and the floor, and samples per class (default 25, "
                          "~100 in all; the distance of 100 images is noisy: 400 halves the spread between sampling seeds)")
     ap.add_argument("--sample-seeds", type=int, nargs="+", default=[1000], help="score each model with these sampling seeds")
     args = ap.parse_args()
+    if args.upscale and not args.score:
+        ap.error("--upscale pairs the models of --score with an upsampler; give --score MODEL")
     if args.smoke:
         args.minutes, args.sizes, args.recipes, args.per_class = [0.1], [16], ["fast"], 20
     if args.floor_only or args.score:
@@ -224,8 +231,9 @@ def main():
             for path in args.score:
                 pipe = Pipeline.from_checkpoint(path)
                 for ss in args.sample_seeds:
-                    rows += sampled_rows(pipe, jd, args.cfg, path + ("" if ss == 1000 else f", sampling seed {ss}"), sample_seed=ss,
-                                         dataset=dataset, minutes="-", size=size, steps=pipe.meta["train"]["step"], seen="-")
+                    label = path + (f" + {args.upscale}" if args.upscale else "") + ("" if ss == 1000 else f", sampling seed {ss}")
+                    rows += sampled_rows(pipe, jd, args.cfg, label, sample_seed=ss, upscale=args.upscale, dataset=dataset,
+                                         minutes="-", size=size, steps=pipe.meta["train"]["step"], seen="-")
             source = data_source(dataset, size, args.per_class, args.runs_dir)
             for minutes in args.minutes:
                 for recipe, seed in [(r, s) for r in args.recipes for s in args.seeds]:
