@@ -118,7 +118,8 @@ class TrainConfig:
     seed: int = 0
     channels_last: Union[bool, str] = "auto"  # auto: probed per network with a time budget (train/autonet.py), else off
     compile: Union[bool, str] = "auto"  # torch.compile the training network; auto: a timed trial where measured faster (train/compiling.py)
-    cascade: Union[bool, str] = "auto"  # a half-size model + an x2 upsampler trained side by side (train/cascade.py); auto: CPU runs from 64 px with a budget
+    cascade: Union[bool, str] = "auto"  # a smaller model + an upsampler trained side by side (train/cascade.py); auto: CPU runs from 64 px with a budget
+    cascade_scale: Union[int, str] = "auto"  # the cascade upsampler's factor, 2 or 4; auto: train/cascade.py AUTO_SCALE (a run's config.yaml keeps the number)
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0
@@ -286,6 +287,7 @@ class Config:
         _choice("channels_last", tc.channels_last, (True, False, "auto"))
         _choice("compile", tc.compile, (True, False, "auto"))
         _choice("cascade", tc.cascade, (True, False, "auto"))
+        _choice("cascade_scale", tc.cascade_scale, (2, 4, "auto"))
         if not tc.run or "/" in tc.run or tc.run in (".", ".."):
             raise ConfigError(f"run={tc.run!r} must be a plain folder name (no '/')")
         if dc.mask_weight not in (0, "auto") and (tc.task != "diffusion" or self.latent.latent):

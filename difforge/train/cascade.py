@@ -16,7 +16,7 @@ VAE, fine-tune or several processes) on a CPU with at least two threads, at leas
 time budget and without a patch size of the user's: only there was it measured. ``--cascade
 false`` trains one full-size model; ``--cascade true`` also cascades elsewhere (a GPU, a run
 limited by steps). The decision goes into config.yaml as true / false, and the run's
-``image_size`` becomes the half size; the upsampler is its own run, ``RUN/upsampler``, with its own
+``image_size`` becomes the full size over the factor (the half size by default); the upsampler is its own run, ``RUN/upsampler``, with its own
 config, log, checkpoints and resume: resuming the base resumes it. Its console output goes to
 ``RUN/upsampler.log``.
 
@@ -25,6 +25,14 @@ because the textures lose with it. Measured in session 30 (README): the upsample
 32 px glyphs is at the real-vs-real floor on them, but grain of 6/255 in its input multiplies its distance 94-fold,
 and the base's samples carry such grain. S = 0.15 / 0.05 cut the glyph cascade's distance 25% / 17% and raised
 the defect textures' 36% / 7% (the last on two upsampler seeds).
+
+``--cascade-scale 4`` trains a quarter-size model (16 px for 64 px) and an x4 upsampler instead. Measured in session 32
+(README, "A quarter-size base"): a 16 px model makes 2.5x the steps of a 32 px one in the same minutes, and shapes
+are decided at that scale, so the glyphs' distance fell from 8.8 to 5.2 (the x4 upsampler alone on real 16 px glyphs:
+1.96, at 1.07 for x2); but texture is not in a 16 px image, and the x4 upsampler cannot invent it (real 16 px
+defects: 16.3 against 6.2 for x2), so the defects rose from 13.05 to 24.4. The default (:data:`AUTO_SCALE`) stays x2,
+textures first; the factor a run used is written into its config.yaml, and a config.yaml from before the setting
+is an x2 cascade (:data:`LEGACY_SCALE`).
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ from ..config import Config
 from ..errors import ConfigError
 from ..runtime import resolve_device
 
-SCALE = 2  # the upsampler's factor: measured at x2 only (32 -> 64 px)
+AUTO_SCALE = 2  # the upsampler's factor that ``cascade_scale: auto`` picks (README "Quality per CPU-minute")
+LEGACY_SCALE = 2  # the factor of a run whose config.yaml predates ``cascade_scale`` (every cascade was x2 then)
 MIN_SIZE = 64  # auto cascades from this image size: at 32 px one model meets every target (README)
 UPSAMPLER_RUN = "upsampler"  # RUN/upsampler: the upsampler's run folder
 CONSOLE_LOG = "upsampler.log"  # RUN/upsampler.log: what its process printed
@@ -70,8 +79,9 @@ def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None,
         return "a run with defect masks trains at full size"
     if dist is not None and dist.enabled:
         return "a run of several processes trains at full size"
-    if dc.image_size < MIN_SIZE or dc.image_size % (2 * SCALE):
-        return f"cascades start at {MIN_SIZE} px (sizes divisible by {2 * SCALE})"
+    scale = new_scale(config)
+    if dc.image_size < MIN_SIZE or dc.image_size % (2 * scale):
+        return f"cascades start at {MIN_SIZE} px (sizes divisible by {2 * scale} for an x{scale} upsampler)"
     if not tc.max_minutes:
         return "without a time budget (--max-minutes) the run trains at full size"
     if "patch_size" in c.model.network_options:
@@ -83,8 +93,22 @@ def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None,
     return None
 
 
+def new_scale(config: Config) -> int:
+    """The factor a new cascade run gets: ``cascade_scale``, or :data:`AUTO_SCALE` for auto."""
+    value = config.train.cascade_scale
+    return AUTO_SCALE if value == "auto" else int(value)
+
+
+def scale_of(config: Config) -> int:
+    """The upsampler's factor of a run already decided: its ``cascade_scale``; a config.yaml written before
+    the setting existed says auto there, and its cascade is x2 (:data:`LEGACY_SCALE`)."""
+    value = config.train.cascade_scale
+    return LEGACY_SCALE if value == "auto" else int(value)
+
+
 def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Optional[str] = None) -> Config:
-    """``cascade: auto`` settled to true or false; a cascade run's ``image_size`` becomes the half size."""
+    """``cascade: auto`` settled to true or false; a new cascade run's ``cascade_scale`` is settled to a number
+    and its ``image_size`` becomes the full size divided by it."""
     tc = config.train
     if tc.cascade == "auto":
         reason = why_not(config, new, dist, pretrain=pretrain)
@@ -92,8 +116,10 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
     elif tc.cascade and new:
         if tc.task != "diffusion" or config.latent.latent or config.model.text_encoder:
             raise ConfigError("cascade=true cascades a pixel-space class or flat diffusion model only; drop --cascade")
-        if config.data.image_size % (2 * SCALE):
-            raise ConfigError(f"cascade=true needs an image size divisible by {2 * SCALE}, got {config.data.image_size}")
+        scale = new_scale(config)
+        if config.data.image_size % (2 * scale):
+            raise ConfigError(f"cascade=true with an x{scale} upsampler needs an image size divisible by {2 * scale}, "
+                              f"got {config.data.image_size}")
         if dist is not None and dist.enabled:
             raise ConfigError("cascade=true trains one process beside its upsampler; drop --distributed or --cascade")
     if not config.train.cascade and config.train.task == "diffusion" and config.sr.noise_aug > 0:
@@ -101,18 +127,22 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
         reason = "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
         raise ConfigError(f"--noise-aug {config.sr.noise_aug:g} is the cascade upsampler's and this run trains no upsampler "
                           f"({reason}); drop --noise-aug")
+    if not config.train.cascade and new and tc.cascade_scale != "auto":
+        reason = "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
+        raise ConfigError(f"--cascade-scale {tc.cascade_scale} is the cascade upsampler's factor and this run trains no "
+                          f"upsampler ({reason}); drop --cascade-scale")
     if config.train.cascade and new:
-        size = config.data.image_size
+        size, scale = config.data.image_size, new_scale(config)
         if log is not None:
-            log.info(f"cascade: {size} px as a {size // SCALE} px model and an x{SCALE} upsampler trained side by side, "
+            log.info(f"cascade: {size} px as a {size // scale} px model and an x{scale} upsampler trained side by side, "
                      f"on half the threads each ({CONSOLE_LOG} in the run folder; --cascade false: one {size} px model)")
-        config = config.override(image_size=size // SCALE)
+        config = config.override(image_size=size // scale, cascade_scale=scale)
     return config
 
 
 def full_size(config: Config) -> int:
     """The size a cascade run's samples come out at."""
-    return config.data.image_size * SCALE
+    return config.data.image_size * scale_of(config)
 
 
 def link(config: Config) -> Dict[str, Any]:
@@ -120,7 +150,7 @@ def link(config: Config) -> Dict[str, Any]:
     run_dir = Path(config.train.runs_dir) / config.train.run
     file = run_dir / UPSAMPLER_RUN / "checkpoints" / "ema.safetensors"
     return {"upsampler_relpath": f"../{UPSAMPLER_RUN}/checkpoints/ema.safetensors", "upsampler_path": str(file.resolve()),
-            "scale": SCALE, "image_size": full_size(config)}
+            "scale": scale_of(config), "image_size": full_size(config)}
 
 
 def upsampler_config(config: Config) -> Config:
@@ -132,7 +162,7 @@ def upsampler_config(config: Config) -> Config:
     data.update(image_size=full_size(config), channels="auto" if config.data.channels == "auto" else config.data.channels)
     shared = {k: getattr(config.train, k) for k in SHARED_TRAIN}
     run_dir = Path(config.train.runs_dir) / config.train.run
-    return Config().override(**data, **shared, task="sr", scale=SCALE, run=UPSAMPLER_RUN, runs_dir=str(run_dir), cascade=False,
+    return Config().override(**data, **shared, task="sr", scale=scale_of(config), run=UPSAMPLER_RUN, runs_dir=str(run_dir), cascade=False,
                               noise_aug=config.sr.noise_aug)
 
 
@@ -202,5 +232,5 @@ def split_threads() -> Tuple[int, int]:
     return mine, max(1, total - mine)
 
 
-__all__ = ["CONSOLE_LOG", "MIN_SIZE", "SCALE", "UPSAMPLER_RUN", "Upsampler", "choose_cascade", "full_size", "link",
-           "split_threads", "upsampler_config", "why_not"]
+__all__ = ["AUTO_SCALE", "CONSOLE_LOG", "LEGACY_SCALE", "MIN_SIZE", "UPSAMPLER_RUN", "Upsampler", "choose_cascade", "full_size",
+           "link", "new_scale", "scale_of", "split_threads", "upsampler_config", "why_not"]

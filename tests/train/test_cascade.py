@@ -82,6 +82,50 @@ def test_cascade_true_refuses_what_it_cannot_cascade(change, words):
         cascade.choose_cascade(_auto(cascade=True), new=True, dist=_Dist())
 
 
+def test_cascade_scale_4_trains_a_quarter_size_model_and_an_x4_upsampler(tmp_path):
+    base = cascade.choose_cascade(_auto(cascade=True, cascade_scale=4, runs_dir=str(tmp_path), run="r"), new=True)
+    assert (base.data.image_size, base.train.cascade_scale, cascade.full_size(base)) == (16, 4, 64)
+    up = cascade.upsampler_config(base)
+    assert (up.sr.scale, up.data.image_size) == (4, 64)
+    assert cascade.link(base)["scale"] == 4 and cascade.link(base)["image_size"] == 64
+    assert "x4 upsampler" in cascade.why_not(_auto(cascade_scale=4, image_size=68), new=True, threads=2)  # 68 / 4 = 17: odd
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        cascade.choose_cascade(_auto(cascade=True, cascade_scale=4, image_size=68), new=True)
+
+
+def test_auto_scale_is_settled_into_the_config_and_a_config_from_before_it_stays_x2(monkeypatch):
+    decided = cascade.choose_cascade(_auto(cascade=True), new=True)
+    assert decided.train.cascade_scale == cascade.AUTO_SCALE  # config.yaml keeps the number, not auto
+    assert decided.data.image_size == 64 // cascade.AUTO_SCALE
+    other = 4 if cascade.AUTO_SCALE == 2 else 2
+    monkeypatch.setattr(cascade, "AUTO_SCALE", other)
+    assert cascade.choose_cascade(_auto(cascade=True), new=True).data.image_size == 64 // other
+    # a run's config.yaml from before the setting: cascade true, the half size, no cascade_scale (auto)
+    resumed = cascade.choose_cascade(_auto(cascade=True, image_size=32), new=False)
+    assert resumed.data.image_size == 32 and cascade.scale_of(resumed) == cascade.LEGACY_SCALE == 2 and cascade.full_size(resumed) == 64
+    assert cascade.upsampler_config(resumed).sr.scale == 2
+
+
+@pytest.mark.parametrize("kw,reason", [(dict(cascade=False), "cascade false"), (dict(image_size=32), "64 px")])
+def test_cascade_scale_without_a_cascade_is_refused_with_the_reason(kw, reason):
+    with pytest.raises(ConfigError, match=f"--cascade-scale 4 .*{reason}.*drop --cascade-scale"):
+        cascade.choose_cascade(_auto(cascade_scale=4, **kw), new=True)
+    with pytest.raises(ConfigError, match="cascade_scale=3"):
+        Config().override(cascade_scale=3)
+
+
+def test_train_cli_cascade_scale_is_checked(tmp_path, capsys):
+    from difforge.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--runs-dir", str(tmp_path), "--quiet", "--image-size", "64", "--cascade-scale", "3"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "choose auto, 2 or 4, not '3'" in err and "Traceback" not in err
+    code = main(["train", "--runs-dir", str(tmp_path), "--quiet", "--image-size", "64", "--cascade-scale", "4", "--cascade", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--cascade-scale 4" in err and "Traceback" not in err
+
+
 def test_iddm_and_classic_presets_train_one_model():
     assert preset_values("iddm")["cascade"] is False and preset_values("classic")["cascade"] is False
     assert "cascade" not in preset_values("fast")  # the default: auto
@@ -176,6 +220,23 @@ def test_a_cascade_run_writes_both_models_and_links_them(cascade_run):
     assert (cascade_run.run_dir / "upsampler.log").exists() and (cascade_run.run_dir / "upsampler.yaml").exists()
     assert "cascade: true" in (cascade_run.run_dir / "config.yaml").read_text()
     assert "16px x 3 channel(s)" in (cascade_run.run_dir / "log.txt").read_text()  # the base trains on half-size images
+
+
+def test_an_x4_cascade_run_samples_at_four_times_its_model_s_size(tmp_path):
+    """--cascade-scale 4 end to end: an 8 px model and an x4 upsampler to 32 px, 2 steps each, linked."""
+    from difforge.modelfile import read_metadata
+    from difforge.pipeline import Pipeline
+    from difforge.train.trainer import Trainer
+
+    result = Trainer(progress=False, **tiny_overrides(tmp_path, image_size=32, cascade=True, cascade_scale=4, max_steps=2,
+                                                      builtin_per_class=2)).fit()
+    meta = read_metadata(result.model_file)
+    assert meta["data"]["image_size"] == 8 and meta["cascade"]["scale"] == 4 and meta["cascade"]["image_size"] == 32
+    up_meta = read_metadata(result.run_dir / "upsampler" / "checkpoints" / "ema.safetensors")
+    assert up_meta["data"]["image_size"] == 32 and up_meta["train"]["step"] == 2
+    assert "cascade_scale: 4" in (result.run_dir / "config.yaml").read_text()
+    out = Pipeline.from_checkpoint(result.model_file).generate(2, "all", seed=1, steps=2)
+    assert tuple(out.images.shape[1:3]) == (32, 32)
 
 
 def test_generate_upscales_through_the_linked_upsampler_as_the_explicit_cascade_does(cascade_run):
