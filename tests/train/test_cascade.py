@@ -93,6 +93,22 @@ def test_cascade_scale_4_trains_a_quarter_size_model_and_an_x4_upsampler(tmp_pat
         cascade.choose_cascade(_auto(cascade=True, cascade_scale=4, image_size=68), new=True)
 
 
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, line):
+        self.lines.append(line)
+
+
+def test_an_x4_cascade_without_noise_aug_says_what_it_costs():
+    plain, aug = _Log(), _Log()
+    cascade.choose_cascade(_auto(cascade=True, cascade_scale=4), new=True, log=plain)
+    cascade.choose_cascade(_auto(cascade=True, cascade_scale=4, noise_aug=0.15), new=True, log=aug)
+    assert any("without --noise-aug" in line for line in plain.lines)
+    assert not any("without --noise-aug" in line for line in aug.lines) and "x4 upsampler" in aug.lines[0]
+
+
 def test_auto_scale_is_settled_into_the_config_and_a_config_from_before_it_stays_x2(monkeypatch):
     decided = cascade.choose_cascade(_auto(cascade=True), new=True)
     assert decided.train.cascade_scale == cascade.AUTO_SCALE  # config.yaml keeps the number, not auto
