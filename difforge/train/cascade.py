@@ -123,15 +123,15 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
                               f"got {config.data.image_size}")
         if dist is not None and dist.enabled:
             raise ConfigError("cascade=true trains one process beside its upsampler; drop --distributed or --cascade")
+    def no_upsampler() -> str:  # why a run given an upsampler's setting trains none (tc: as given; an explicit false has no why_not)
+        return "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
+
     if not config.train.cascade and config.train.task == "diffusion" and config.sr.noise_aug > 0:
-        # tc is the setting as given: an explicit false has no why_not reason
-        reason = "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
         raise ConfigError(f"--noise-aug {config.sr.noise_aug:g} is the cascade upsampler's and this run trains no upsampler "
-                          f"({reason}); drop --noise-aug")
+                          f"({no_upsampler()}); drop --noise-aug")
     if not config.train.cascade and new and tc.cascade_scale != "auto":
-        reason = "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
         raise ConfigError(f"--cascade-scale {tc.cascade_scale} is the cascade upsampler's factor and this run trains no "
-                          f"upsampler ({reason}); drop --cascade-scale")
+                          f"upsampler ({no_upsampler()}); drop --cascade-scale")
     if config.train.cascade and new:
         size, scale = config.data.image_size, new_scale(config)
         if log is not None:
