@@ -70,7 +70,7 @@ class DiffusionConfig:
 
     diffusion_steps: int = 1000
     noise_schedule: str = "cosine"
-    noise_shift: float = 1.0  # every SNR / shift^2 (diffusion/schedule.py shift_alpha_bar): more noise for larger images
+    noise_shift: Any = "auto"  # every SNR / shift^2 (diffusion/schedule.py shift_alpha_bar); auto: by image size (train/noise_shift.py)
     target: str = "v"
     loss: str = "mse"
     label_dropout: float = 0.1  # probability of training with the null class (CFG)

@@ -40,7 +40,7 @@ def bool_flag(p, flag: str, dest: str, help: str, auto: bool = False):
     p.add_argument("--no-" + flag[2:], dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
-def _number_or_auto(text: str):
+def number_or_auto(text: str):
     if str(text).lower() == "auto":
         return "auto"
     try:
@@ -112,7 +112,7 @@ def add_data_flags(p: argparse.ArgumentParser, data_names: tuple = ()) -> None:
     add(g, "--crop-p", dest="crop_p", type=float,
         help="probability that a batch trains on random crops, the network told where (Patch Diffusion; none in samples; default 0 = off)")
     add(g, "--crop-size", dest="crop_size", type=int, help="side of those crops in pixels (default: half the image size)")
-    add(g, "--mask-weight", dest="mask_weight", type=_number_or_auto, metavar="W|auto",
+    add(g, "--mask-weight", dest="mask_weight", type=number_or_auto, metavar="W|auto",
         help="the loss of a pixel inside its image's defect mask weighs 1 + W (masks: --masks, ROOT/images + ROOT/masks, "
              "or the built-in set's own). auto (default): W = 10 for a new text run that has masks, else 0 = off")
     add(g, "--skip-bad-images", dest="skip_bad_images", action="store_const", const=True, help="skip unreadable images instead of stopping")
@@ -145,8 +145,9 @@ def add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("diffusion")
     add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="T, the number of noise levels (default 1000)")
     add(g, "--noise-schedule", dest="noise_schedule", help="linear, cosine, sqrt_linear or sqrt")
-    add(g, "--noise-shift", dest="noise_shift", type=float,
-        help="divide every signal-to-noise ratio by SHIFT^2 (simple diffusion's shifted schedule for large images; default 1: "
+    add(g, "--noise-shift", dest="noise_shift", type=number_or_auto, metavar="SHIFT|auto",
+        help="divide every signal-to-noise ratio by SHIFT^2 (simple diffusion's shifted schedule; default auto: 0.35 for a new "
+             "cosine-schedule model under 32 px -- a 16 px model draws its shapes better with less noise -- else 1; "
              "2 at 64 px made 12-minute samples worse, README)")
     add(g, "--target", dest="target", help="what the network predicts: eps, x0 or v")
     add(g, "--loss", dest="loss", help="mse, l1, huber or smooth_l1")
@@ -178,7 +179,7 @@ def add_loop_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--batch-size", dest="batch_size", type=int, help="images per micro-batch, per process (default 16)")
     add(g, "--num-workers", dest="num_workers", type=int, help="accepted for IDDM compatibility; images are decoded once up front")
     add(g, "--optimizer", dest="optimizer", help="adam, adamw or sgd")
-    add(g, "--lr", dest="lr", type=_number_or_auto, metavar="LR|auto", help="peak learning rate (default auto: 2e-3 for a new pixel-space unet-tiny diffusion run without captions, 1e-3 for other networks, fine-tunes, latent and text runs, VAEs, classifiers and upsamplers)")
+    add(g, "--lr", dest="lr", type=number_or_auto, metavar="LR|auto", help="peak learning rate (default auto: 2e-3 for a new pixel-space unet-tiny diffusion run without captions, 1e-3 for other networks, fine-tunes, latent and text runs, VAEs, classifiers and upsamplers)")
     add(g, "--weight-decay", dest="weight_decay", type=float)
     add(g, "--lr-schedule", dest="lr_schedule", help="constant, linear, cosine or warmup_cosine")
     add(g, "--warmup-steps", dest="warmup_steps", type=int)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .seedtools import add_train_flags
-from .train import add, add_data_flags, add_loop_flags, overrides_from_args
+from .train import add, add_data_flags, add_loop_flags, number_or_auto, overrides_from_args
 
 # guided-diffusion's classifier flags -> options of the classifier networks
 CLASSIFIER_FLAGS = {
@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("the diffusion model to guide")
     add(g, "--noise-schedule", dest="noise_schedule", help="its schedule: linear, cosine, sqrt_linear or sqrt (default linear)")
     add(g, "--diffusion-steps", dest="diffusion_steps", type=int, help="its T (default 1000)")
-    add(g, "--noise-shift", dest="noise_shift", type=float, help="its noise shift (default 1; `difforge info MODEL` shows it)")
+    add(g, "--noise-shift", dest="noise_shift", type=number_or_auto, metavar="SHIFT|auto",
+        help="its noise shift (default auto: what `difforge train` picks for a cosine model of this size, else 1; "
+             "`difforge info MODEL` shows it)")
     add_loop_flags(p)
     add_train_flags(p, classifier=True)
     p.set_defaults(func=run)

@@ -113,9 +113,14 @@ class Schedule:
     def from_settings(cls, d) -> "Schedule":
         """The schedule a model file's (or a config's) ``diffusion`` settings describe.
 
-        ``noise_shift`` is absent from files written before it existed: they mean 1 (no shift).
+        ``noise_shift`` is absent from files written before it existed: they mean 1 (no shift). A config's
+        ``auto`` is the run's to settle first (:func:`difforge.train.noise_shift.choose_noise_shift`).
         """
-        return cls.named(_setting(d, "noise_schedule"), int(_setting(d, "diffusion_steps")), float(_setting(d, "noise_shift", 1.0)))
+        shift = _setting(d, "noise_shift", 1.0)
+        if shift == "auto":
+            raise ValueError("noise_shift is still 'auto': a run settles it from its image size before building its schedule "
+                             "(difforge.train.noise_shift.choose_noise_shift); give a number to build one directly")
+        return cls.named(_setting(d, "noise_schedule"), int(_setting(d, "diffusion_steps")), float(shift))
 
     @property
     def num_steps(self) -> int:

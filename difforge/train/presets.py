@@ -22,12 +22,12 @@ from typing import Any, Dict
 from ..errors import ConfigError
 
 PRESETS: Dict[str, Dict[str, Any]] = {
-    "fast": dict(noise_schedule="cosine", target="v", loss="mse", optimizer="adamw", lr="auto", lr_schedule="warmup_cosine",
+    "fast": dict(noise_schedule="cosine", noise_shift="auto", target="v", loss="mse", optimizer="adamw", lr="auto", lr_schedule="warmup_cosine",
                  ema_decay=0.995, network="unet-tiny", channels="auto", hflip=False, ema_select=True),
-    "iddm": dict(noise_schedule="linear", target="eps", loss="mse", optimizer="adamw", lr=3e-4, lr_schedule="linear",
+    "iddm": dict(noise_schedule="linear", noise_shift=1.0, target="eps", loss="mse", optimizer="adamw", lr=3e-4, lr_schedule="linear",
                  ema_decay=0.995, network="unet", network_options={"act": "gelu", "patch_size": 1}, channels=3, hflip=False,
                  ema_select=False, cascade=False),
-    "classic": dict(noise_schedule="linear", target="eps", loss="mse", optimizer="adamw", lr=2e-4, lr_schedule="constant",
+    "classic": dict(noise_schedule="linear", noise_shift=1.0, target="eps", loss="mse", optimizer="adamw", lr=2e-4, lr_schedule="constant",
                     ema_decay=0.999, network="unet", network_options={"patch_size": 1}, channels=3, hflip=True, ema_select=False, cascade=False),
 }
 DEFAULT_PRESET = "fast"

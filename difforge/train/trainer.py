@@ -40,6 +40,7 @@ from .run_config import load_run_config
 from .tensorboard import TensorBoardWriter
 from .budget import Pacer, total_steps
 from .cascade import Upsampler, choose_cascade, split_threads
+from .noise_shift import choose_noise_shift
 from .settle import settle_run
 from .validation import choose_ema
 from .stopping import stop_on_signals
@@ -192,6 +193,7 @@ class Trainer:
         self.dist = init_from_env(c.train.device)
         main = self.dist.is_main
         self.config = c = choose_cascade(c, self.resume_dir is None, self.dist, self.log if main else None, self.pretrain)
+        self.config = c = choose_noise_shift(c, self.resume_dir is None, self.pretrain, self.log if main else None)  # at the settled size
         upsampler_threads = split_threads()[1] if c.train.cascade is True else 0  # train/cascade.py
         self.task = make_task(c, self.dist)
         data = load_training_images(c.data, progress=self.progress and main)  # at the settled size: a cascade's half size

@@ -16,6 +16,7 @@ import torch
 from difforge.config import Config
 from difforge.errors import ConfigError, UserError
 from difforge.train import cascade
+from difforge.train.noise_shift import shift_for_size
 from difforge.train.presets import preset_values
 
 from ..conftest import tiny_overrides
@@ -251,6 +252,9 @@ def test_an_x4_cascade_run_samples_at_four_times_its_model_s_size(tmp_path):
     up_meta = read_metadata(result.run_dir / "upsampler" / "checkpoints" / "ema.safetensors")
     assert up_meta["data"]["image_size"] == 32 and up_meta["train"]["step"] == 2
     assert "cascade_scale: 4" in (result.run_dir / "config.yaml").read_text()
+    # the small base trains less noisy (noise_shift auto, train/noise_shift.py); the upsampler keeps the schedule as drawn
+    assert meta["diffusion"]["noise_shift"] == shift_for_size(8) < 1 and up_meta["diffusion"]["noise_shift"] == 1.0
+    assert f"noise_shift: {shift_for_size(8)}" in (result.run_dir / "config.yaml").read_text()
     out = Pipeline.from_checkpoint(result.model_file).generate(2, "all", seed=1, steps=2)
     assert tuple(out.images.shape[1:3]) == (32, 32)
 

@@ -15,6 +15,7 @@ from difforge.pipeline import Pipeline
 from difforge.modelfile import read_metadata
 from difforge.train.batches import Batch
 from difforge.train.rng import StepRNG
+from difforge.train.noise_shift import shift_for_size
 from difforge.train.tasks.classifier import ClassifierTask, bucket_edges, bucket_names
 from difforge.train.distributed import DistInfo
 from difforge.train.trainer import Trainer
@@ -46,7 +47,8 @@ def test_buckets_cover_every_timestep_once():
 
 
 def test_loss_is_cross_entropy_on_q_sample_of_the_schedule():
-    cfg = Config().override(**{k: v for k, v in CLF.items()}, image_size=16, diffusion_steps=200, noise_schedule="cosine")
+    cfg = Config().override(**{k: v for k, v in CLF.items()}, image_size=16, diffusion_steps=200, noise_schedule="cosine",
+                              noise_shift=1.0)
     task = ClassifierTask(cfg, DistInfo())
 
     class Data:
@@ -78,7 +80,8 @@ def test_loss_is_cross_entropy_on_q_sample_of_the_schedule():
 def test_training_writes_accuracy_by_noise_level_and_a_self_describing_file(files):
     meta = read_metadata(files["clf"])
     assert meta["kind"] == "classifier"
-    assert meta["diffusion"] == {"noise_schedule": "cosine", "diffusion_steps": 1000, "noise_shift": 1.0}  # the diffusion defaults
+    # the diffusion defaults of a 16 px model: the classifier sees the noise levels of the model it will guide
+    assert meta["diffusion"] == {"noise_schedule": "cosine", "diffusion_steps": 1000, "noise_shift": shift_for_size(16)}
     assert meta["data"]["class_names"] == ["scratch", "inclusion", "crack", "patch"]
     assert set(bucket_names(1000)) <= set(meta["classifier"]["accuracy"])
     header = (files["clf"].parent.parent / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -150,7 +153,7 @@ def test_mismatched_files_are_one_line_errors(files):
     with pytest.raises(UserError, match="classifies 32px images"):
         pipe.generate(**KW, classifier=(net, bad))
     bad = dict(meta, diffusion=dict(meta["diffusion"], noise_shift=2.0))  # same schedule and T, other noise levels
-    with pytest.raises(UserError, match="noise shift 2 with T=1000 but .* --noise-shift 1"):
+    with pytest.raises(UserError, match=f"noise shift 2 with T=1000 but .* --noise-shift {shift_for_size(16):g}$"):
         pipe.generate(**KW, classifier=(net, bad))
 
 

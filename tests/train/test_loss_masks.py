@@ -16,7 +16,7 @@ from ..conftest import tiny_overrides
 
 
 def test_objective_weight_is_the_per_pixel_weighted_mean():
-    obj = Objective(Schedule.from_settings(Config().diffusion), target="eps")
+    obj = Objective(Schedule.from_settings(Config().override(noise_shift=1.0).diffusion), target="eps")
     x0, noise = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
     t = torch.tensor([1, 400, 900])
     zero = lambda x, t, y: torch.zeros_like(x)  # noqa: E731 -- the eps target's error is then the noise itself
