@@ -254,7 +254,8 @@ def add_parser(sub) -> None:
     add(p, "--cascade-scale", dest="cascade_scale", type=_cascade_scale, metavar="{auto,2,4}",
         help="cascade: the upsampler's factor (default auto: x2 from a half-size model). 4 trains a quarter-size model "
         "(16 px for 64 px) and an x4 upsampler: measured in 12 minutes, better for shapes on flat backgrounds (glyphs: "
-        "distance 8.8 -> 4.9-5.8 with --noise-aug 0.15, 18.7 without), worse for textures (defects: 13.05 -> 24.4), README")
+        "distance 8.8 -> 2.4-3.2 with --noise-aug 0.15 and the small model's noise shift 0.35; 18.7 without either), worse "
+        "for textures (defects: 13.05 -> 24.4), README")
     add(p, "--noise-aug", dest="noise_aug", type=float, metavar="S",
         help="cascade: train its upsampler on low-res inputs noised at s ~ U[0, S] (noise-conditioning augmentation, as train-sr's "
         "--noise-aug; default 0). It makes the upsampler forgive the half-size model's grain: measured in 12 minutes, S = 0.15 "

@@ -33,7 +33,8 @@ are decided at that scale, so the glyphs' distance fell from 8.8 to 4.9-5.8 (the
 defects: 16.3 against 6.2 for x2), so the defects rose from 13.05 to 24.4. Without ``--noise-aug`` the x4 upsampler
 turns the 16 px model's grain into speckle (glyphs 18.7), so an x4 run without it says so. The default (:data:`AUTO_SCALE`) stays x2,
 textures first; the factor a run used is written into its config.yaml, and a config.yaml from before the setting
-is an x2 cascade (:data:`LEGACY_SCALE`).
+is an x2 cascade (:data:`LEGACY_SCALE`). Since session 33 the 16 px base trains with less noise
+(``noise_shift: auto``, :mod:`difforge.train.noise_shift`), which took the glyphs to 2.4-3.1 (x4 with ``--noise-aug``).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
                      f"on half the threads each ({CONSOLE_LOG} in the run folder; --cascade false: one {size} px model)")
         if log is not None and scale == 4 and not config.sr.noise_aug:
             log.info("cascade: an x4 upsampler without --noise-aug forgives none of the small model's grain (measured on "
-                     "glyphs in 12 minutes: distance 18.7 plain, 4.9-5.8 with --noise-aug 0.15; README)")
+                     "glyphs in 12 minutes: distance 18.7 plain, 2.4-3.2 with --noise-aug 0.15; README)")
         config = config.override(image_size=size // scale, cascade_scale=scale)
     return config
 
