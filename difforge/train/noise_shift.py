@@ -17,7 +17,7 @@ number, and one from before the setting (no key) was unshifted (:data:`LEGACY_SH
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..config import Config
 
@@ -31,11 +31,13 @@ def shift_for_size(image_size: int) -> float:
     return next(shift for size, shift in SHIFT_BY_SIZE if image_size >= size)
 
 
-def choose_noise_shift(config: Config, new: bool, pretrain: Optional[str] = None, log=None) -> Config:
-    """``config`` with ``noise_shift: auto`` settled to a number (see the module docstring); printed when it shifts.
-    Called once the run's image size is settled (a cascade's base is smaller than the size asked for)."""
+def choose_noise_shift(config: Config, new: bool, pretrain: Optional[str] = None) -> Tuple[Config, Optional[str]]:
+    """``(config with noise_shift: auto settled to a number, the line to log or None)`` (see the module docstring).
+    Called once the run's image size is settled (a cascade's base is smaller than the size asked for) and before the
+    task builds its schedule; the line says why when it shifts, for the log once the data is known to be good (a run
+    refused for its data ends with that one message)."""
     if config.diffusion.noise_shift != "auto":
-        return config
+        return config, None
     if not new:
         shift, why = LEGACY_SHIFT, "a run from before the setting"
     elif pretrain:
@@ -44,10 +46,10 @@ def choose_noise_shift(config: Config, new: bool, pretrain: Optional[str] = None
         shift, why = shift_for_size(config.data.image_size), f"a {config.data.image_size} px cosine-schedule model"
     else:
         shift, why = 1.0, "not measured for this kind of run"
-    if log is not None and shift != 1.0:
-        log.info(f"noise shift auto: {shift:g} ({why}: every signal-to-noise ratio x {1 / shift ** 2:.1f}; --noise-shift 1 keeps "
-                 f"the schedule as drawn)")
-    return config.override(noise_shift=float(shift))
+    note = None
+    if shift != 1.0:
+        note = f"noise shift auto: {shift:g} ({why}: every signal-to-noise ratio x {1 / shift ** 2:.1f}; --noise-shift 1 keeps the schedule as drawn)"
+    return config.override(noise_shift=float(shift)), note
 
 
 def _measured(config: Config) -> bool:

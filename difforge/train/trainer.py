@@ -193,7 +193,8 @@ class Trainer:
         self.dist = init_from_env(c.train.device)
         main = self.dist.is_main
         self.config = c = choose_cascade(c, self.resume_dir is None, self.dist, self.log if main else None, self.pretrain)
-        self.config = c = choose_noise_shift(c, self.resume_dir is None, self.pretrain, self.log if main else None)  # at the settled size
+        c, shift_note = choose_noise_shift(c, self.resume_dir is None, self.pretrain)  # at the settled size, before the task's schedule
+        self.config = c
         upsampler_threads = split_threads()[1] if c.train.cascade is True else 0  # train/cascade.py
         self.task = make_task(c, self.dist)
         data = load_training_images(c.data, progress=self.progress and main)  # at the settled size: a cascade's half size
@@ -201,6 +202,8 @@ class Trainer:
         c = self.config
         tc = c.train
         self.task.check_data(data)
+        if main and shift_note:
+            self.log.info(shift_note)
         self._build(data)
         if main:
             self._prepare_run_dir()

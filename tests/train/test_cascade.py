@@ -255,6 +255,7 @@ def test_an_x4_cascade_run_samples_at_four_times_its_model_s_size(tmp_path):
     # the small base trains less noisy (noise_shift auto, train/noise_shift.py); the upsampler keeps the schedule as drawn
     assert meta["diffusion"]["noise_shift"] == shift_for_size(8) < 1 and up_meta["diffusion"]["noise_shift"] == 1.0
     assert f"noise_shift: {shift_for_size(8)}" in (result.run_dir / "config.yaml").read_text()
+    assert "noise shift auto: 0.35 (a 8 px" in (result.run_dir / "log.txt").read_text()
     out = Pipeline.from_checkpoint(result.model_file).generate(2, "all", seed=1, steps=2)
     assert tuple(out.images.shape[1:3]) == (32, 32)
 

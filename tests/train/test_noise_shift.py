@@ -11,16 +11,8 @@ from difforge.train.noise_shift import LEGACY_SHIFT, SHIFT_BY_SIZE, choose_noise
 from difforge.train.presets import preset_values
 
 
-class _Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, line):
-        self.lines.append(line)
-
-
-def _shift(new=True, pretrain=None, log=None, **kw):
-    return choose_noise_shift(Config().override(**kw), new, pretrain, log).diffusion.noise_shift
+def _shift(new=True, pretrain=None, **kw):
+    return choose_noise_shift(Config().override(**kw), new, pretrain)[0].diffusion.noise_shift
 
 
 def test_the_table_shifts_small_images_only():
@@ -29,12 +21,11 @@ def test_the_table_shifts_small_images_only():
     assert [shift_for_size(s) for s in (8, 16, 24, 31, 32, 64, 256)] == [small] * 4 + [1.0] * 3
 
 
-def test_a_new_small_cosine_model_is_shifted_and_says_so():
-    log = _Log()
-    assert _shift(image_size=16, log=log) == shift_for_size(16) < 1
-    assert len(log.lines) == 1 and "noise shift auto" in log.lines[0] and "--noise-shift 1" in log.lines[0]
-    log = _Log()
-    assert _shift(image_size=32, log=log) == 1.0 and not log.lines  # nothing to say where nothing changes
+def test_a_new_small_cosine_model_is_shifted_and_says_why():
+    config, note = choose_noise_shift(Config().override(image_size=16), True)
+    assert config.diffusion.noise_shift == shift_for_size(16) < 1
+    assert note.startswith("noise shift auto: 0.35 (a 16 px cosine-schedule model") and "--noise-shift 1" in note
+    assert choose_noise_shift(Config().override(image_size=32), True) == (Config().override(image_size=32, noise_shift=1.0), None)
 
 
 @pytest.mark.parametrize("kw", [dict(noise_schedule="linear"), dict(task="sr"), dict(text_encoder="builtin"),
@@ -83,5 +74,5 @@ def test_a_schedule_is_not_built_from_an_unsettled_auto():
 
     with pytest.raises(ValueError, match="still 'auto'"):
         Schedule.from_settings(Config().diffusion)
-    settled = choose_noise_shift(Config().override(image_size=16), True).diffusion
+    settled = choose_noise_shift(Config().override(image_size=16), True)[0].diffusion
     assert torch.equal(Schedule.from_settings(settled).betas, Schedule.named("cosine", 1000, shift_for_size(16)).betas)
