@@ -4,10 +4,10 @@ its schedule (a shift of s divides every signal-to-noise ratio by s^2, :func:`di
 Why by size (simple diffusion, Hoogeboom et al. 2023): a noise level destroys less of a large image than of a small
 one, because neighbouring pixels repeat each other and averaging them removes noise. The cosine schedule was drawn for
 32-64 px images; a 16 px image needs *less* noise at every step for the model to spend its steps where its shapes
-are decided. Measured (session 33, README "A quarter-size base"): 16 px glyph models, 12 minutes of one thread
-beside another, through the same x4 upsampler to 64 px -- judge distance 4.9-5.2 unshifted, 3.9-4.1 at shift
-0.5-0.71, 3.0-3.1 at 0.35 (two training seeds); at 32 px the defect textures were *worse* shifted (0.71: 15.8
-against 12.8-13.05), so from 32 px the schedule stays as it is (:data:`SHIFT_BY_SIZE`).
+are decided. Measured (session 33, README "Less noise for the 16 px base"): 16 px glyph models, 12 minutes of one
+thread beside another, through the same x4 upsampler to 64 px -- judge distance 4.9-5.2 unshifted, 3.9-4.1 at shift
+0.5-0.71, 2.4-3.1 at 0.35 (two training seeds), 3.0 at 0.25; at 32 px the defect textures were *worse* shifted (0.71:
+15.8 against 12.8-13.05), so from 32 px the schedule stays as it is (:data:`SHIFT_BY_SIZE`).
 
 Decided only where measured: a new pixel-space diffusion run without captions on the cosine schedule, and a noisy
 classifier (``train-classifier``) on that schedule, which must see the noise levels of the model it will guide.
