@@ -119,7 +119,7 @@ class TrainConfig:
     channels_last: Union[bool, str] = "auto"  # auto: probed per network with a time budget (train/autonet.py), else off
     compile: Union[bool, str] = "auto"  # torch.compile the training network; auto: a timed trial where measured faster (train/compiling.py)
     cascade: Union[bool, str] = "auto"  # a smaller model + an upsampler trained side by side (train/cascade.py); auto: CPU runs from 64 px with a budget
-    cascade_scale: Union[int, str] = "auto"  # the cascade upsampler's factor, 2 or 4; auto: train/cascade.py AUTO_SCALE (a run's config.yaml keeps the number)
+    cascade_scale: Union[int, str] = "auto"  # the cascade upsampler's factor, 2 or 4; auto: from the training images, train/cascade_scale.py (a run's config.yaml keeps the number)
     log_every: int = 10
     save_every: int = 0  # steps between numbered checkpoints (0: only last + EMA)
     save_every_epochs: int = 0
@@ -163,7 +163,7 @@ class SRConfig:
     sr_blur: float = 0.0  # Gaussian blur sigma in high-res pixels before down-sampling (0 = none)
     sr_noise: float = 0.0  # std of Gaussian noise added to the low-res image, [-1, 1] scale (0 = none)
     sr_jpeg: int = 0  # JPEG quality of the low-res image (0 = no JPEG)
-    noise_aug: float = 0.0  # diffusion: the low-res input is noised at a level s ~ U[0, noise_aug] (Ho et al. 2022); 0 = off
+    noise_aug: Any = "auto"  # diffusion: the low-res input is noised at a level s ~ U[0, noise_aug] (Ho et al. 2022); 0 = off; auto: a cascade's x4 upsampler 0.15, else 0 (train/cascade_scale.py)
     sr_residual: bool = True  # diffusion: diffuse the scaled residual x - bicubic(z), so an untrained upsampler is bicubic
     sr_val_data: Optional[str] = None  # validation folder: held-out PSNR / SSIM every eval_every steps (train/tasks/sr_validation.py)
 

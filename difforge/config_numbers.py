@@ -66,7 +66,7 @@ NUMBERS: Dict[str, tuple] = {
 
 
 OPTIONAL_NUMBERS = ("epochs", "max_steps", "max_minutes", "grad_clip", "num_classes")  # None: not set
-AUTO_NUMBERS = ("mask_weight", "lr", "noise_shift")  # "auto": the run decides (difforge/train/settle.py, train/noise_shift.py)
+AUTO_NUMBERS = ("mask_weight", "lr", "noise_shift", "noise_aug")  # "auto": the run decides (train/settle.py, noise_shift.py, cascade_scale.py)
 
 
 def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:

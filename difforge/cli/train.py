@@ -247,19 +247,20 @@ def add_parser(sub) -> None:
     add_train_flags(p)
     from ..train.presets import DEFAULT_PRESET, PRESETS
 
-    bool_flag(p, "--cascade", "cascade", "auto (default): a CPU run from 64 px with --max-minutes trains a half-size model "
-              "and an x2 upsampler side by side on half the cores each, and `difforge sample` writes full-size images "
-              "(measured on defect textures in 12 minutes: 2.75x the real-vs-real distance against 6.1x for one 64 px model; "
-              "on shapes one 64 px model was 1.3x better, README); false: one full-size model; true: a cascade anywhere", auto=True)
+    bool_flag(p, "--cascade", "cascade", "auto (default): a CPU run from 64 px with --max-minutes trains a small model "
+              "and an upsampler (x2 or x4, --cascade-scale) side by side on half the cores each, and `difforge sample` writes "
+              "full-size images (measured in 12 minutes: defect textures 2.75x the real-vs-real distance against 6.1x for one "
+              "64 px model, glyphs 2.6-2.95x against 10.5x; README); false: one full-size model; true: a cascade anywhere", auto=True)
     add(p, "--cascade-scale", dest="cascade_scale", type=_cascade_scale, metavar="{auto,2,4}",
-        help="cascade: the upsampler's factor (default auto: x2 from a half-size model). 4 trains a quarter-size model "
-        "(16 px for 64 px) and an x4 upsampler: measured in 12 minutes, better for shapes on flat backgrounds (glyphs: "
-        "distance 8.8 -> 2.4-3.2 with --noise-aug 0.15 and the small model's noise shift 0.35; 18.7 without either), worse "
-        "for textures (defects: 13.05 -> 24.4), README")
-    add(p, "--noise-aug", dest="noise_aug", type=float, metavar="S",
+        help="cascade: the upsampler's factor. 4 trains a quarter-size model (16 px for 64 px) and an x4 upsampler: "
+        "measured in 12 minutes, better for shapes on flat backgrounds (glyphs: distance 8.8 -> 2.4-3.2 with --noise-aug 0.15 "
+        "and the small model's noise shift 0.35), worse for textures (defects: 13.05 -> 24.4). Default auto: x4 when a "
+        "quarter-size copy of the training images keeps at least 90%% of their variation (the log says how much), else x2; README")
+    add(p, "--noise-aug", dest="noise_aug", type=number_or_auto, metavar="S|auto",
         help="cascade: train its upsampler on low-res inputs noised at s ~ U[0, S] (noise-conditioning augmentation, as train-sr's "
-        "--noise-aug; default 0). It makes the upsampler forgive the half-size model's grain: measured in 12 minutes, S = 0.15 "
-        "gave glyphs on flat backgrounds a 25%% lower distance and the defect textures a 36%% higher one (README)")
+        "--noise-aug; default auto: 0.15 for an x4 upsampler, 0 for x2). It makes the upsampler forgive the small model's grain: "
+        "measured in 12 minutes, S = 0.15 gave glyphs on flat backgrounds a 25%% lower distance as x2 (18.7 -> 2.4-3.2 as x4) "
+        "and the defect textures a 36%% higher one as x2 (README)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help=f"a named recipe for a new run (default {DEFAULT_PRESET}: the built-in defaults); flags win. "
                    "iddm = IDDM's defaults, classic = difforge's defaults before presets")

@@ -20,8 +20,8 @@ limited by steps). The decision goes into config.yaml as true / false, and the r
 config, log, checkpoints and resume: resuming the base resumes it. Its console output goes to
 ``RUN/upsampler.log``.
 
-``--noise-aug S`` trains the upsampler with noise-conditioning augmentation (train-sr's flag); off by default
-because the textures lose with it. Measured in session 30 (README): the upsampler trained on clean real
+``--noise-aug S`` trains the upsampler with noise-conditioning augmentation (train-sr's flag); ``auto`` (the default)
+is off for an x2 cascade because the textures lose with it, and 0.15 for an x4 one. Measured in session 30 (README): the upsampler trained on clean real
 32 px glyphs is at the real-vs-real floor on them, but grain of 6/255 in its input multiplies its distance 94-fold,
 and the base's samples carry such grain. S = 0.15 / 0.05 cut the glyph cascade's distance 25% / 17% and raised
 the defect textures' 36% / 7% (the last on two upsampler seeds).
@@ -31,10 +31,12 @@ the defect textures' 36% / 7% (the last on two upsampler seeds).
 are decided at that scale, so the glyphs' distance fell from 8.8 to 4.9-5.8 (the x4 upsampler alone on real 16 px glyphs:
 1.96, at 1.07 for x2); but texture is not in a 16 px image, and the x4 upsampler cannot invent it (real 16 px
 defects: 16.3 against 6.2 for x2), so the defects rose from 13.05 to 24.4. Without ``--noise-aug`` the x4 upsampler
-turns the 16 px model's grain into speckle (glyphs 18.7), so an x4 run without it says so. The default (:data:`AUTO_SCALE`) stays x2,
-textures first; the factor a run used is written into its config.yaml, and a config.yaml from before the setting
-is an x2 cascade (:data:`LEGACY_SCALE`). Since session 33 the 16 px base trains with less noise
-(``noise_shift: auto``, :mod:`difforge.train.noise_shift`), which took the glyphs to 2.4-3.1 (x4 with ``--noise-aug``).
+turns the 16 px model's grain into speckle (glyphs 18.7), so an x4 run without it says so. Since session 33 the 16 px
+base trains with less noise (``noise_shift: auto``, :mod:`difforge.train.noise_shift`), which took the glyphs to
+2.4-3.1 (x4 with ``--noise-aug``). ``cascade_scale: auto`` (the default) picks the factor from the training images
+(:mod:`difforge.train.cascade_scale`: x4 where a quarter-size copy keeps them, x2 for fine texture), and
+``noise_aug: auto`` gives an x4 upsampler its noise augmentation. The factor a run used is written into its
+config.yaml, and a config.yaml from before the setting is an x2 cascade (:data:`LEGACY_SCALE`).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ import torch
 from ..config import Config
 from ..errors import ConfigError
 from ..runtime import resolve_device
+from .cascade_scale import choose_scale, noise_aug_for
 
-AUTO_SCALE = 2  # the upsampler's factor that ``cascade_scale: auto`` picks (README "Quality per CPU-minute")
 LEGACY_SCALE = 2  # the factor of a run whose config.yaml predates ``cascade_scale`` (every cascade was x2 then)
 MIN_SIZE = 64  # auto cascades from this image size: at 32 px one model meets every target (README)
 UPSAMPLER_RUN = "upsampler"  # RUN/upsampler: the upsampler's run folder
@@ -81,7 +83,7 @@ def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None,
         return "a run with defect masks trains at full size"
     if dist is not None and dist.enabled:
         return "a run of several processes trains at full size"
-    scale = new_scale(config)
+    scale = new_scale(config) or 2  # auto: x4 only where it fits (cascade_scale.choose_scale)
     if dc.image_size < MIN_SIZE or dc.image_size % (2 * scale):
         return f"cascades start at {MIN_SIZE} px (sizes divisible by {2 * scale} for an x{scale} upsampler)"
     if not tc.max_minutes:
@@ -95,10 +97,11 @@ def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None,
     return None
 
 
-def new_scale(config: Config) -> int:
-    """The factor a new cascade run gets: ``cascade_scale``, or :data:`AUTO_SCALE` for auto."""
+def new_scale(config: Config) -> Optional[int]:
+    """The factor a new cascade run was given: ``cascade_scale``, or None for auto (the images decide, in
+    :func:`choose_cascade`)."""
     value = config.train.cascade_scale
-    return AUTO_SCALE if value == "auto" else int(value)
+    return None if value == "auto" else int(value)
 
 
 def scale_of(config: Config) -> int:
@@ -110,7 +113,8 @@ def scale_of(config: Config) -> int:
 
 def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Optional[str] = None) -> Config:
     """``cascade: auto`` settled to true or false; a new cascade run's ``cascade_scale`` is settled to a number
-    and its ``image_size`` becomes the full size divided by it."""
+    (auto: from its training images, :func:`difforge.train.cascade_scale.choose_scale`) and its ``image_size`` becomes
+    the full size divided by it; ``noise_aug: auto`` is settled for every run (:func:`~.cascade_scale.noise_aug_for`)."""
     tc = config.train
     if tc.cascade == "auto":
         reason = why_not(config, new, dist, pretrain=pretrain)
@@ -118,7 +122,7 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
     elif tc.cascade and new:
         if tc.task != "diffusion" or config.latent.latent or config.model.text_encoder:
             raise ConfigError("cascade=true cascades a pixel-space class or flat diffusion model only; drop --cascade")
-        scale = new_scale(config)
+        scale = new_scale(config) or 2
         if config.data.image_size % (2 * scale):
             raise ConfigError(f"cascade=true with an x{scale} upsampler needs an image size divisible by {2 * scale}, "
                               f"got {config.data.image_size}")
@@ -127,21 +131,29 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
     def no_upsampler() -> str:  # why a run given an upsampler's setting trains none (tc: as given; an explicit false has no why_not)
         return "cascade false: --cascade false or a preset" if tc.cascade is False else why_not(config, new, dist, pretrain=pretrain)
 
-    if not config.train.cascade and config.train.task == "diffusion" and config.sr.noise_aug > 0:
+    if not config.train.cascade and config.train.task == "diffusion" and config.sr.noise_aug not in ("auto", 0, 0.0):
         raise ConfigError(f"--noise-aug {config.sr.noise_aug:g} is the cascade upsampler's and this run trains no upsampler "
                           f"({no_upsampler()}); drop --noise-aug")
     if not config.train.cascade and new and tc.cascade_scale != "auto":
         raise ConfigError(f"--cascade-scale {tc.cascade_scale} is the cascade upsampler's factor and this run trains no "
                           f"upsampler ({no_upsampler()}); drop --cascade-scale")
+    size, scale, why = config.data.image_size, None, None
     if config.train.cascade and new:
-        size, scale = config.data.image_size, new_scale(config)
-        if log is not None:
-            log.info(f"cascade: {size} px as a {size // scale} px model and an x{scale} upsampler trained side by side, "
-                     f"on half the threads each ({CONSOLE_LOG} in the run folder; --cascade false: one {size} px model)")
-        if log is not None and scale == 4 and not config.sr.noise_aug:
+        scale = new_scale(config)
+        if scale is None:
+            scale, why = choose_scale(config)
+        config = config.override(image_size=size // scale, cascade_scale=scale)
+    if config.sr.noise_aug == "auto":
+        config = config.override(noise_aug=noise_aug_for(config))
+    if scale and log is not None:
+        aug = f" (noise augmentation {config.sr.noise_aug:g})" if config.sr.noise_aug else ""
+        log.info(f"cascade: {size} px as a {size // scale} px model and an x{scale} upsampler{aug} trained side by side, "
+                 f"on half the threads each ({CONSOLE_LOG} in the run folder; --cascade false: one {size} px model)")
+        if why:
+            log.info(f"cascade scale auto: x{scale}, {why}")
+        if scale == 4 and not config.sr.noise_aug:
             log.info("cascade: an x4 upsampler without --noise-aug forgives none of the small model's grain (measured on "
                      "glyphs in 12 minutes: distance 18.7 plain, 2.4-3.2 with --noise-aug 0.15; README)")
-        config = config.override(image_size=size // scale, cascade_scale=scale)
     return config
 
 
@@ -160,7 +172,7 @@ def link(config: Config) -> Dict[str, Any]:
 
 def upsampler_config(config: Config) -> Config:
     """The upsampler's settings: train-sr's defaults (measured as the cascade's) on the base's data at full size,
-    with the base run's ``noise_aug`` (``difforge train --noise-aug``; 0 unless given)."""
+    with the base run's ``noise_aug`` (``difforge train --noise-aug``; auto: by the factor, :mod:`.cascade_scale`)."""
     import dataclasses
 
     data = dataclasses.asdict(config.data)
@@ -237,5 +249,5 @@ def split_threads() -> Tuple[int, int]:
     return mine, max(1, total - mine)
 
 
-__all__ = ["AUTO_SCALE", "CONSOLE_LOG", "LEGACY_SCALE", "MIN_SIZE", "UPSAMPLER_RUN", "Upsampler", "choose_cascade", "full_size",
+__all__ = ["CONSOLE_LOG", "LEGACY_SCALE", "MIN_SIZE", "UPSAMPLER_RUN", "Upsampler", "choose_cascade", "full_size",
            "link", "new_scale", "scale_of", "split_threads", "upsampler_config", "why_not"]

@@ -104,19 +104,31 @@ class _Log:
 
 def test_an_x4_cascade_without_noise_aug_says_what_it_costs():
     plain, aug = _Log(), _Log()
-    cascade.choose_cascade(_auto(cascade=True, cascade_scale=4), new=True, log=plain)
+    cascade.choose_cascade(_auto(cascade=True, cascade_scale=4, noise_aug=0.0), new=True, log=plain)
     cascade.choose_cascade(_auto(cascade=True, cascade_scale=4, noise_aug=0.15), new=True, log=aug)
     assert any("without --noise-aug" in line for line in plain.lines)
     assert not any("without --noise-aug" in line for line in aug.lines) and "x4 upsampler" in aug.lines[0]
 
 
+def test_noise_aug_auto_is_on_for_an_x4_upsampler_only():
+    log = _Log()
+    x4 = cascade.choose_cascade(_auto(cascade=True, cascade_scale=4), new=True, log=log)
+    assert x4.sr.noise_aug == 0.15 and cascade.upsampler_config(x4).sr.noise_aug == 0.15
+    assert "x4 upsampler (noise augmentation 0.15) trained" in log.lines[0] and not any("without --noise-aug" in line for line in log.lines)
+    assert cascade.choose_cascade(_auto(cascade=True, cascade_scale=2), new=True).sr.noise_aug == 0.0
+    assert cascade.choose_cascade(_auto(cascade=False), new=True).sr.noise_aug == 0.0
+    assert cascade.choose_cascade(_auto(task="sr", scale=4), new=True).sr.noise_aug == 0.0  # train-sr: off unless told
+    # a resumed cascade from before the setting (cascade_scale auto: x2) stays without
+    assert cascade.choose_cascade(_auto(cascade=True, image_size=32), new=False).sr.noise_aug == 0.0
+
+
 def test_auto_scale_is_settled_into_the_config_and_a_config_from_before_it_stays_x2(monkeypatch):
-    decided = cascade.choose_cascade(_auto(cascade=True), new=True)
-    assert decided.train.cascade_scale == cascade.AUTO_SCALE  # config.yaml keeps the number, not auto
-    assert decided.data.image_size == 64 // cascade.AUTO_SCALE
-    other = 4 if cascade.AUTO_SCALE == 2 else 2
-    monkeypatch.setattr(cascade, "AUTO_SCALE", other)
-    assert cascade.choose_cascade(_auto(cascade=True), new=True).data.image_size == 64 // other
+    decided = cascade.choose_cascade(_auto(cascade=True), new=True)  # the built-in defects: textures, x2
+    assert decided.train.cascade_scale == 2 and decided.data.image_size == 32  # config.yaml keeps the number, not auto
+    monkeypatch.setattr(cascade, "choose_scale", lambda config: (4, "shapes"))
+    log = _Log()
+    assert cascade.choose_cascade(_auto(cascade=True), new=True, log=log).data.image_size == 16
+    assert "cascade scale auto: x4, shapes" in log.lines
     # a run's config.yaml from before the setting: cascade true, the half size, no cascade_scale (auto)
     resumed = cascade.choose_cascade(_auto(cascade=True, image_size=32), new=False)
     assert resumed.data.image_size == 32 and cascade.scale_of(resumed) == cascade.LEGACY_SCALE == 2 and cascade.full_size(resumed) == 64

@@ -76,7 +76,7 @@ class SuperResTask(DiffusionTask):
         if c.data.crop_p > 0:
             raise ConfigError("--crop-p does not cut the low-res input; drop it for super-resolution training")
         self.deg = degradation_of(c)
-        self.noise_aug = float(c.sr.noise_aug)
+        self.noise_aug = 0.0 if c.sr.noise_aug == "auto" else float(c.sr.noise_aug)  # auto: a cascade settles it (train/cascade_scale.py)
         if self.noise_aug > 0:
             if "aug_dim" not in registry.options(c.model.network):
                 raise ConfigError(f"noise_aug needs a network with an augmentation input (unet, unet-small, unet-tiny), not {c.model.network!r}")
