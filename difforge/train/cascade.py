@@ -1,5 +1,6 @@
-"""``cascade``: a run asked for 64 px (or more) on a CPU trains a half-size model and an x2 upsampler
-side by side, each on half the cores, and the half-size model's file names its upsampler, so
+"""``cascade``: a run asked for 64 px (or more) on a CPU trains a small model and an upsampler (x2 from a half-size
+model, or x4 from a quarter-size one: :mod:`difforge.train.cascade_scale` decides from the images) side by side,
+each on half the cores, and the small model's file names its upsampler, so
 ``difforge sample`` writes full-size images without a flag (:func:`difforge.pipeline.upscale.prepare_cascade`).
 
 Why (issue 16, measured on a 2-core AMD EPYC, README "Measured in session 28"): in 12 minutes one
