@@ -55,7 +55,7 @@ import torch
 from ..config import Config
 from ..errors import ConfigError
 from ..runtime import resolve_device
-from .cascade_scale import choose_scale, noise_aug_for
+from .cascade_scale import FALLBACK_SCALE, choose_scale, noise_aug_for
 
 LEGACY_SCALE = 2  # the factor of a run whose config.yaml predates ``cascade_scale`` (every cascade was x2 then)
 MIN_SIZE = 64  # auto cascades from this image size: at 32 px one model meets every target (README)
@@ -84,7 +84,7 @@ def why_not(config: Config, new: bool, dist=None, threads: Optional[int] = None,
         return "a run with defect masks trains at full size"
     if dist is not None and dist.enabled:
         return "a run of several processes trains at full size"
-    scale = new_scale(config) or 2  # auto: x4 only where it fits (cascade_scale.choose_scale)
+    scale = new_scale(config) or FALLBACK_SCALE  # auto: x4 only where it fits (cascade_scale.choose_scale)
     if dc.image_size < MIN_SIZE or dc.image_size % (2 * scale):
         return f"cascades start at {MIN_SIZE} px (sizes divisible by {2 * scale} for an x{scale} upsampler)"
     if not tc.max_minutes:
@@ -123,7 +123,7 @@ def choose_cascade(config: Config, new: bool, dist=None, log=None, pretrain: Opt
     elif tc.cascade and new:
         if tc.task != "diffusion" or config.latent.latent or config.model.text_encoder:
             raise ConfigError("cascade=true cascades a pixel-space class or flat diffusion model only; drop --cascade")
-        scale = new_scale(config) or 2
+        scale = new_scale(config) or FALLBACK_SCALE
         if config.data.image_size % (2 * scale):
             raise ConfigError(f"cascade=true with an x{scale} upsampler needs an image size divisible by {2 * scale}, "
                               f"got {config.data.image_size}")

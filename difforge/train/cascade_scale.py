@@ -1,16 +1,16 @@
 """``cascade_scale: auto``: an x4 cascade (a quarter-size model and an x4 upsampler) for a folder whose images a
 quarter-size copy keeps, an x2 cascade for the rest -- decided from the training images before the run starts.
 
-Why (issue 16, README "Which cascade: the detail a small copy loses"): measured in 12 minutes of the 2-core CPU, the
-x4 cascade is the better one for shapes on flat backgrounds (glyphs at 64 px: 2.2-2.95x the real-vs-real distance
-against 8.1x as x2) and the worse one for textures (the built-in defects: 5.15x against 2.75x), because a 16 px image
+Why (issue 16, README "Which cascade: what a small copy loses"): measured in 12 minutes of the 2-core CPU, the
+x4 cascade is the better one for shapes on flat backgrounds (glyphs at 64 px: 2.46-3.07x the real-vs-real distance
+over four training runs, mean 2.77x, against 8.1x as x2) and the worse one for textures (the built-in defects: 5.15x against 2.75x), because a 16 px image
 holds a letter but not wood grain, and the x4 upsampler alone cannot invent that grain again (on real 16 px defects
 3.4x the floor; on real 16 px glyphs 1.8x). What tells the two apart is how much of an image a small copy loses:
 :func:`detail_share` is the fraction of an image's grey-level variance that goes when it is reduced ``factor``-fold
 (antialiased bicubic) and brought back (bicubic). A letter on a smooth background keeps its variance in the letter,
 so its quarter-size copy loses 6% of it (median over the glyphs: 0.063, 90th percentile 0.092); fine grain is
 variance at the finest scale, so the built-in defects lose 31% (their smoothest class, large patches, 8%; real
-photographed textures -- brick, grass, gravel -- 56-95%). ``auto`` takes x4 when the median image of the folder loses
+photographed textures -- brick, grass, gravel -- 56-66%). ``auto`` takes x4 when the median image of the folder loses
 at most :data:`DETAIL_LIMIT` and x2 otherwise, textures first: an image between the two kinds gets the cascade that
 was the default before the choice existed.
 
